@@ -1,0 +1,40 @@
+"""Backend registry: ``--backend NAME`` → module with ``create(options)``.
+
+Modules are imported only when chosen (cluster clients are slow to import), except
+for ``add_options``, which every backend module may define to register its pytest
+options; those modules therefore keep heavy imports inside functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from harness.errors import HarnessError
+
+BACKENDS: dict[str, str] = {
+    "kind": "harness.backends.kind",
+    "existing": "harness.backends.existing",
+    "emulated": "harness.backends.emulated",
+    "model": "harness.backends.model",
+}
+
+DEFAULT_BACKEND = "kind"
+
+
+def backend_module(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise HarnessError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
+
+
+def available_backend_modules() -> list[ModuleType]:
+    """Modules that exist in this installation (for option registration)."""
+    found = []
+    for path in BACKENDS.values():
+        try:
+            found.append(importlib.import_module(path))
+        except ModuleNotFoundError as err:
+            if err.name != path:
+                raise
+    return found

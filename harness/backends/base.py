@@ -1,0 +1,123 @@
+"""The one small interface every backend implements.
+
+A backend turns a declared :class:`~harness.topology.Topology` into something that
+runs (``deploy``), changes policies and labels on it, and runs one round of probes.
+Retries, re-probing and comparison live in the shared probe engine and runner, not
+in backends.
+"""
+
+from __future__ import annotations
+
+import abc
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol as TypingProtocol
+
+from harness.matrix import Cell, Observation
+from harness.policy import NetworkPolicy
+from harness.topology import Endpoint, PodSpec, PortProtocol, Protocol, Topology
+
+
+class OptionSource(TypingProtocol):
+    """Where a backend reads its settings: ``pytest.Config`` qualifies, and so does
+    :class:`Options` for plain scripts."""
+
+    def getoption(self, name: str, default: Any = ...) -> Any: ...
+
+
+class Options:
+    """Settings for a backend built outside pytest: ``Options(probe_timeout=1.0)``.
+
+    Names are the pytest option destinations (``probe_timeout``, ``kubeconfig``...).
+    """
+
+    def __init__(self, **values: Any) -> None:
+        self._values = values
+
+    def getoption(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One connection attempt: from a pod to an endpoint on a port/protocol."""
+
+    source: PodSpec
+    destination: Endpoint
+    port: PortProtocol
+
+    @property
+    def cell(self) -> Cell:
+        return Cell(self.source.id, self.destination.id, self.port)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a backend built for a topology: the address of every endpoint."""
+
+    topology: Topology
+    addresses: Mapping[str, ipaddress.IPv4Address] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "addresses", MappingProxyType(dict(self.addresses)))
+
+
+class Backend(abc.ABC):
+    """A place where scenarios run. Implementations: model, emulated, kind, existing."""
+
+    #: Name used with ``--backend``.
+    name: ClassVar[str]
+    #: True when probing gives the same answer every time (no retries needed).
+    deterministic: ClassVar[bool] = False
+    #: Protocols this backend can probe; others are observed as UNSUPPORTED.
+    protocols: frozenset[Protocol] = frozenset(Protocol)
+
+    @abc.abstractmethod
+    def deploy(self, topology: Topology) -> Deployment:
+        """Build (or reuse) namespaces, pods and external hosts with their declared
+        labels, and no policies. Called again with another topology: tear down or
+        reuse what exists."""
+
+    @abc.abstractmethod
+    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
+        """Create or replace these policies (keyed by namespace/name)."""
+
+    @abc.abstractmethod
+    def delete_policies(self, refs: Sequence[str]) -> None:
+        """Delete policies by ``namespace/name``."""
+
+    @abc.abstractmethod
+    def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
+        """Replace a namespace's labels with ``labels`` (the complete new set)."""
+
+    @abc.abstractmethod
+    def set_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> None:
+        """Replace a pod's labels with ``labels`` (the complete new set)."""
+
+    @abc.abstractmethod
+    def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
+        """Run one round of probes, each bounded by ``timeout`` seconds, and return
+        one observation per probe (with its reproduce command)."""
+
+    @abc.abstractmethod
+    def reproduce_command(self, probe: Probe) -> str:
+        """The command a user can paste to run this probe by hand."""
+
+    def reset(self) -> None:
+        """Between scenarios: remove every policy and restore declared labels.
+        The default re-deploys nothing; backends that keep state override it."""
+
+    def close(self) -> None:
+        """Remove everything this backend created. Must be safe to call twice."""
+
+    def describe(self) -> dict[str, str]:
+        """Metadata for reports and baselines (backend, cni, cni_version, ...)."""
+        return {"backend": self.name}
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

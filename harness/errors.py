@@ -1,0 +1,59 @@
+"""The harness's own exceptions.
+
+Every error a user can cause (a malformed scenario, a policy the API server would
+reject, a missing tool) is one of these, and each carries enough context to be
+printed as one paragraph without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base class of every error the harness raises on purpose."""
+
+
+class ScenarioError(HarnessError):
+    """A scenario or a manifest it refers to is malformed.
+
+    ``source`` is the file, ``field`` the path inside it (``steps[1].expect.rules[0].to``)
+    and ``expected`` says what would have been accepted.
+    """
+
+    def __init__(self, source: str, field: str, message: str, expected: str = "") -> None:
+        self.source = source
+        self.field = field
+        self.message = message
+        self.expected = expected
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f"{self.source}: {self.field}" if self.field else self.source
+        text = f"{where}: {self.message}"
+        if self.expected:
+            text += f" (expected {self.expected})"
+        return text
+
+
+class PolicyError(ScenarioError):
+    """A NetworkPolicy that the Kubernetes API server would reject."""
+
+    def __init__(
+        self, source: str, policy: str, field: str, message: str, expected: str = ""
+    ) -> None:
+        self.policy = policy
+        super().__init__(source, field, f"NetworkPolicy {policy}: {message}", expected)
+
+
+class BackendUnavailable(HarnessError):
+    """The selected backend cannot run on this machine (missing tool, no root, ...).
+
+    The message says what is missing and how to get it.
+    """
+
+
+class BackendError(HarnessError):
+    """A backend operation failed while the scenario was running."""
+
+
+class BaselineError(HarnessError):
+    """A baseline file is missing, unreadable, or was written for something else."""

@@ -1,0 +1,209 @@
+"""What a scenario declares: namespaces, pods, the ports they serve, external hosts.
+
+These are declarations only. Where a pod actually runs (its IP, its network
+namespace, its Kubernetes object) is a backend's business and lives in
+:class:`harness.backends.base.Deployment`.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from harness.errors import HarnessError
+
+#: Label every namespace carries on a real cluster (set by the API server).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+#: Pod range of the kind + Calico cluster (Calico's default IP pool) and of the
+#: emulated backend, so that a scenario's ipBlocks mean the same on both.
+POD_CIDR = ipaddress.IPv4Network("192.168.0.0/16")
+
+
+class Protocol(enum.Enum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def frozen_labels(labels: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """An immutable, key-sorted copy of ``labels``."""
+    return MappingProxyType(dict(sorted((labels or {}).items())))
+
+
+@dataclass(frozen=True, order=True)
+class PortProtocol:
+    """A port number with its protocol: one matrix of a scenario (``80/TCP``)."""
+
+    port: int
+    protocol: Protocol
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> PortProtocol:
+        """Parse ``"80/TCP"`` (protocol defaults to TCP: ``"80"``)."""
+        number, _, proto = str(text).partition("/")
+        try:
+            port = int(number)
+            protocol = Protocol(proto.upper() or "TCP")
+        except ValueError:
+            raise HarnessError(f"{text!r} is not a port such as 80/TCP, 53/UDP or 9000/SCTP") from None
+        if not 1 <= port <= 65535:
+            raise HarnessError(f"port {port} in {text!r} is outside 1-65535")
+        return cls(port, protocol)
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A port a pod serves. ``name`` makes it usable as a named port in policies."""
+
+    port: int
+    protocol: Protocol = Protocol.TCP
+    name: str | None = None
+
+    @property
+    def key(self) -> PortProtocol:
+        return PortProtocol(self.port, self.protocol)
+
+
+@dataclass(frozen=True)
+class NamespaceSpec:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=frozen_labels, hash=False)
+
+    def __post_init__(self) -> None:
+        labels = dict(self.labels)
+        # A real API server always sets this label; declaring it is optional.
+        labels[NAMESPACE_NAME_LABEL] = self.name
+        object.__setattr__(self, "labels", frozen_labels(labels))
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=frozen_labels, hash=False)
+    ports: tuple[PortSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", frozen_labels(self.labels))
+
+    @property
+    def id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def named_port(self, name: str, protocol: Protocol) -> int | None:
+        """The number behind a named container port, as a CNI resolves it."""
+        for spec in self.ports:
+            if spec.name == name and spec.protocol is protocol:
+                return spec.port
+        return None
+
+
+@dataclass(frozen=True)
+class ExternalHost:
+    """A destination outside the cluster (egress and ipBlock scenarios).
+
+    Its endpoint id is its bare name (no ``/``), so it never collides with a pod.
+    """
+
+    name: str
+    ip: ipaddress.IPv4Address
+    ports: tuple[PortSpec, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+
+Endpoint = PodSpec | ExternalHost
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Namespaces, pods and external hosts of a scenario, in declaration order."""
+
+    namespaces: tuple[NamespaceSpec, ...] = ()
+    pods: tuple[PodSpec, ...] = ()
+    externals: tuple[ExternalHost, ...] = ()
+
+    def namespace(self, name: str) -> NamespaceSpec:
+        for ns in self.namespaces:
+            if ns.name == name:
+                return ns
+        raise KeyError(name)
+
+    def pod(self, pod_id: str) -> PodSpec:
+        for pod in self.pods:
+            if pod.id == pod_id:
+                return pod
+        raise KeyError(pod_id)
+
+    def endpoint(self, endpoint_id: str) -> Endpoint:
+        for ep in self.endpoints():
+            if ep.id == endpoint_id:
+                return ep
+        raise KeyError(endpoint_id)
+
+    def endpoints(self) -> Iterator[Endpoint]:
+        yield from self.pods
+        yield from self.externals
+
+    def pods_in(self, namespace: str) -> tuple[PodSpec, ...]:
+        return tuple(p for p in self.pods if p.namespace == namespace)
+
+    def port_keys(self) -> tuple[PortProtocol, ...]:
+        """Every port/protocol some endpoint serves, sorted."""
+        return tuple(sorted({p.key for ep in self.endpoints() for p in ep.ports}))
+
+    def serving(self, key: PortProtocol) -> tuple[Endpoint, ...]:
+        """Endpoints that serve ``key``: the columns of that port's matrix."""
+        return tuple(ep for ep in self.endpoints() if any(p.key == key for p in ep.ports))
+
+    def shape(self) -> tuple[object, ...]:
+        """What a backend must build, without labels: two topologies of the same
+        shape can share one deployment (labels are reset between scenarios)."""
+        return (
+            tuple(ns.name for ns in self.namespaces),
+            tuple((p.id, p.ports) for p in self.pods),
+            self.externals,
+        )
+
+    # -- changes made by multi-step scenarios -------------------------------------
+
+    def with_namespace_labels(self, name: str, labels: Mapping[str, str]) -> Topology:
+        self.namespace(name)
+        namespaces = tuple(
+            NamespaceSpec(ns.name, labels) if ns.name == name else ns for ns in self.namespaces
+        )
+        return replace(self, namespaces=namespaces)
+
+    def with_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> Topology:
+        self.pod(pod_id)
+        pods = tuple(replace(p, labels=labels) if p.id == pod_id else p for p in self.pods)
+        return replace(self, pods=pods)
+
+
+def apply_label_changes(
+    current: Mapping[str, str], changes: Mapping[str, str | None]
+) -> dict[str, str]:
+    """``kubectl label`` semantics: a value sets a label, ``None`` removes it."""
+    result = dict(current)
+    for key, value in changes.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+def iter_pod_ids(pods: Iterable[PodSpec]) -> list[str]:
+    return [p.id for p in pods]
