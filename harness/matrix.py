@@ -115,11 +115,16 @@ class ReachabilityMatrix:
 
     # -- rendering -----------------------------------------------------------------
 
-    def render(self, title: str = "") -> str:
+    def columns(self, port: PortProtocol) -> tuple[str, ...]:
+        """Destinations probed on ``port``, in axis order."""
+        present = {c.destination for c in self.cells if c.port == port}
+        return tuple(d for d in self.destinations if d in present)
+
+    def render(self, title: str = "", ports: Iterable[PortProtocol] | None = None) -> str:
         return "\n\n".join(
-            _grid(f"{title} {port}".strip(), self.sources, self.destinations,
+            _grid(f"{title} {port}".strip(), self.sources, self.columns(port),
                   lambda s, d, p=port: self._symbol(s, d, p))  # type: ignore[misc]
-            for port in self.ports
+            for port in (self.ports if ports is None else ports)
         )
 
     def _symbol(self, source: str, destination: str, port: PortProtocol) -> str:
@@ -203,12 +208,14 @@ class Comparison:
         """Expected, observed and comparison tables per port, then one line per
         wrong cell followed by the command that reproduces it."""
         wrong = self.wrong_cells()
+        failing = {c.port for c in wrong}
+        # Ports whose cells all match add nothing to a failure report.
+        ports = [p for p in self.expected.ports if p in failing] or list(self.expected.ports)
         blocks = []
-        for port in self.expected.ports:
-            exp = ReachabilityMatrix(self.expected.sources, self.expected.destinations, (port,), self.expected.cells)
-            obs = ReachabilityMatrix(self.observed.sources, self.observed.destinations, (port,), self.observed.cells)
-            blocks.append(exp.render(f"{title}expected"))
-            blocks.append(obs.render(f"{title}observed"))
+        for port in ports:
+            columns = self.expected.columns(port)
+            blocks.append(self.expected.render(f"{title}expected", [port]))
+            blocks.append(self.observed.render(f"{title}observed", [port]))
 
             def diff(s: str, d: str, p: PortProtocol = port) -> str:
                 cell = Cell(s, d, p)
@@ -216,7 +223,7 @@ class Comparison:
                     return "X"
                 return "." if cell in self.expected.cells else "-"
 
-            blocks.append(_grid(f"{title}comparison {port}", self.expected.sources, self.expected.destinations, diff))
+            blocks.append(_grid(f"{title}comparison {port}", self.expected.sources, columns, diff))
         blocks.append(LEGEND)
         lines = [m.line() + (f"\n    reproduce: {m.observed.command}" if m.observed.command else "") for m in self.mismatches]
         if lines:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -204,6 +204,3 @@ def apply_label_changes(
             result[key] = value
     return result
 
-
-def iter_pod_ids(pods: Iterable[PodSpec]) -> list[str]:
-    return [p.id for p in pods]

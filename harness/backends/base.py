@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Protocol as TypingProtocol
 
 from harness.matrix import Cell, Observation
+from harness.model import ModelSettings
 from harness.policy import NetworkPolicy
 from harness.topology import Endpoint, PodSpec, PortProtocol, Protocol, Topology
 
@@ -104,6 +105,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def reproduce_command(self, probe: Probe) -> str:
         """The command a user can paste to run this probe by hand."""
+
+    def use_settings(self, settings: ModelSettings) -> None:
+        """Behaviour Kubernetes leaves to the implementation, as the scenario declares
+        it. Backends that emulate or compute it (model, emulated) honour it; a real
+        CNI has its own and ignores this."""
+
+    def begin_step(self, scenario: str, step: str) -> None:
+        """Called before a step is probed, for backends whose reproduce commands
+        need to name the scenario and step (the model backend)."""
 
     def reset(self) -> None:
         """Between scenarios: remove every policy and restore declared labels.

@@ -1,0 +1,39 @@
+"""The state a scenario has brought a cluster to: labels in force and policies in
+force. Pure; the runner keeps it in step with what it asks the backend to do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from harness.policy import NetworkPolicy
+from harness.topology import Topology, apply_label_changes
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    topology: Topology
+    policies: Mapping[str, NetworkPolicy] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policies", MappingProxyType(dict(self.policies)))
+
+    def with_policies(self, policies: Iterable[NetworkPolicy]) -> ClusterState:
+        merged = dict(self.policies)
+        merged.update((p.ref, p) for p in policies)
+        return replace(self, policies=merged)
+
+    def without_policies(self, refs: Iterable[str]) -> ClusterState:
+        remaining = dict(self.policies)
+        for ref in refs:
+            remaining.pop(ref, None)
+        return replace(self, policies=remaining)
+
+    def relabel_namespace(self, name: str, changes: Mapping[str, str | None]) -> ClusterState:
+        labels = apply_label_changes(self.topology.namespace(name).labels, changes)
+        return replace(self, topology=self.topology.with_namespace_labels(name, labels))
+
+    def relabel_pod(self, pod_id: str, changes: Mapping[str, str | None]) -> ClusterState:
+        labels = apply_label_changes(self.topology.pod(pod_id).labels, changes)
+        return replace(self, topology=self.topology.with_pod_labels(pod_id, labels))

@@ -1,0 +1,326 @@
+"""Reference model of Kubernetes NetworkPolicy v1 semantics.
+
+Given a topology (with the labels in force), the policies in force and every
+endpoint's address, the model says for each (source pod, destination, port/protocol)
+whether traffic is allowed. It is pure: no network, no cluster, no pytest.
+
+Semantics (networking.k8s.io/v1):
+
+* A pod is isolated for ingress (egress) when at least one policy in its namespace
+  selects it and lists that direction in ``policyTypes`` (defaulted by the parser:
+  Ingress always, Egress when egress rules exist).
+* An isolated pod accepts (sends) only what some rule of some selecting policy of
+  that direction allows: the union of all policies. Traffic must be allowed by the
+  source's egress side *and* the destination's ingress side.
+* A peer with only ``podSelector`` selects pods of the policy's namespace; only
+  ``namespaceSelector``, every pod of the matching namespaces; both in one peer, pods
+  matching both. An absent or empty ``from``/``to`` matches every peer (external
+  hosts too); absent or empty ``ports`` every port and protocol; a port without a
+  number every port of its protocol; ``endPort`` a range; a named port is resolved
+  against the destination pod (never against an external host).
+* Left to the implementation, and set by :class:`ModelSettings` (defaults follow
+  Calico): whether a pod always reaches itself, and whether ``ipBlock`` matches pod
+  addresses as well as addresses outside the cluster.
+
+The computation is vectorised (one boolean matrix per port/protocol) so that it
+scales to clusters of thousands of pods.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from harness.errors import HarnessError
+from harness.matrix import Cell, Observation, Outcome, ReachabilityMatrix
+from harness.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
+from harness.selectors import LabelSelector, Operator
+from harness.topology import ExternalHost, PodSpec, PortProtocol, Topology
+
+Mask = npt.NDArray[np.bool_]
+
+
+class SelfTraffic(enum.Enum):
+    #: Calico (and most CNIs): traffic to the pod's own IP never leaves the pod.
+    ALLOWED = "allowed"
+    #: Evaluate a pod's traffic to itself like any other traffic.
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Behaviour Kubernetes leaves to the implementation. Defaults are Calico's."""
+
+    self_traffic: SelfTraffic = SelfTraffic.ALLOWED
+    #: Calico matches ipBlock against pod IPs too (projectcalico/calico#6634).
+    ipblock_matches_pods: bool = True
+
+
+class _LabelIndex:
+    """Boolean vectors over a list of label sets, to evaluate selectors in bulk."""
+
+    def __init__(self, label_sets: Sequence[Mapping[str, str]]) -> None:
+        self.size = len(label_sets)
+        self._pairs: dict[tuple[str, str], Mask] = {}
+        self._keys: dict[str, Mask] = {}
+        for i, labels in enumerate(label_sets):
+            for key, value in labels.items():
+                self._pairs.setdefault((key, value), np.zeros(self.size, bool))[i] = True
+                self._keys.setdefault(key, np.zeros(self.size, bool))[i] = True
+        self._cache: dict[LabelSelector, Mask] = {}
+
+    def _pair(self, key: str, value: str) -> Mask:
+        found = self._pairs.get((key, value))
+        return found if found is not None else np.zeros(self.size, bool)
+
+    def _key(self, key: str) -> Mask:
+        found = self._keys.get(key)
+        return found if found is not None else np.zeros(self.size, bool)
+
+    def select(self, selector: LabelSelector) -> Mask:
+        cached = self._cache.get(selector)
+        if cached is not None:
+            return cached
+        mask = np.ones(self.size, bool)
+        for key, value in selector.match_labels.items():
+            mask &= self._pair(key, value)
+        for req in selector.match_expressions:
+            if req.operator is Operator.EXISTS:
+                mask &= self._key(req.key)
+            elif req.operator is Operator.DOES_NOT_EXIST:
+                mask &= ~self._key(req.key)
+            else:
+                any_value = np.zeros(self.size, bool)
+                for value in req.values:
+                    any_value |= self._pair(req.key, value)
+                mask &= any_value if req.operator is Operator.IN else ~any_value
+        self._cache[selector] = mask
+        return mask
+
+
+class ReferenceModel:
+    """Evaluate policies over a topology. Build one per state (labels, policies)."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        policies: Iterable[NetworkPolicy],
+        addresses: Mapping[str, ipaddress.IPv4Address],
+        settings: ModelSettings | None = None,
+    ) -> None:
+        self.topology = topology
+        self.policies = tuple(policies)
+        self.settings = settings or ModelSettings()
+        self.pods: tuple[PodSpec, ...] = topology.pods
+        self.externals: tuple[ExternalHost, ...] = topology.externals
+        self.pod_index = {p.id: i for i, p in enumerate(self.pods)}
+        self.dest_index = {ep.id: i for i, ep in enumerate(self.destinations)}
+        missing = [ep.id for ep in self.destinations if ep.id not in addresses]
+        if missing:
+            raise HarnessError(f"no address for {', '.join(missing)}")
+        self.addresses = {k: ipaddress.ip_address(v) for k, v in addresses.items()}
+        ns_names = [ns.name for ns in topology.namespaces]
+        ns_of_pod = np.array([ns_names.index(p.namespace) for p in self.pods], dtype=np.int64)
+        self._ns_of_pod = ns_of_pod
+        self._ns_names = ns_names
+        self._pod_labels = _LabelIndex([p.labels for p in self.pods])
+        self._ns_labels = _LabelIndex([ns.labels for ns in topology.namespaces])
+        self._ip_cache: dict[IPBlock, tuple[Mask, Mask]] = {}
+        self._selected: dict[str, Mask] = {p.ref: self._selected_by(p) for p in self.policies}
+        self.ingress_isolated = self._isolated(PolicyType.INGRESS)
+        self.egress_isolated = self._isolated(PolicyType.EGRESS)
+        self._cache: dict[PortProtocol, Mask] = {}
+
+    @property
+    def destinations(self) -> tuple[PodSpec | ExternalHost, ...]:
+        return (*self.pods, *self.externals)
+
+    # -- selection -------------------------------------------------------------------
+
+    def _pods_in_namespaces(self, ns_mask: Mask) -> Mask:
+        if not len(self.pods):
+            return np.zeros(0, bool)
+        return ns_mask[self._ns_of_pod]
+
+    def _namespace_mask(self, name: str) -> Mask:
+        mask = np.zeros(len(self._ns_names), bool)
+        if name in self._ns_names:
+            mask[self._ns_names.index(name)] = True
+        return mask
+
+    def _selected_by(self, policy: NetworkPolicy) -> Mask:
+        in_ns = self._pods_in_namespaces(self._namespace_mask(policy.namespace))
+        return in_ns & self._pod_labels.select(policy.pod_selector)
+
+    def _isolated(self, direction: PolicyType) -> Mask:
+        mask = np.zeros(len(self.pods), bool)
+        for policy in self.policies:
+            if direction in policy.policy_types:
+                mask |= self._selected[policy.ref]
+        return mask
+
+    def _ip_block(self, block: IPBlock) -> tuple[Mask, Mask]:
+        """(pods, externals) whose address the block contains."""
+        cached = self._ip_cache.get(block)
+        if cached is None:
+            pods = np.array([block.contains(self.addresses[p.id]) for p in self.pods], dtype=bool)
+            if not self.settings.ipblock_matches_pods:
+                pods = np.zeros(len(self.pods), bool)
+            ext = np.array([block.contains(self.addresses[e.id]) for e in self.externals], dtype=bool)
+            cached = self._ip_cache[block] = (pods, ext)
+        return cached
+
+    def _peer(self, policy: NetworkPolicy, peer: Peer) -> tuple[Mask, Mask]:
+        """(pods, externals) a peer matches."""
+        if peer.ip_block is not None:
+            return self._ip_block(peer.ip_block)
+        if peer.namespace_selector is None:
+            ns_mask = self._namespace_mask(policy.namespace)
+        else:
+            ns_mask = self._ns_labels.select(peer.namespace_selector)
+        pods = self._pods_in_namespaces(ns_mask)
+        if peer.pod_selector is not None:
+            pods = pods & self._pod_labels.select(peer.pod_selector)
+        return pods, np.zeros(len(self.externals), bool)
+
+    def _peers(self, policy: NetworkPolicy, rule: Rule) -> tuple[Mask, Mask]:
+        if not rule.peers:
+            return np.ones(len(self.pods), bool), np.ones(len(self.externals), bool)
+        pods = np.zeros(len(self.pods), bool)
+        ext = np.zeros(len(self.externals), bool)
+        for peer in rule.peers:
+            p, e = self._peer(policy, peer)
+            pods |= p
+            ext |= e
+        return pods, ext
+
+    # -- ports -----------------------------------------------------------------------
+
+    @staticmethod
+    def _port_matches(entry: PolicyPort, key: PortProtocol, endpoint: PodSpec | ExternalHost | None) -> bool:
+        if entry.protocol is not key.protocol:
+            return False
+        if entry.port is None:
+            return True
+        if isinstance(entry.port, str):
+            # Named ports resolve per destination pod; external hosts have none.
+            if not isinstance(endpoint, PodSpec):
+                return False
+            return endpoint.named_port(entry.port, key.protocol) == key.port
+        end = entry.end_port if entry.end_port is not None else entry.port
+        return entry.port <= key.port <= end
+
+    def _rule_ports(self, rule: Rule, key: PortProtocol, endpoints: Sequence[PodSpec | ExternalHost]) -> Mask:
+        """Which destination endpoints this rule's ports admit ``key`` on."""
+        if not rule.ports:
+            return np.ones(len(endpoints), bool)
+        if not any(isinstance(e.port, str) for e in rule.ports):
+            ok = any(self._port_matches(e, key, None) for e in rule.ports)
+            return np.full(len(endpoints), ok, bool)
+        return np.array([any(self._port_matches(e, key, ep) for e in rule.ports) for ep in endpoints], dtype=bool)
+
+    # -- the matrix ------------------------------------------------------------------
+
+    def allowed_matrix(self, key: PortProtocol) -> Mask:
+        """``m[s, d]``: pod ``s`` may reach destination ``d`` (pods, then externals)."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        n_pods, n_dest = len(self.pods), len(self.destinations)
+        dests = self.destinations
+        # ingress[d, s] for destination pods
+        ingress = np.zeros((n_pods, n_pods), bool)
+        egress = np.zeros((n_pods, n_dest), bool)
+        for policy in self.policies:
+            selected = self._selected[policy.ref]
+            if not selected.any():
+                continue
+            if PolicyType.INGRESS in policy.policy_types:
+                for rule in policy.ingress:
+                    src_pods, _ = self._peers(policy, rule)
+                    targets = selected & self._rule_ports(rule, key, self.pods)
+                    if targets.any() and src_pods.any():
+                        ingress[targets] |= src_pods
+            if PolicyType.EGRESS in policy.policy_types:
+                for rule in policy.egress:
+                    dst_pods, dst_ext = self._peers(policy, rule)
+                    dst = np.concatenate([dst_pods, dst_ext]) & self._rule_ports(rule, key, dests)
+                    if dst.any():
+                        egress[selected] |= dst
+        ingress[~self.ingress_isolated] = True
+        egress[~self.egress_isolated] = True
+        allowed = egress.copy()
+        allowed[:, :n_pods] &= ingress.T
+        if self.settings.self_traffic is SelfTraffic.ALLOWED and n_pods:
+            idx = np.arange(n_pods)
+            allowed[idx, idx] = True
+        self._cache[key] = allowed
+        return allowed
+
+    def allowed(self, source: str, destination: str, port: PortProtocol | str) -> bool:
+        key = port if isinstance(port, PortProtocol) else PortProtocol.parse(port)
+        return bool(self.allowed_matrix(key)[self.pod_index[source], self.dest_index[destination]])
+
+    def explain(self, source: str, destination: str, port: PortProtocol) -> str:
+        """Why a cell is blocked: which side isolates it and by which policies."""
+        if self.allowed(source, destination, port):
+            return ""
+        s, d = self.pod_index[source], self.dest_index[destination]
+        reasons = []
+        egress_ok = self._side_allows(source, destination, port, PolicyType.EGRESS)
+        ingress_ok = self._side_allows(source, destination, port, PolicyType.INGRESS)
+        if not egress_ok and self.egress_isolated[s]:
+            reasons.append(f"egress of {source} isolated by {self._isolating(source, PolicyType.EGRESS)}")
+        if not ingress_ok and d < len(self.pods) and self.ingress_isolated[d]:
+            reasons.append(f"ingress of {destination} isolated by {self._isolating(destination, PolicyType.INGRESS)}")
+        return "; ".join(reasons) + ", no rule allows it" if reasons else "self traffic evaluated by policy"
+
+    def _isolating(self, pod_id: str, direction: PolicyType) -> str:
+        i = self.pod_index[pod_id]
+        refs = [p.ref for p in self.policies if direction in p.policy_types and self._selected[p.ref][i]]
+        return ", ".join(refs)
+
+    def _side_allows(self, source: str, destination: str, port: PortProtocol, direction: PolicyType) -> bool:
+        one = ReferenceModel(
+            self.topology,
+            [p for p in self.policies if direction in p.policy_types],
+            self.addresses,  # type: ignore[arg-type]
+            ModelSettings(SelfTraffic.POLICY, self.settings.ipblock_matches_pods),
+        )
+        # Only the requested direction isolates in ``one``; the other side is open.
+        if direction is PolicyType.INGRESS:
+            one.egress_isolated[:] = False
+        else:
+            one.ingress_isolated[:] = False
+        return one.allowed(source, destination, port)
+
+    def matrix(
+        self,
+        cells: Iterable[Cell],
+        sources: Sequence[str],
+        destinations: Sequence[str],
+        ports: Sequence[PortProtocol],
+        explain: bool = False,
+    ) -> ReachabilityMatrix:
+        out: dict[Cell, Observation] = {}
+        for cell in cells:
+            ok = self.allowed(cell.source, cell.destination, cell.port)
+            detail = "" if ok or not explain else self.explain(cell.source, cell.destination, cell.port)
+            out[cell] = Observation(Outcome.from_bool(ok), detail)
+        return ReachabilityMatrix(tuple(sources), tuple(destinations), tuple(ports), out)
+
+
+def model_summary(model: ReferenceModel) -> dict[str, Any]:
+    """Counts used by reports: isolated pods per direction."""
+    return {
+        "pods": len(model.pods),
+        "policies": len(model.policies),
+        "ingress_isolated": int(model.ingress_isolated.sum()),
+        "egress_isolated": int(model.egress_isolated.sum()),
+    }

@@ -1,0 +1,344 @@
+"""The pytest plugin: scenario files as test items, backend selection, fixtures.
+
+Registered through the ``pytest11`` entry point, so installing netpol-harness is
+enough. Plugin state lives in ``config.stash``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from harness import __version__
+from harness.api import PolicyTest
+from harness.backends import BACKENDS, DEFAULT_BACKEND, available_backend_modules, backend_module
+from harness.backends.base import Backend
+from harness.errors import BackendUnavailable, HarnessError, ScenarioError
+from harness.probing import ProbeSettings
+from harness.runner import ScenarioResult, ScenarioRunner
+from harness.scenario import Scenario, load_scenario
+
+log = logging.getLogger("harness")
+
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+
+class ScenarioMismatch(Exception):
+    """Observed reachability differs from a scenario's intent."""
+
+    def __init__(self, result: ScenarioResult) -> None:
+        self.result = result
+        super().__init__(result.render())
+
+
+class BackendManager:
+    """Creates the selected backend on first use and closes it at the end of the run."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.name: str = config.getoption("netpol_backend") or config.getini("netpol_backend") or DEFAULT_BACKEND
+        self._backend: Backend | None = None
+
+    def get(self) -> Backend:
+        if self._backend is None:
+            self._backend = backend_module(self.name).create(self.config)
+        return self._backend
+
+    @property
+    def started(self) -> bool:
+        return self._backend is not None
+
+    def close(self) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+
+
+manager_key = pytest.StashKey[BackendManager]()
+result_key = pytest.StashKey[ScenarioResult]()
+scenario_dirs_key = pytest.StashKey[list[Path]]()
+probe_settings_key = pytest.StashKey[ProbeSettings]()
+
+
+# -- options ---------------------------------------------------------------------------
+
+
+def _positive_seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 1 or 0.5)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("netpol", "NetworkPolicy scenarios (netpol-harness)")
+    group.addoption(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="netpol_scenario",
+        help="run only scenarios whose name matches NAME, a glob pattern such as 'default-deny*'. "
+        "May be given several times. Without a path argument, scenarios are collected from "
+        "the netpol_scenarios directories.",
+    )
+    group.addoption(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default=None,
+        dest="netpol_backend",
+        help="where scenarios run: kind (a new kind cluster with Calico), existing (the cluster "
+        "of the current kubeconfig), emulated (network namespaces and nftables on this host, "
+        "as root), model (the reference model, no network). Default: the netpol_backend ini "
+        f"value, else {DEFAULT_BACKEND}.",
+    )
+    group.addoption(
+        "--probe-timeout",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        dest="probe_timeout",
+        help="how long one probe waits for a connection or reply; a blocked probe takes this "
+        "long. Default: 1.",
+    )
+    group.addoption(
+        "--probe-deadline",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        dest="probe_deadline",
+        help="how long cells that differ from the expectation are re-probed after a change "
+        "(policies take a moment to be programmed). Default: 10.",
+    )
+    parser.addini(
+        "netpol_scenarios",
+        type="paths",
+        default=["scenarios"],
+        help="directories holding scenario files (*.yaml directly inside; subdirectories are "
+        "for policy manifests). Default: scenarios.",
+    )
+    parser.addini("netpol_backend", default="", help="default backend when --backend is not given.")
+    for module in available_backend_modules():
+        add = getattr(module, "add_options", None)
+        if add is not None:
+            add(group)
+
+
+# -- configuration and lifecycle --------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so pytest_unconfigure cleans up.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "netpol: a NetworkPolicy scenario collected by netpol-harness")
+    backend_ini = config.getini("netpol_backend")
+    if backend_ini and backend_ini not in BACKENDS:
+        raise pytest.UsageError(
+            f"{config.inipath or 'ini file'}: netpol_backend = {backend_ini!r} is not a backend; "
+            f"use one of {', '.join(sorted(BACKENDS))}"
+        )
+    config.stash[manager_key] = BackendManager(config)
+    config.stash[probe_settings_key] = ProbeSettings(
+        timeout=config.getoption("probe_timeout"), deadline=config.getoption("probe_deadline")
+    )
+    dirs = [Path(p) for p in config.getini("netpol_scenarios")]
+    config.stash[scenario_dirs_key] = [d.resolve() for d in dirs]
+    if config.getoption("netpol_scenario") and config.args_source is not pytest.Config.ArgsSource.ARGS:
+        # `pytest --scenario NAME` with no path: look in the scenario directories only.
+        missing = [str(d) for d in dirs if not d.is_dir()]
+        if missing:
+            raise pytest.UsageError(
+                f"--scenario: scenario directory {', '.join(missing)} does not exist; set netpol_scenarios "
+                f"in {config.inipath or 'pytest.ini/pyproject.toml'} or pass the scenario files as arguments"
+            )
+        config.args = [str(d) for d in dirs]
+    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    manager = config.stash.get(manager_key, None)
+    if manager is not None:
+        manager.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    manager = config.stash[manager_key]
+    dirs = ", ".join(str(d) for d in config.stash[scenario_dirs_key])
+    return f"netpol-harness {__version__}: backend {manager.name}, scenarios in {dirs}"
+
+
+# -- collection -------------------------------------------------------------------------
+
+
+def _is_scenario_file(path: Path, config: pytest.Config) -> bool:
+    if path.suffix not in SCENARIO_SUFFIXES:
+        return False
+    if path.name.endswith((".scenario.yaml", ".scenario.yml")):
+        return True
+    return path.parent.resolve() in config.stash[scenario_dirs_key]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if _is_scenario_file(file_path, parent.config):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            scenario = load_scenario(self.path)
+        except ScenarioError as err:
+            # Reported against this file; the other scenarios still run.
+            yield BrokenScenarioItem.from_parent(self, name=self.path.stem, error=err)
+            return
+        item = ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
+        item.add_marker(pytest.mark.netpol)
+        for tag in scenario.tags:
+            item.extra_keyword_matches.add(tag)
+        if scenario.xfail:
+            item.add_marker(pytest.mark.xfail(reason=scenario.xfail, strict=True, raises=ScenarioMismatch))
+        yield item
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+
+    def runtest(self) -> None:
+        manager = self.config.stash[manager_key]
+        try:
+            backend = manager.get()
+        except BackendUnavailable as err:
+            pytest.exit(f"backend {manager.name} is not available: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+        runner = ScenarioRunner(backend, self.config.stash[probe_settings_key], _progress(self.config))
+        try:
+            result = runner.run(self.scenario)
+        finally:
+            backend.reset()
+        self.stash[result_key] = result
+        if not result.ok:
+            raise ScenarioMismatch(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioMismatch | HarnessError):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"scenario {self.scenario.name}: {self.scenario.description}"
+
+
+class BrokenScenarioItem(pytest.Item):
+    """A scenario file that could not be loaded: fails with the loader's message."""
+
+    def __init__(self, *, error: ScenarioError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def runtest(self) -> None:
+        raise self.error
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        return f"invalid scenario: {self.error}"
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"invalid scenario {self.path.name}"
+
+
+def _item_scenario_name(item: pytest.Item) -> str | None:
+    if isinstance(item, ScenarioItem):
+        return item.scenario.name
+    if isinstance(item, BrokenScenarioItem):
+        return item.name
+    return None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    _flag_duplicate_names(items)
+    patterns: list[str] = config.getoption("netpol_scenario")
+    if not patterns:
+        return
+    known = [n for n in map(_item_scenario_name, items) if n is not None]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in known)]
+    if unmatched:
+        listing = ", ".join(sorted(known)) or "none"
+        raise pytest.UsageError(
+            f"--scenario {', '.join(unmatched)}: no scenario of that name was collected. Known scenarios: {listing}"
+        )
+    keep, drop = [], []
+    for item in items:
+        name = _item_scenario_name(item)
+        if name is None or any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            keep.append(item)
+        else:
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _flag_duplicate_names(items: list[pytest.Item]) -> None:
+    first: dict[str, ScenarioItem] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, ScenarioItem):
+            continue
+        other = first.get(item.scenario.name)
+        if other is None:
+            first[item.scenario.name] = item
+            continue
+        error = ScenarioError(str(item.path), "name", f"scenario name {item.scenario.name!r} is also used by {other.path}",
+                              "a name unique across the scenario directories")
+        items[i] = BrokenScenarioItem.from_parent(item.parent, name=item.name, error=error)  # type: ignore[arg-type]
+
+
+def _progress(config: pytest.Config) -> Any:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    verbose = config.getoption("verbose") > 0
+
+    def progress(message: str) -> None:
+        log.info(message)
+        if verbose and reporter is not None:
+            reporter.write_line(f"netpol: {message}")
+
+    return progress
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def netpol_backend(pytestconfig: pytest.Config) -> Backend:
+    """The backend chosen with --backend, created once per run."""
+    manager = pytestconfig.stash[manager_key]
+    try:
+        return manager.get()
+    except BackendUnavailable as err:
+        pytest.exit(f"backend {manager.name} is not available: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture
+def netpol(netpol_backend: Backend, pytestconfig: pytest.Config) -> Iterator[PolicyTest]:
+    """Declare a topology, apply policies, probe and assert a matrix from Python.
+
+    The backend is reset (policies removed, labels restored) after the test."""
+    test = PolicyTest(netpol_backend, pytestconfig.stash[probe_settings_key])
+    yield test
+    netpol_backend.reset()

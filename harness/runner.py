@@ -1,0 +1,141 @@
+"""Run a scenario on a backend: deploy, apply each step's changes, probe, compare.
+
+Usable from a plain script::
+
+    from harness.backends.model import ModelBackend
+    from harness.runner import ScenarioRunner
+    from harness.scenario import load_scenario
+
+    with ModelBackend() as backend:
+        result = ScenarioRunner(backend).run(load_scenario("scenarios/default-deny.yaml"))
+    print(result.render())
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from harness.backends.base import Backend, Deployment, Probe
+from harness.cluster_state import ClusterState
+from harness.expectations import expected_matrix, plan_probes
+from harness.matrix import Comparison, ReachabilityMatrix, compare
+from harness.probing import ProbeEngine, ProbeSettings
+from harness.scenario import Scenario, Step, probed_ports
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    comparison: Comparison
+    policies: tuple[str, ...]
+    duration: float
+    probes: int
+
+    @property
+    def ok(self) -> bool:
+        return self.comparison.ok
+
+    @property
+    def observed(self) -> ReachabilityMatrix:
+        return self.comparison.observed
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    scenario: Scenario
+    steps: tuple[StepResult, ...]
+    backend: dict[str, str] = field(hash=False)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+    @property
+    def probes(self) -> int:
+        return sum(s.probes for s in self.steps)
+
+    @property
+    def mismatches(self) -> int:
+        return sum(len(s.comparison.mismatches) for s in self.steps)
+
+    def render(self) -> str:
+        """The failure report: per failing step, the three tables and one line per
+        wrong cell with its reproduce command."""
+        blocks = []
+        for step in self.steps:
+            if step.ok and not step.comparison.unsupported:
+                continue
+            head = f"scenario {self.scenario.name}, step {step.name}" if len(self.steps) > 1 else f"scenario {self.scenario.name}"
+            status = "FAILED" if not step.ok else "passed with probes not run"
+            policies = ", ".join(step.policies) or "none"
+            blocks.append(f"{head}: {status} on backend {self.backend.get('backend', '?')}\n"
+                          f"policies in force: {policies}\n\n{step.comparison.render()}")
+        return "\n\n".join(blocks)
+
+
+class ScenarioRunner:
+    def __init__(
+        self,
+        backend: Backend,
+        probe_settings: ProbeSettings | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.backend = backend
+        self.engine = ProbeEngine(backend, probe_settings)
+        self.progress = progress or (lambda message: None)
+
+    def run(self, scenario: Scenario) -> ScenarioResult:
+        started = time.monotonic()
+        self.backend.use_settings(scenario.settings.model)
+        self.progress(f"{scenario.name}: deploying {len(scenario.topology.pods)} pod(s)")
+        deployment = self.backend.deploy(scenario.topology)
+        state = ClusterState(scenario.topology)
+        results = []
+        for step in scenario.steps:
+            state = self._change(state, step)
+            results.append(self._probe(scenario, step, state, deployment))
+        return ScenarioResult(scenario, tuple(results), self.backend.describe(), time.monotonic() - started)
+
+    def _change(self, state: ClusterState, step: Step) -> ClusterState:
+        if step.delete:
+            self.backend.delete_policies(step.delete)
+            state = state.without_policies(step.delete)
+        if step.apply:
+            self.backend.apply_policies(step.apply)
+            state = state.with_policies(step.apply)
+        for ns, changes in step.label_namespaces.items():
+            state = state.relabel_namespace(ns, changes)
+            self.backend.set_namespace_labels(ns, state.topology.namespace(ns).labels)
+        for pod_id, changes in step.label_pods.items():
+            state = state.relabel_pod(pod_id, changes)
+            self.backend.set_pod_labels(pod_id, state.topology.pod(pod_id).labels)
+        return state
+
+    def _probe(self, scenario: Scenario, step: Step, state: ClusterState, deployment: Deployment) -> StepResult:
+        started = time.monotonic()
+        topology = state.topology
+        plan = plan_probes(topology, probed_ports(topology, step.expect), scenario.settings.probe_self)
+        expected = expected_matrix(
+            step.expect, plan, topology, state.policies.values(), deployment.addresses, scenario.settings.model
+        )
+        probes = [
+            Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in plan.cells
+        ]
+        self.backend.begin_step(str(scenario.path), step.name)
+        self.progress(f"{scenario.name}/{step.name}: probing {len(probes)} cell(s)")
+        observations = self.engine.run(
+            probes, {c: o.outcome for c, o in expected.cells.items()}, self.progress
+        )
+        observed = ReachabilityMatrix(plan.sources, plan.destinations, plan.ports, observations)
+        return StepResult(
+            step.name,
+            compare(expected, observed),
+            tuple(sorted(state.policies)),
+            time.monotonic() - started,
+            len(probes),
+        )
