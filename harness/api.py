@@ -13,7 +13,6 @@ assert a matrix. Used by the ``netpol`` fixture and usable from a plain script::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from harness.backends.base import Backend, Deployment, Probe
@@ -24,7 +23,7 @@ from harness.matrix import Comparison, ReachabilityMatrix, compare
 from harness.model import ModelSettings
 from harness.policy import NetworkPolicy, parse_policy
 from harness.probing import ProbeEngine, ProbeSettings
-from harness.scenario import parse_expectation, parse_scenario, probed_ports
+from harness.scenario import parse_expectation, parse_topology, probed_ports
 from harness.topology import PortProtocol, Topology
 
 
@@ -54,18 +53,11 @@ class PolicyTest:
     def deploy(self, namespaces: Topology | Mapping[str, Any], external: Mapping[str, Any] | None = None) -> Deployment:
         """Deploy a topology, given as :class:`Topology` or in the scenario format's
         ``namespaces:`` (and ``external:``) form."""
-        topology = namespaces if isinstance(namespaces, Topology) else self._topology(namespaces, external)
+        topology = namespaces if isinstance(namespaces, Topology) else parse_topology(namespaces, external)
         self.backend.use_settings(self.model_settings)
         self._deployment = self.backend.deploy(topology)
         self._state = ClusterState(topology)
         return self._deployment
-
-    @staticmethod
-    def _topology(namespaces: Mapping[str, Any], external: Mapping[str, Any] | None) -> Topology:
-        doc: dict[str, Any] = {"description": "python test", "namespaces": dict(namespaces), "expect": {"model": True}}
-        if external:
-            doc["external"] = dict(external)
-        return parse_scenario(doc, Path("<python>")).topology
 
     @property
     def state(self) -> ClusterState:

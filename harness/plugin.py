@@ -203,7 +203,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            scenario = load_scenario(self.path)
+            scenario = load_scenario(_display_path(self.path))
         except ScenarioError as err:
             # Reported against this file; the other scenarios still run.
             yield BrokenScenarioItem.from_parent(self, name=self.path.stem, error=err)
@@ -215,6 +215,15 @@ class ScenarioFile(pytest.File):
         if scenario.xfail:
             item.add_marker(pytest.mark.xfail(reason=scenario.xfail, strict=True, raises=ScenarioMismatch))
         yield item
+
+
+def _display_path(path: Path) -> Path:
+    """The path relative to the working directory when below it, so that messages
+    and reproduce commands are short and can be pasted where pytest was started."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 class ScenarioItem(pytest.Item):

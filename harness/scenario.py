@@ -640,6 +640,15 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
     return Scenario(name, description, path, topology, tuple(steps), settings, tags, xfail)
 
 
+def parse_topology(namespaces: object, external: object = None, source: str = "<python>") -> Topology:
+    """Validate a topology given in the scenario format's ``namespaces:`` and
+    ``external:`` forms."""
+    doc: dict[str, object] = {"namespaces": namespaces}
+    if external is not None:
+        doc["external"] = external
+    return _topology(_Reader(source), doc)
+
+
 def parse_expectation(raw: object, topology: Topology, source: str = "<python>") -> Expectation:
     """Validate one ``expect:`` mapping against a topology (labels in force)."""
     return _expectation(_Reader(source), raw, "expect", topology)
