@@ -37,11 +37,18 @@ def build_topology(rng: random.Random) -> Topology:
             labels = {"app": rng.choice(APPS), "tier": rng.choice(TIERS)}
             if rng.random() < 0.3:
                 labels["canary"] = "true"
-            pods.append(PodSpec(ns.name, f"pod{j:02d}", labels, (
-                PortSpec(80, Protocol.TCP, "http"),
-                PortSpec(8080 if j % 2 else 8081, Protocol.TCP, "metrics"),
-                PortSpec(53, Protocol.UDP, "dns"),
-            )))
+            pods.append(
+                PodSpec(
+                    ns.name,
+                    f"pod{j:02d}",
+                    labels,
+                    (
+                        PortSpec(80, Protocol.TCP, "http"),
+                        PortSpec(8080 if j % 2 else 8081, Protocol.TCP, "metrics"),
+                        PortSpec(53, Protocol.UDP, "dns"),
+                    ),
+                )
+            )
     return Topology(namespaces, tuple(pods))
 
 
@@ -113,8 +120,10 @@ def main() -> None:
         times.append(elapsed)
     cells = len(topology.pods) ** 2 * len(PORTS)
     print(f"machine: {platform.machine()}, {platform.processor() or platform.platform()}, python {platform.python_version()}")
-    print(f"{len(topology.pods)} pods, {len(topology.namespaces)} namespaces, {len(policies)} policies, "
-          f"{cells:,} cells ({allowed:,} allowed)")
+    print(
+        f"{len(topology.pods)} pods, {len(topology.namespaces)} namespaces, {len(policies)} policies, "
+        f"{cells:,} cells ({allowed:,} allowed)"
+    )
     print(f"best {min(times):.3f} s, median {statistics.median(times):.3f} s over {args.repeat} runs")
 
 

@@ -102,8 +102,9 @@ class PolicyTest:
         topology = self.state.topology
         expectation = parse_expectation(raw, topology)
         plan = plan_probes(topology, probed_ports(topology, expectation))
-        return expected_matrix(expectation, plan, topology, self.state.policies.values(),
-                               self.deployment.addresses, self.model_settings)
+        return expected_matrix(
+            expectation, plan, topology, self.state.policies.values(), self.deployment.addresses, self.model_settings
+        )
 
     def probe(self, ports: Sequence[str] | None = None, expect: Mapping[str, Any] | None = None) -> ReachabilityMatrix:
         """Probe every cell (optionally only ``ports``) and return what was observed.
@@ -136,4 +137,3 @@ class PolicyTest:
 
     def __exit__(self, *exc: object) -> None:
         self.backend.close()
-

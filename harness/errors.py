@@ -37,9 +37,7 @@ class ScenarioError(HarnessError):
 class PolicyError(ScenarioError):
     """A NetworkPolicy that the Kubernetes API server would reject."""
 
-    def __init__(
-        self, source: str, policy: str, field: str, message: str, expected: str = ""
-    ) -> None:
+    def __init__(self, source: str, policy: str, field: str, message: str, expected: str = "") -> None:
         self.policy = policy
         super().__init__(source, field, f"NetworkPolicy {policy}: {message}", expected)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from harness.matrix import Cell, Observation, Outcome, ReachabilityMatrix
 from harness.model import ModelSettings, ReferenceModel
 from harness.policy import NetworkPolicy
-from harness.scenario import Expectation, ExpectationForm, ExpectRule, probed_ports
+from harness.scenario import Expectation, ExpectationForm, ExpectRule
 from harness.topology import PortProtocol, Topology
 
 
@@ -78,4 +78,3 @@ def expected_matrix(
             table = expectation.matrices[cell.port]
             cells[cell] = Observation(Outcome.from_bool(table.cells[(cell.source, cell.destination)]))
     return ReachabilityMatrix(plan.sources, plan.destinations, plan.ports, cells)
-

@@ -122,8 +122,7 @@ class ReachabilityMatrix:
 
     def render(self, title: str = "", ports: Iterable[PortProtocol] | None = None) -> str:
         return "\n\n".join(
-            _grid(f"{title} {port}".strip(), self.sources, self.columns(port),
-                  lambda s, d, p=port: self._symbol(s, d, p))  # type: ignore[misc]
+            _grid(f"{title} {port}".strip(), self.sources, self.columns(port), lambda s, d, p=port: self._symbol(s, d, p))
             for port in (self.ports if ports is None else ports)
         )
 
@@ -170,9 +169,9 @@ def _grid(title: str, rows: Iterable[str], columns: Iterable[str], symbol: Any) 
     rows, columns = list(rows), list(columns)
     width = max([len(r) for r in rows] + [1])
     col_w = [max(len(c), 1) for c in columns]
-    lines = [title, " " * width + " " + " ".join(c.ljust(w) for c, w in zip(columns, col_w))]
+    lines = [title, " " * width + " " + " ".join(c.ljust(w) for c, w in zip(columns, col_w, strict=True))]
     for r in rows:
-        cells = " ".join(symbol(r, c).center(w) for c, w in zip(columns, col_w))
+        cells = " ".join(symbol(r, c).center(w) for c, w in zip(columns, col_w, strict=True))
         lines.append(f"{r.ljust(width)} {cells}".rstrip())
     return "\n".join(lines)
 

@@ -110,8 +110,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=1.0,
         metavar="SECONDS",
         dest="probe_timeout",
-        help="how long one probe waits for a connection or reply; a blocked probe takes this "
-        "long. Default: 1.",
+        help="how long one probe waits for a connection or reply; a blocked probe takes this long. Default: 1.",
     )
     group.addoption(
         "--probe-deadline",
@@ -313,8 +312,12 @@ def _flag_duplicate_names(items: list[pytest.Item]) -> None:
         if other is None:
             first[item.scenario.name] = item
             continue
-        error = ScenarioError(str(item.path), "name", f"scenario name {item.scenario.name!r} is also used by {other.path}",
-                              "a name unique across the scenario directories")
+        error = ScenarioError(
+            str(item.path),
+            "name",
+            f"scenario name {item.scenario.name!r} is also used by {other.path}",
+            "a name unique across the scenario directories",
+        )
         items[i] = BrokenScenarioItem.from_parent(item.parent, name=item.name, error=error)  # type: ignore[arg-type]
 
 

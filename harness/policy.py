@@ -145,7 +145,9 @@ def _ip_block(ctx: _Context, raw: object, path: str) -> IPBlock:
     for i, item in enumerate(_list(ctx, raw.get("except"), f"{path}.except")):
         ex = _network(ctx, item, f"{path}.except[{i}]")
         if ex.version != cidr.version or not ex.subnet_of(cidr) or ex.prefixlen <= cidr.prefixlen:  # type: ignore[arg-type]
-            raise ctx.fail(f"{path}.except[{i}]", f"{ex} is not a strict subset of cidr {cidr}", "a CIDR inside cidr and smaller than it")
+            raise ctx.fail(
+                f"{path}.except[{i}]", f"{ex} is not a strict subset of cidr {cidr}", "a CIDR inside cidr and smaller than it"
+            )
         excepts.append(ex)
     return IPBlock(cidr, tuple(excepts))
 
@@ -156,7 +158,9 @@ def _peer(ctx: _Context, raw: object, path: str) -> Peer:
         raise ctx.fail(path, "a peer must set podSelector, namespaceSelector or ipBlock")
     if "ipBlock" in raw:
         if "podSelector" in raw or "namespaceSelector" in raw:
-            raise ctx.fail(path, "ipBlock cannot be combined with podSelector or namespaceSelector", "either ipBlock alone or selectors")
+            raise ctx.fail(
+                path, "ipBlock cannot be combined with podSelector or namespaceSelector", "either ipBlock alone or selectors"
+            )
         return Peer(ip_block=_ip_block(ctx, raw["ipBlock"], f"{path}.ipBlock"))
     pod = _selector(ctx, raw["podSelector"], f"{path}.podSelector") if "podSelector" in raw else None
     ns = _selector(ctx, raw["namespaceSelector"], f"{path}.namespaceSelector") if "namespaceSelector" in raw else None
@@ -204,12 +208,9 @@ def _rules(ctx: _Context, raw: object, path: str, peer_key: str) -> tuple[Rule, 
         where = f"{path}[{i}]"
         item = _mapping(ctx, item, where, {peer_key, "ports"})
         peers = tuple(
-            _peer(ctx, p, f"{where}.{peer_key}[{j}]")
-            for j, p in enumerate(_list(ctx, item.get(peer_key), f"{where}.{peer_key}"))
+            _peer(ctx, p, f"{where}.{peer_key}[{j}]") for j, p in enumerate(_list(ctx, item.get(peer_key), f"{where}.{peer_key}"))
         )
-        ports = tuple(
-            _port(ctx, p, f"{where}.ports[{j}]") for j, p in enumerate(_list(ctx, item.get("ports"), f"{where}.ports"))
-        )
+        ports = tuple(_port(ctx, p, f"{where}.ports[{j}]") for j, p in enumerate(_list(ctx, item.get("ports"), f"{where}.ports")))
         rules.append(Rule(peers, ports))
     return tuple(rules)
 
@@ -239,7 +240,9 @@ def parse_policy(manifest: object, source: str = "<inline>", default_namespace: 
         raise ctx.fail("metadata.name", f"{name!r} is not a valid name", "a lowercase DNS subdomain such as allow-db")
     namespace = meta.get("namespace", default_namespace)
     if namespace is None:
-        raise ctx.fail("metadata.namespace", "no namespace given", "metadata.namespace, or namespace: next to the policy in the scenario")
+        raise ctx.fail(
+            "metadata.namespace", "no namespace given", "metadata.namespace, or namespace: next to the policy in the scenario"
+        )
     if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace):
         raise ctx.fail("metadata.namespace", f"{namespace!r} is not a valid namespace name", "a lowercase DNS label")
     ctx.policy = f"{namespace}/{name}"

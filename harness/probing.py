@@ -59,7 +59,8 @@ class ProbeEngine:
 
         def differing() -> list[Probe]:
             return [
-                p for p in probes
+                p
+                for p in probes
                 if observed[p.cell].outcome not in _FINAL and observed[p.cell].outcome is not expected.get(p.cell)
             ]
 
@@ -85,8 +86,9 @@ class ProbeEngine:
         except RetryError:
             pass  # the deadline passed with cells still differing: handled below
         if pending:
-            log.info("%d cell(s) still differ after %.0fs; probing the whole matrix once more",
-                     len(pending), self.settings.deadline)
+            log.info(
+                "%d cell(s) still differ after %.0fs; probing the whole matrix once more", len(pending), self.settings.deadline
+            )
             if progress:
                 progress("probing the whole matrix once more before failing")
             observed = self._round(probes)

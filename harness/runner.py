@@ -73,8 +73,10 @@ class ScenarioResult:
             head = f"scenario {self.scenario.name}, step {step.name}" if len(self.steps) > 1 else f"scenario {self.scenario.name}"
             status = "FAILED" if not step.ok else "passed with probes not run"
             policies = ", ".join(step.policies) or "none"
-            blocks.append(f"{head}: {status} on backend {self.backend.get('backend', '?')}\n"
-                          f"policies in force: {policies}\n\n{step.comparison.render()}")
+            blocks.append(
+                f"{head}: {status} on backend {self.backend.get('backend', '?')}\n"
+                f"policies in force: {policies}\n\n{step.comparison.render()}"
+            )
         return "\n\n".join(blocks)
 
 
@@ -123,14 +125,10 @@ class ScenarioRunner:
         expected = expected_matrix(
             step.expect, plan, topology, state.policies.values(), deployment.addresses, scenario.settings.model
         )
-        probes = [
-            Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in plan.cells
-        ]
+        probes = [Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in plan.cells]
         self.backend.begin_step(str(scenario.path), step.name)
         self.progress(f"{scenario.name}/{step.name}: probing {len(probes)} cell(s)")
-        observations = self.engine.run(
-            probes, {c: o.outcome for c, o in expected.cells.items()}, self.progress
-        )
+        observations = self.engine.run(probes, {c: o.outcome for c, o in expected.cells.items()}, self.progress)
         observed = ReachabilityMatrix(plan.sources, plan.destinations, plan.ports, observations)
         return StepResult(
             step.name,

@@ -69,9 +69,7 @@ class EndpointSelector:
         pod = topology.pod(endpoint_id)
         if self.namespace is not None and not fnmatch.fnmatchcase(pod.namespace, self.namespace):
             return False
-        if self.namespace_selector is not None and not self.namespace_selector.matches(
-            topology.namespace(pod.namespace).labels
-        ):
+        if self.namespace_selector is not None and not self.namespace_selector.matches(topology.namespace(pod.namespace).labels):
             return False
         return self.pod_selector is None or self.pod_selector.matches(pod.labels)
 
@@ -97,9 +95,7 @@ class PortPattern:
     protocol: Protocol | None = None
 
     def matches(self, key: PortProtocol) -> bool:
-        return (self.port is None or self.port == key.port) and (
-            self.protocol is None or self.protocol is key.protocol
-        )
+        return (self.port is None or self.port == key.port) and (self.protocol is None or self.protocol is key.protocol)
 
 
 @dataclass(frozen=True)
@@ -272,10 +268,18 @@ def _port_spec(r: _Reader, raw: object, path: str) -> PortSpec:
         raise r.fail(f"{path}.protocol", f"got {_kind(proto_raw)}", "TCP, UDP or SCTP") from None
     name = spec.get("name")
     if name is not None:
-        if not isinstance(name, str) or len(name) > 15 or not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", name) \
-                or "--" in name or not re.search("[a-z]", name):
-            raise r.fail(f"{path}.name", f"{name!r} is not a valid port name",
-                         "up to 15 lowercase letters, digits and '-', with at least one letter")
+        if (
+            not isinstance(name, str)
+            or len(name) > 15
+            or not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", name)
+            or "--" in name
+            or not re.search("[a-z]", name)
+        ):
+            raise r.fail(
+                f"{path}.name",
+                f"{name!r} is not a valid port name",
+                "up to 15 lowercase letters, digits and '-', with at least one letter",
+            )
     return PortSpec(number, protocol, name)
 
 
@@ -314,11 +318,14 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
             if not isinstance(pod_name, str) or len(pod_name) > 63 or not _DNS_LABEL.match(pod_name):
                 raise r.fail(ppath, f"{pod_name!r} is not a valid pod name", "a lowercase DNS label such as db")
             pod_raw = r.mapping(pod_raw if pod_raw is not None else {}, ppath, ["labels", "ports"])
-            pods.append(PodSpec(
-                ns_name, pod_name,
-                r.labels(pod_raw.get("labels"), f"{ppath}.labels"),
-                _ports(r, pod_raw.get("ports"), f"{ppath}.ports"),
-            ))
+            pods.append(
+                PodSpec(
+                    ns_name,
+                    pod_name,
+                    r.labels(pod_raw.get("labels"), f"{ppath}.labels"),
+                    _ports(r, pod_raw.get("ports"), f"{ppath}.ports"),
+                )
+            )
     if not pods:
         raise r.fail("namespaces", "no pod declared", "at least one pod (pods are the probe sources)")
     externals: list[ExternalHost] = []
@@ -353,8 +360,9 @@ def _policies(r: _Reader, raw: object, path: str, base: Path) -> tuple[NetworkPo
             try:
                 policies.append(parse_policy(item, r.source))
             except PolicyError as err:
-                raise PolicyError(r.source, err.policy, _join(where, err.field), err.message.split(": ", 1)[-1],
-                                  err.expected) from None
+                raise PolicyError(
+                    r.source, err.policy, _join(where, err.field), err.message.split(": ", 1)[-1], err.expected
+                ) from None
             continue
         if isinstance(item, str):
             item = {"path": item}
@@ -363,7 +371,7 @@ def _policies(r: _Reader, raw: object, path: str, base: Path) -> tuple[NetworkPo
         namespace = ref.get("namespace")
         if namespace is not None:
             namespace = r.string(namespace, f"{where}.namespace", "a namespace name")
-        file = (base / rel)
+        file = base / rel
         source = str(file)
         if not file.is_file():
             raise r.fail(f"{where}.path", f"{rel} does not exist (looked in {base})", "a path relative to the scenario file")
@@ -413,8 +421,11 @@ def _endpoint(r: _Reader, raw: object, path: str, topology: Topology) -> Endpoin
     if namespace is not None:
         namespace = r.string(namespace, f"{path}.namespace", "a namespace name or pattern")
         if not any(fnmatch.fnmatchcase(ns.name, namespace) for ns in topology.namespaces):
-            raise r.fail(f"{path}.namespace", f"{namespace!r} matches no namespace",
-                         "one of " + ", ".join(ns.name for ns in topology.namespaces))
+            raise r.fail(
+                f"{path}.namespace",
+                f"{namespace!r} matches no namespace",
+                "one of " + ", ".join(ns.name for ns in topology.namespaces),
+            )
     return EndpointSelector(
         namespace,
         r.selector(sel["namespaceSelector"], f"{path}.namespaceSelector") if "namespaceSelector" in sel else None,
@@ -452,9 +463,12 @@ def _text_matrix(r: _Reader, raw: object, path: str) -> TextMatrix:
             raise r.fail(f"{path} line {number}", f"source {source} appears twice")
         seen_rows.add(source)
         if len(symbols) != len(header):
-            raise r.fail(f"{path} line {number}", f"row {source} has {len(symbols)} cells for {len(header)} columns",
-                         "one '.' or 'X' per column")
-        for dest, symbol in zip(header, symbols):
+            raise r.fail(
+                f"{path} line {number}",
+                f"row {source} has {len(symbols)} cells for {len(header)} columns",
+                "one '.' or 'X' per column",
+            )
+        for dest, symbol in zip(header, symbols, strict=True):
             if symbol not in (".", "X"):
                 raise r.fail(f"{path} line {number}", f"cell {source} → {dest} is {symbol!r}", "'.' (allowed) or 'X' (blocked)")
             cells[(source, dest)] = symbol == "."
@@ -469,8 +483,11 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
     doc = r.mapping(raw, path, ["ports", "default", "rules", "matrix", "model"])
     forms = [f for f in ("rules", "matrix", "model") if f in doc]
     if len(forms) != 1:
-        raise r.fail(path, f"found {' and '.join(forms) if forms else 'none'} of rules, matrix, model",
-                     "exactly one of rules, matrix or model")
+        raise r.fail(
+            path,
+            f"found {' and '.join(forms) if forms else 'none'} of rules, matrix, model",
+            "exactly one of rules, matrix or model",
+        )
     ports: tuple[PortProtocol, ...] | None = None
     if "ports" in doc:
         items = []
@@ -482,8 +499,11 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
             if key is None:
                 raise r.fail(f"{path}.ports[{i}]", f"got {_kind(item)}", "a port such as 80/TCP")
             if not topology.serving(key):
-                raise r.fail(f"{path}.ports[{i}]", f"no pod or external host serves {key}",
-                             "one of " + ", ".join(map(str, topology.port_keys())))
+                raise r.fail(
+                    f"{path}.ports[{i}]",
+                    f"no pod or external host serves {key}",
+                    "one of " + ", ".join(map(str, topology.port_keys())),
+                )
             items.append(key)
         if not items:
             raise r.fail(f"{path}.ports", "empty list", "the ports to probe, or omit it to probe every port")
@@ -501,12 +521,14 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
         for i, rule_raw in enumerate(r.seq(doc["rules"], f"{path}.rules")):
             rp = f"{path}.rules[{i}]"
             rule = r.mapping(rule_raw, rp, ["from", "to", "port", "result"], ["from", "to", "result"])
-            rules.append(ExpectRule(
-                _endpoints(r, rule["from"], f"{rp}.from", topology),
-                _endpoints(r, rule["to"], f"{rp}.to", topology),
-                _port_pattern(r, rule.get("port"), f"{rp}.port"),
-                _result(r, rule["result"], f"{rp}.result"),
-            ))
+            rules.append(
+                ExpectRule(
+                    _endpoints(r, rule["from"], f"{rp}.from", topology),
+                    _endpoints(r, rule["to"], f"{rp}.to", topology),
+                    _port_pattern(r, rule.get("port"), f"{rp}.port"),
+                    _result(r, rule["result"], f"{rp}.result"),
+                )
+            )
         return Expectation(form, ports, default, tuple(rules))
     tables: dict[PortProtocol, TextMatrix] = {}
     raw_tables = r.mapping(doc["matrix"], f"{path}.matrix")
@@ -582,8 +604,11 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
     if "steps" in top:
         for key in ("policies", "expect"):
             if key in top:
-                raise r.fail(key, "a scenario with steps declares policies and expect inside its steps",
-                             "either policies + expect, or steps")
+                raise r.fail(
+                    key,
+                    "a scenario with steps declares policies and expect inside its steps",
+                    "either policies + expect, or steps",
+                )
         raw_steps = r.seq(top["steps"], "steps")
         if not raw_steps:
             raise r.fail("steps", "empty list", "at least one step")
@@ -602,20 +627,29 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
         if step_name in step_names:
             raise r.fail(_join(sp, "name"), f"step name {step_name!r} is used twice")
         step_names.add(step_name)
-        delete = r.each(s.get("delete", []), _join(sp, "delete"), lambda d, p: r.string(d, p, "namespace/name of an applied policy"))
+        delete = r.each(
+            s.get("delete", []), _join(sp, "delete"), lambda d, p: r.string(d, p, "namespace/name of an applied policy")
+        )
         for j, ref in enumerate(delete):
             if ref not in applied:
-                raise r.fail(f"{_join(sp, 'delete')}[{j}]", f"no policy {ref} is in force at this step",
-                             "one of " + (", ".join(sorted(applied)) or "(none applied yet)"))
+                raise r.fail(
+                    f"{_join(sp, 'delete')}[{j}]",
+                    f"no policy {ref} is in force at this step",
+                    "one of " + (", ".join(sorted(applied)) or "(none applied yet)"),
+                )
             applied.discard(ref)
         apply_path = _join(sp, "apply") if "steps" in top else "policies"
         apply = _policies(r, s.get("apply", []), apply_path, base)
         known_ns = {ns.name for ns in topology.namespaces}
         for policy in apply:
             if policy.namespace not in known_ns:
-                raise PolicyError(policy.source, policy.ref, "metadata.namespace",
-                                  f"namespace {policy.namespace!r} is not declared in the scenario",
-                                  "one of " + ", ".join(sorted(known_ns)))
+                raise PolicyError(
+                    policy.source,
+                    policy.ref,
+                    "metadata.namespace",
+                    f"namespace {policy.namespace!r} is not declared in the scenario",
+                    "one of " + ", ".join(sorted(known_ns)),
+                )
             applied.add(policy.ref)
         label_ns: dict[str, Mapping[str, str | None]] = {}
         for ns_name, changes in r.mapping(s.get("label_namespaces", {}), _join(sp, "label_namespaces")).items():

@@ -147,7 +147,9 @@ def parse_selector(raw: object) -> LabelSelector:
     if raw is None:
         return LabelSelector()
     if not isinstance(raw, Mapping):
-        raise SelectorSyntaxError("", f"got {type(raw).__name__}", "a label selector mapping with matchLabels and/or matchExpressions")
+        raise SelectorSyntaxError(
+            "", f"got {type(raw).__name__}", "a label selector mapping with matchLabels and/or matchExpressions"
+        )
     unknown = set(raw) - {"matchLabels", "matchExpressions"}
     if unknown:
         name = sorted(map(str, unknown))[0]
@@ -155,7 +157,9 @@ def parse_selector(raw: object) -> LabelSelector:
     labels = parse_labels(raw.get("matchLabels"), "matchLabels")
     expressions_raw = raw.get("matchExpressions") or []
     if not isinstance(expressions_raw, list):
-        raise SelectorSyntaxError("matchExpressions", f"got {type(expressions_raw).__name__}", "a list of {key, operator, values}")
+        raise SelectorSyntaxError(
+            "matchExpressions", f"got {type(expressions_raw).__name__}", "a list of {key, operator, values}"
+        )
     requirements = []
     for i, expr in enumerate(expressions_raw):
         where = f"matchExpressions[{i}]"

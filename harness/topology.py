@@ -31,6 +31,12 @@ class Protocol(enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __lt__(self, other: object) -> bool:
+        # Ports sort by number, then protocol (80/TCP before 80/UDP).
+        if not isinstance(other, Protocol):
+            return NotImplemented
+        return self.value < other.value
+
 
 def frozen_labels(labels: Mapping[str, str] | None = None) -> Mapping[str, str]:
     """An immutable, key-sorted copy of ``labels``."""
@@ -181,9 +187,7 @@ class Topology:
 
     def with_namespace_labels(self, name: str, labels: Mapping[str, str]) -> Topology:
         self.namespace(name)
-        namespaces = tuple(
-            NamespaceSpec(ns.name, labels) if ns.name == name else ns for ns in self.namespaces
-        )
+        namespaces = tuple(NamespaceSpec(ns.name, labels) if ns.name == name else ns for ns in self.namespaces)
         return replace(self, namespaces=namespaces)
 
     def with_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> Topology:
@@ -192,9 +196,7 @@ class Topology:
         return replace(self, pods=pods)
 
 
-def apply_label_changes(
-    current: Mapping[str, str], changes: Mapping[str, str | None]
-) -> dict[str, str]:
+def apply_label_changes(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
     """``kubectl label`` semantics: a value sets a label, ``None`` removes it."""
     result = dict(current)
     for key, value in changes.items():
@@ -203,4 +205,3 @@ def apply_label_changes(
         else:
             result[key] = value
     return result
-

@@ -42,22 +42,26 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     scenarios = pytester.mkdir("scenarios")
     (scenarios / "db-from-backend.yaml").write_text(DB_SCENARIO.replace("RESULT", "allowed"))
     (scenarios / "db-wrong.yaml").write_text("name: db-wrong\n" + DB_SCENARIO.replace("RESULT", "blocked"))
-    (scenarios / "open.yaml").write_text(textwrap.dedent("""\
+    (scenarios / "open.yaml").write_text(
+        textwrap.dedent("""\
         description: No policy, everything reaches everything.
         namespaces:
           x: {pods: {a: {ports: [80/TCP]}, b: {ports: [80/TCP]}}}
         expect: {default: allowed, rules: []}
-        """))
+        """)
+    )
     return pytester
 
 
 def test_each_scenario_file_is_one_item_named_after_the_scenario(project: pytest.Pytester) -> None:
     result = project.runpytest("--backend", "model", "--collect-only", "-q", "scenarios")
-    result.stdout.fnmatch_lines([
-        "scenarios/db-from-backend.yaml::db-from-backend",
-        "scenarios/db-wrong.yaml::db-wrong",
-        "scenarios/open.yaml::open",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "scenarios/db-from-backend.yaml::db-from-backend",
+            "scenarios/db-wrong.yaml::db-wrong",
+            "scenarios/open.yaml::open",
+        ]
+    )
 
 
 def test_scenario_option_selects_by_glob_without_a_path(project: pytest.Pytester) -> None:
@@ -74,8 +78,9 @@ def test_scenario_option_is_repeatable(project: pytest.Pytester) -> None:
 def test_unknown_scenario_name_is_a_usage_error_listing_known_ones(project: pytest.Pytester) -> None:
     result = project.runpytest("--backend", "model", "--scenario", "nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--scenario nope: no scenario of that name was collected. Known scenarios: "
-                                 "db-from-backend, db-wrong, open*"])
+    result.stderr.fnmatch_lines(
+        ["*--scenario nope: no scenario of that name was collected. Known scenarios: db-from-backend, db-wrong, open*"]
+    )
 
 
 def test_wrong_expectation_prints_three_tables_and_one_line_per_wrong_cell(project: pytest.Pytester) -> None:
@@ -84,43 +89,53 @@ def test_wrong_expectation_prints_three_tables_and_one_line_per_wrong_cell(proje
     out = result.stdout.str()
     for title in ("expected 3306/TCP", "observed 3306/TCP", "comparison 3306/TCP"):
         assert title in out
-    result.stdout.fnmatch_lines([
-        "1 wrong cell(s):",
-        "production/backend → production/db:3306/TCP expected blocked, observed allowed",
-        "    reproduce: python -m harness explain scenarios/db-wrong.yaml --step main production/backend production/db 3306/TCP",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "1 wrong cell(s):",
+            "production/backend → production/db:3306/TCP expected blocked, observed allowed",
+            "    reproduce: python -m harness explain scenarios/db-wrong.yaml --step main "
+            "production/backend production/db 3306/TCP",
+        ]
+    )
     # Ports whose cells all match are left out of the report.
     assert "expected 80/TCP" not in out
     assert "Traceback" not in out
 
 
 def test_reproduce_command_runs_and_explains_the_cell(project: pytest.Pytester) -> None:
-    result = project.run("python", "-m", "harness", "explain", "scenarios/db-wrong.yaml",
-                         "production/frontend", "production/db", "3306/TCP")
+    result = project.run(
+        "python", "-m", "harness", "explain", "scenarios/db-wrong.yaml", "production/frontend", "production/db", "3306/TCP"
+    )
     assert result.ret == 0
-    result.stdout.fnmatch_lines([
-        "production/frontend → production/db:3306/TCP is blocked by the reference model",
-        "  because: ingress of production/db isolated by production/db-from-backend, no rule allows it",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "production/frontend → production/db:3306/TCP is blocked by the reference model",
+            "  because: ingress of production/db isolated by production/db-from-backend, no rule allows it",
+        ]
+    )
 
 
 def test_malformed_scenario_is_reported_against_its_file_and_others_still_run(project: pytest.Pytester) -> None:
-    (project.path / "scenarios" / "broken.yaml").write_text(textwrap.dedent("""\
+    (project.path / "scenarios" / "broken.yaml").write_text(
+        textwrap.dedent("""\
         description: broken on purpose
         namespaces:
           x: {pods: {a: {ports: [80/TCP]}}}
         expect:
           rules:
             - {from: x/zz, to: "*", result: allowed}
-        """))
+        """)
+    )
     (project.path / "scenarios" / "syntax.yaml").write_text("description: [unclosed\n")
     result = project.runpytest("--backend", "model", "scenarios")
     result.assert_outcomes(passed=2, failed=3)
-    result.stdout.fnmatch_lines([
-        "invalid scenario: scenarios/broken.yaml: expect.rules[[]0].from: 'x/zz' matches no pod or external host "
-        "(expected one of x/a, or a pattern such as x/*)",
-        "invalid scenario: scenarios/syntax.yaml: line 2, column 1: invalid YAML: *",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "invalid scenario: scenarios/broken.yaml: expect.rules[[]0].from: 'x/zz' matches no pod or external host "
+            "(expected one of x/a, or a pattern such as x/*)",
+            "invalid scenario: scenarios/syntax.yaml: line 2, column 1: invalid YAML: *",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -133,10 +148,13 @@ def test_duplicate_scenario_names_fail_both_places_clearly(project: pytest.Pytes
 
 def test_xfail_scenario_documents_a_pitfall_and_strictly_fails_if_it_passes(project: pytest.Pytester) -> None:
     scenarios = project.path / "scenarios"
-    (scenarios / "pitfall.yaml").write_text("xfail: the author meant it\n" + (scenarios / "db-wrong.yaml").read_text()
-                                            .replace("name: db-wrong", "name: pitfall"))
-    (scenarios / "not-a-pitfall.yaml").write_text("xfail: claims a pitfall that is not one\n" +
-                                                  (scenarios / "open.yaml").read_text().replace("description:", "name: np\ndescription:"))
+    (scenarios / "pitfall.yaml").write_text(
+        "xfail: the author meant it\n" + (scenarios / "db-wrong.yaml").read_text().replace("name: db-wrong", "name: pitfall")
+    )
+    (scenarios / "not-a-pitfall.yaml").write_text(
+        "xfail: claims a pitfall that is not one\n"
+        + (scenarios / "open.yaml").read_text().replace("description:", "name: np\ndescription:")
+    )
     result = project.runpytest("--backend", "model", "--scenario", "pitfall", "--scenario", "np", "-rxX")
     result.assert_outcomes(xfailed=1, failed=1)
     result.stdout.fnmatch_lines(["*[[]XPASS(strict)]*claims a pitfall*", "*XFAIL*pitfall*the author meant it*"])
@@ -157,11 +175,13 @@ def test_bad_option_values_say_where_they_came_from(project: pytest.Pytester) ->
 def test_scenario_directories_come_from_the_ini_setting(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nnetpol_scenarios = policies/tests\n")
     (pytester.mkdir("policies") / "tests").mkdir()
-    (pytester.path / "policies" / "tests" / "open.yaml").write_text(textwrap.dedent("""\
+    (pytester.path / "policies" / "tests" / "open.yaml").write_text(
+        textwrap.dedent("""\
         description: open
         namespaces: {x: {pods: {a: {ports: [80/TCP]}, b: {ports: [80/TCP]}}}}
         expect: {model: true}
-        """))
+        """)
+    )
     result = pytester.runpytest("--backend", "model", "--scenario", "open")
     result.assert_outcomes(passed=1)
     pytester.makeini("[pytest]\nnetpol_scenarios = missing\n")
@@ -171,7 +191,8 @@ def test_scenario_directories_come_from_the_ini_setting(pytester: pytest.Pyteste
 
 
 def test_netpol_fixture_declares_applies_probes_and_asserts(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(textwrap.dedent("""\
+    pytester.makepyfile(
+        textwrap.dedent("""\
         import pytest
         from harness.api import ReachabilityMismatch
 
@@ -192,6 +213,7 @@ def test_netpol_fixture_declares_applies_probes_and_asserts(pytester: pytest.Pyt
                 netpol.assert_reachability({"default": "allowed", "rules": []})
             netpol.label_pod("x/b", {"pod": "c"})
             assert netpol.probe().allowed("x/a", "x/b", "80/TCP")
-        """))
+        """)
+    )
     result = pytester.runpytest("--backend", "model")
     result.assert_outcomes(passed=1)
