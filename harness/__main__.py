@@ -24,11 +24,7 @@ def _state_at(scenario: Scenario, step_name: str | None) -> ClusterState:
     if step_name is not None and step_name not in names:
         raise HarnessError(f"{scenario.path}: no step {step_name!r}; steps are {', '.join(names)}")
     for step in scenario.steps:
-        state = state.without_policies(step.delete).with_policies(step.apply)
-        for ns, changes in step.label_namespaces.items():
-            state = state.relabel_namespace(ns, changes)
-        for pod, changes in step.label_pods.items():
-            state = state.relabel_pod(pod, changes)
+        state = state.after(step)
         if step.name == (step_name or names[-1]):
             break
     return state

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from harness.policy import NetworkPolicy
+from harness.scenario import Step
 from harness.topology import Topology, apply_label_changes
 
 
@@ -37,3 +38,13 @@ class ClusterState:
     def relabel_pod(self, pod_id: str, changes: Mapping[str, str | None]) -> ClusterState:
         labels = apply_label_changes(self.topology.pod(pod_id).labels, changes)
         return replace(self, topology=self.topology.with_pod_labels(pod_id, labels))
+
+    def after(self, step: Step) -> ClusterState:
+        """The state once a step's changes are made, in the documented order:
+        delete, apply, namespace labels, pod labels."""
+        state = self.without_policies(step.delete).with_policies(step.apply)
+        for ns, changes in step.label_namespaces.items():
+            state = state.relabel_namespace(ns, changes)
+        for pod_id, changes in step.label_pods.items():
+            state = state.relabel_pod(pod_id, changes)
+        return state

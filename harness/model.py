@@ -136,6 +136,7 @@ class ReferenceModel:
         self.ingress_isolated = self._isolated(PolicyType.INGRESS)
         self.egress_isolated = self._isolated(PolicyType.EGRESS)
         self._cache: dict[PortProtocol, Mask] = {}
+        self._side_cache: dict[PortProtocol, tuple[Mask, Mask]] = {}
 
     @property
     def destinations(self) -> tuple[PodSpec | ExternalHost, ...]:
@@ -227,14 +228,15 @@ class ReferenceModel:
 
     # -- the matrix ------------------------------------------------------------------
 
-    def allowed_matrix(self, key: PortProtocol) -> Mask:
-        """``m[s, d]``: pod ``s`` may reach destination ``d`` (pods, then externals)."""
-        cached = self._cache.get(key)
+    def _sides(self, key: PortProtocol) -> tuple[Mask, Mask]:
+        """``(ingress, egress)``: ``ingress[d, s]``, pod ``d`` accepts pod ``s``;
+        ``egress[s, d]``, pod ``s`` may send to destination ``d`` (pods, then
+        external hosts). Non-isolated pods accept / send everything."""
+        cached = self._side_cache.get(key)
         if cached is not None:
             return cached
         n_pods, n_dest = len(self.pods), len(self.destinations)
         dests = self.destinations
-        # ingress[d, s] for destination pods
         ingress = np.zeros((n_pods, n_pods), bool)
         egress = np.zeros((n_pods, n_dest), bool)
         for policy in self.policies:
@@ -255,6 +257,17 @@ class ReferenceModel:
                         egress[selected] |= dst
         ingress[~self.ingress_isolated] = True
         egress[~self.egress_isolated] = True
+        self._side_cache[key] = (ingress, egress)
+        return ingress, egress
+
+    def allowed_matrix(self, key: PortProtocol) -> Mask:
+        """``m[s, d]``: pod ``s`` may reach destination ``d`` (pods, then externals):
+        the source's egress side and the destination's ingress side both allow it."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        ingress, egress = self._sides(key)
+        n_pods = len(self.pods)
         allowed = egress.copy()
         allowed[:, :n_pods] &= ingress.T
         if self.settings.self_traffic is SelfTraffic.ALLOWED and n_pods:
@@ -268,37 +281,22 @@ class ReferenceModel:
         return bool(self.allowed_matrix(key)[self.pod_index[source], self.dest_index[destination]])
 
     def explain(self, source: str, destination: str, port: PortProtocol) -> str:
-        """Why a cell is blocked: which side isolates it and by which policies."""
+        """Why a cell is blocked: which side denies it and which policies isolate it."""
         if self.allowed(source, destination, port):
             return ""
         s, d = self.pod_index[source], self.dest_index[destination]
+        ingress, egress = self._sides(port)
         reasons = []
-        egress_ok = self._side_allows(source, destination, port, PolicyType.EGRESS)
-        ingress_ok = self._side_allows(source, destination, port, PolicyType.INGRESS)
-        if not egress_ok and self.egress_isolated[s]:
+        if not egress[s, d]:
             reasons.append(f"egress of {source} isolated by {self._isolating(source, PolicyType.EGRESS)}")
-        if not ingress_ok and d < len(self.pods) and self.ingress_isolated[d]:
+        if d < len(self.pods) and not ingress[d, s]:
             reasons.append(f"ingress of {destination} isolated by {self._isolating(destination, PolicyType.INGRESS)}")
-        return "; ".join(reasons) + ", no rule allows it" if reasons else "self traffic evaluated by policy"
+        return "; ".join(reasons) + ", no rule allows it"
 
     def _isolating(self, pod_id: str, direction: PolicyType) -> str:
         i = self.pod_index[pod_id]
         refs = [p.ref for p in self.policies if direction in p.policy_types and self._selected[p.ref][i]]
         return ", ".join(refs)
-
-    def _side_allows(self, source: str, destination: str, port: PortProtocol, direction: PolicyType) -> bool:
-        one = ReferenceModel(
-            self.topology,
-            [p for p in self.policies if direction in p.policy_types],
-            self.addresses,  # type: ignore[arg-type]
-            ModelSettings(SelfTraffic.POLICY, self.settings.ipblock_matches_pods),
-        )
-        # Only the requested direction isolates in ``one``; the other side is open.
-        if direction is PolicyType.INGRESS:
-            one.egress_isolated[:] = False
-        else:
-            one.ingress_isolated[:] = False
-        return one.allowed(source, destination, port)
 
     def matrix(
         self,

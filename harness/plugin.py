@@ -303,6 +303,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = keep
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the backend before the first scenario, so that a missing tool stops the
+    run at once with one message instead of failing every scenario."""
+    if session.config.option.collectonly:
+        return
+    if not any(isinstance(item, ScenarioItem) for item in session.items):
+        return
+    manager = session.config.stash[manager_key]
+    try:
+        manager.get()
+    except BackendUnavailable as err:
+        raise pytest.UsageError(f"backend {manager.name} is not available: {err}") from None
+
+
 def _flag_duplicate_names(items: list[pytest.Item]) -> None:
     first: dict[str, ScenarioItem] = {}
     for i, item in enumerate(items):

@@ -104,19 +104,17 @@ class ScenarioRunner:
         return ScenarioResult(scenario, tuple(results), self.backend.describe(), time.monotonic() - started)
 
     def _change(self, state: ClusterState, step: Step) -> ClusterState:
+        """Make a step's changes on the backend; return the state they lead to."""
+        new = state.after(step)
         if step.delete:
             self.backend.delete_policies(step.delete)
-            state = state.without_policies(step.delete)
         if step.apply:
             self.backend.apply_policies(step.apply)
-            state = state.with_policies(step.apply)
-        for ns, changes in step.label_namespaces.items():
-            state = state.relabel_namespace(ns, changes)
-            self.backend.set_namespace_labels(ns, state.topology.namespace(ns).labels)
-        for pod_id, changes in step.label_pods.items():
-            state = state.relabel_pod(pod_id, changes)
-            self.backend.set_pod_labels(pod_id, state.topology.pod(pod_id).labels)
-        return state
+        for ns in step.label_namespaces:
+            self.backend.set_namespace_labels(ns, new.topology.namespace(ns).labels)
+        for pod_id in step.label_pods:
+            self.backend.set_pod_labels(pod_id, new.topology.pod(pod_id).labels)
+        return new
 
     def _probe(self, scenario: Scenario, step: Step, state: ClusterState, deployment: Deployment) -> StepResult:
         started = time.monotonic()
