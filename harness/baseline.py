@@ -126,7 +126,7 @@ class Baseline:
     def from_json(cls, data: Any, source: str) -> Baseline:
         """Parse a baseline file's content; ``source`` names the file in errors."""
         if not isinstance(data, dict) or data.get("kind") != BASELINE_KIND:
-            raise BaselineError(f"{source} is not a netpol-harness baseline (no \"kind\": \"{BASELINE_KIND}\")")
+            raise BaselineError(f'{source} is not a netpol-harness baseline (no "kind": "{BASELINE_KIND}")')
         fmt = data.get("format")
         raw_recorded = data.get("recorded")
         recorded: dict[str, Any] = raw_recorded if isinstance(raw_recorded, dict) else {}
@@ -211,8 +211,7 @@ def load_baseline(directory: Path, scenario: Scenario) -> Baseline:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BaselineError(
-            f"no baseline for scenario {scenario.name}: {path} does not exist. "
-            f"Record one with --record-baseline {directory}."
+            f"no baseline for scenario {scenario.name}: {path} does not exist. Record one with --record-baseline {directory}."
         ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise BaselineError(f"cannot read baseline {path}: {err}") from None
@@ -351,12 +350,12 @@ class BaselineDiff:
         return [(s.name, c) for s in self.steps for c in s.changes]
 
     def summary(self) -> str:
-        """A few words for tables: ``same``, ``3 cells changed``, ``scenario file changed``."""
+        """A few words for tables: ``same``, ``3 cells changed``, ``scenario edited, 1 cell changed``."""
         parts = []
         if self.scenario_changed:
-            parts.append("scenario file changed")
+            parts.append("scenario edited")
         if self.changed_cells:
-            parts.append(f"{self.changed_cells} cell(s) changed")
+            parts.append(f"{self.changed_cells} cell{'' if self.changed_cells == 1 else 's'} changed")
         if self.missing_steps or self.new_steps:
             parts.append("steps differ")
         return ", ".join(parts) or "same"

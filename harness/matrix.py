@@ -122,7 +122,7 @@ class ReachabilityMatrix:
 
     def render(self, title: str = "", ports: Iterable[PortProtocol] | None = None) -> str:
         return "\n\n".join(
-            _grid(f"{title} {port}".strip(), self.sources, self.columns(port), lambda s, d, p=port: self._symbol(s, d, p))
+            render_grid(f"{title} {port}".strip(), self.sources, self.columns(port), lambda s, d, p=port: self._symbol(s, d, p))
             for port in (self.ports if ports is None else ports)
         )
 
@@ -165,7 +165,8 @@ class ReachabilityMatrix:
             raise HarnessError(f"not a reachability matrix in JSON form: {err!r}") from None
 
 
-def _grid(title: str, rows: Iterable[str], columns: Iterable[str], symbol: Any) -> str:
+def render_grid(title: str, rows: Iterable[str], columns: Iterable[str], symbol: Any) -> str:
+    """A titled table, one row per ``rows`` entry, ``symbol(row, column)`` per cell."""
     rows, columns = list(rows), list(columns)
     width = max([len(r) for r in rows] + [1])
     col_w = [max(len(c), 1) for c in columns]
@@ -222,7 +223,7 @@ class Comparison:
                     return "X"
                 return "." if cell in self.expected.cells else "-"
 
-            blocks.append(_grid(f"{title}comparison {port}", self.expected.sources, columns, diff))
+            blocks.append(render_grid(f"{title}comparison {port}", self.expected.sources, columns, diff))
         blocks.append(LEGEND)
         lines = [m.line() + (f"\n    reproduce: {m.observed.command}" if m.observed.command else "") for m in self.mismatches]
         if lines:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,6 +26,12 @@ from harness.runner import ScenarioResult, ScenarioRunner
 from harness.scenario import Scenario, load_scenario
 
 log = logging.getLogger("harness")
+
+# Baselines, report files and the end-of-run summary.
+pytest_plugins = ["harness.reporting.plugin"]
+
+#: pytest's option group for every netpol-harness option (``--help``).
+OPTION_GROUP = ("netpol", "NetworkPolicy scenarios (netpol-harness)")
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
@@ -48,7 +54,8 @@ class BackendManager:
 
     def get(self) -> Backend:
         if self._backend is None:
-            self._backend = backend_module(self.name).create(self.config)
+            # Cluster creation and CNI installation take minutes: always show progress.
+            self._backend = backend_module(self.name).create(self.config, progress=_progress(self.config, always=True))
         return self._backend
 
     @property
@@ -83,7 +90,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("netpol", "NetworkPolicy scenarios (netpol-harness)")
+    group = parser.getgroup(*OPTION_GROUP)
     group.addoption(
         "--scenario",
         action="append",
@@ -335,13 +342,15 @@ def _flag_duplicate_names(items: list[pytest.Item]) -> None:
         items[i] = BrokenScenarioItem.from_parent(item.parent, name=item.name, error=error)  # type: ignore[arg-type]
 
 
-def _progress(config: pytest.Config) -> Any:
+def _progress(config: pytest.Config, always: bool = False) -> Callable[[str], None]:
+    """Progress messages go to the log, and to the terminal with -v (or always, for
+    the long steps of starting a backend)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    verbose = config.getoption("verbose") > 0
+    show = always or config.getoption("verbose") > 0
 
     def progress(message: str) -> None:
         log.info(message)
-        if verbose and reporter is not None:
+        if show and reporter is not None:
             reporter.write_line(f"netpol: {message}")
 
     return progress

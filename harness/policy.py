@@ -21,9 +21,9 @@ from harness.topology import Protocol
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
 
 
 class PolicyType(enum.Enum):
@@ -154,6 +154,8 @@ def _ip_block(ctx: _Context, raw: object, path: str) -> IPBlock:
 
 def _peer(ctx: _Context, raw: object, path: str) -> Peer:
     raw = _mapping(ctx, raw, path, {"podSelector", "namespaceSelector", "ipBlock"})
+    # The API server reads an explicit null as an absent field.
+    raw = {key: value for key, value in raw.items() if value is not None}
     if not raw:
         raise ctx.fail(path, "a peer must set podSelector, namespaceSelector or ipBlock")
     if "ipBlock" in raw:
@@ -251,8 +253,8 @@ def parse_policy(manifest: object, source: str = "<inline>", default_namespace: 
     ingress = _rules(ctx, spec.get("ingress"), "spec.ingress", "from")
     egress = _rules(ctx, spec.get("egress"), "spec.egress", "to")
     types_raw = spec.get("policyTypes")
-    if types_raw is None:
-        # API server defaulting: Ingress always, Egress when egress rules exist.
+    if types_raw is None or types_raw == []:
+        # API server defaulting (it checks for an empty list, so [] is defaulted too): Ingress always, Egress when egress rules exist.
         types = {PolicyType.INGRESS} | ({PolicyType.EGRESS} if egress else set())
     else:
         items = _list(ctx, types_raw, "spec.policyTypes")

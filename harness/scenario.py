@@ -34,8 +34,8 @@ from harness.topology import (
 )
 from harness.yamlload import load_all, load_one, read_text
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_EXTERNAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_EXTERNAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
 T = TypeVar("T")
 
 
@@ -271,7 +271,7 @@ def _port_spec(r: _Reader, raw: object, path: str) -> PortSpec:
         if (
             not isinstance(name, str)
             or len(name) > 15
-            or not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", name)
+            or not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z", name)
             or "--" in name
             or not re.search("[a-z]", name)
         ):
@@ -338,6 +338,8 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
                 raise r.fail(path, f"{name!r} is not a valid name", "lowercase letters, digits, '-' and '.', no '/'")
             ext_raw = r.mapping(ext_raw, path, ["ip", "ports"], ["ip"])
             try:
+                if not isinstance(ext_raw["ip"], str):
+                    raise TypeError("an address is written as text")
                 ip = ipaddress.IPv4Address(ext_raw["ip"])
             except (ValueError, TypeError):
                 raise r.fail(f"{path}.ip", f"got {_kind(ext_raw['ip'])}", "an IPv4 address such as 203.0.113.10") from None
@@ -373,7 +375,11 @@ def _policies(r: _Reader, raw: object, path: str, base: Path) -> tuple[NetworkPo
             namespace = r.string(namespace, f"{where}.namespace", "a namespace name")
         file = base / rel
         source = str(file)
-        if not file.is_file():
+        try:
+            exists = file.is_file()
+        except OSError:  # a name too long for the file system, for one
+            exists = False
+        if not exists:
             raise r.fail(f"{where}.path", f"{rel} does not exist (looked in {base})", "a path relative to the scenario file")
         docs = [d for d in load_all(read_text(file, source), source) if d is not None]
         if not docs:
@@ -591,7 +597,7 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
     top = r.mapping(doc, "", _TOP, ["description", "namespaces"])
     name = top.get("name", path.stem.removesuffix(".scenario"))
     name = r.string(name, "name", "a scenario name such as default-deny")
-    if not re.match(r"^[A-Za-z0-9][-A-Za-z0-9_.]*$", name):
+    if not re.match(r"^[A-Za-z0-9][-A-Za-z0-9_.]*\Z", name):
         raise r.fail("name", f"{name!r} is not a valid scenario name", "letters, digits, '-', '_' and '.'")
     description = r.string(top["description"], "description", "a one-line description")
     tags = r.each(top.get("tags", []), "tags", lambda t, p: r.string(t, p, "a tag"))

@@ -1,4 +1,4 @@
-"""Backend registry: ``--backend NAME`` → module with ``create(options)``.
+"""Backend registry: ``--backend NAME`` → module with ``create(options, progress=None)``.
 
 Modules are imported only when chosen (cluster clients are slow to import), except
 for ``add_options``, which every backend module may define to register its pytest

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from harness import __version__
 from harness.addressing import plan_addresses
@@ -90,5 +90,5 @@ class ModelBackend(Backend):
         return {"backend": self.name, "cni": "reference-model", "cni_version": __version__}
 
 
-def create(options: OptionSource) -> Backend:
+def create(options: OptionSource, progress: Callable[[str], None] | None = None) -> Backend:
     return ModelBackend()

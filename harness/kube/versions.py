@@ -20,7 +20,8 @@ from harness.errors import BackendUnavailable, HarnessError
 #: harness has no ``clusters/`` directory next to it).
 CLUSTERS_ENV = "NETPOL_HARNESS_CLUSTERS"
 
-_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(\S*)$")
+# No quotes, spaces or shell expansion: the value must read the same to Python and to $GITHUB_ENV.
+_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=([^\s\"'$`\\]*)$")
 
 
 def clusters_dir() -> Path:

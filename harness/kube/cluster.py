@@ -1,0 +1,441 @@
+"""What the ``kind`` and ``existing`` backends share: a topology turned into
+namespaces and pods on a Kubernetes cluster, policies applied with server-side
+apply, labels changed through the API, and probe rounds run with one exec per
+source pod.
+
+Pods are reused while the topology keeps its shape (same namespaces, pods and
+ports): between scenarios only policies are removed and labels restored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from harness.backends.base import Backend, Deployment, Probe
+from harness.errors import BackendError, BackendUnavailable
+from harness.kube.client import KubeClient
+from harness.kube.manifests import (
+    ANNOTATION_RUN,
+    CONTAINER,
+    namespace_manifest,
+    pod_manifest,
+    schedulable_nodes,
+    spread_over_nodes,
+)
+from harness.kube.naming import NamespaceMap
+from harness.kube.probe_script import (
+    ProbeTarget,
+    kubectl_exec_command,
+    observation,
+    parse_output,
+    round_timeout,
+    script_command,
+    single_probe_command,
+)
+from harness.kube.progress import Progress
+from harness.kube.waiting import wait_until
+from harness.matrix import Observation, Outcome
+from harness.policy import NetworkPolicy
+from harness.topology import ExternalHost, PodSpec, Protocol, Topology
+
+log = logging.getLogger("harness.kube")
+
+#: Source pods probed at once (one exec each).
+MAX_CONCURRENT_EXECS = 6
+#: Waiting reasons of a container that will not fix themselves.
+_IMAGE_FAILURES = {"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
+_CONTAINER_FAILURES = {"CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+class ClusterBackend(Backend):
+    """A Backend on a Kubernetes API server. Subclasses decide where the cluster
+    comes from, how namespaces are named and whether external hosts exist."""
+
+    protocols = frozenset(Protocol)
+
+    #: Seconds allowed for the pods of a topology to become Ready.
+    pods_ready_timeout = 300.0
+    #: Seconds allowed for deleted namespaces to disappear.
+    namespace_gone_timeout = 180.0
+    poll = 2.0
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        names: NamespaceMap,
+        image: str,
+        progress: Progress,
+        *,
+        adopt_existing_namespaces: bool,
+        run_id: str | None = None,
+    ) -> None:
+        self.kube = kube
+        self.names = names
+        self.image = image
+        self.progress = progress
+        self.run_id = run_id or new_run_id()
+        self.adopt_existing_namespaces = adopt_existing_namespaces
+        self._topology: Topology | None = None
+        self._addresses: dict[str, ipaddress.IPv4Address] = {}
+        self._created: list[str] = []  # real namespaces this backend created
+        self._adopted: dict[str, dict[str, str]] = {}  # real namespace → labels it had before
+        self._pods_in_adopted: list[tuple[str, str]] = []
+        self._applied: set[tuple[str, str]] = set()
+        self._timeout = 1.0
+        self._socat = True
+        self._closed = False
+
+    # -- what subclasses provide ------------------------------------------------------
+
+    @property
+    def serves_externals(self) -> bool:
+        return False
+
+    def start_externals(self, externals: Sequence[ExternalHost]) -> None:
+        """Serve these external hosts (kind only)."""
+
+    def stop_externals(self) -> None:
+        """Remove the external hosts."""
+
+    def kubectl_target(self) -> tuple[str | None, str | None]:
+        """(kubeconfig, context) for the reproduce commands."""
+        return self.kube.kubeconfig, self.kube.context
+
+    # -- deploy -----------------------------------------------------------------------
+
+    def deploy(self, topology: Topology) -> Deployment:
+        if self._topology is not None and topology.shape() == self._topology.shape():
+            self._topology = topology
+            self._remove_policies()
+            self._restore_labels()
+            return Deployment(topology, self._addresses)
+        self._teardown(wait=True)
+        # Set only once everything runs: after a failed deploy, reset() has nothing to restore
+        # and the next deploy or close() removes what was made (tracked in _created).
+        self._create(topology)
+        self._topology = topology
+        return Deployment(topology, self._addresses)
+
+    def _create(self, topology: Topology) -> None:
+        self._clear_leftovers(topology)
+        for ns in topology.namespaces:
+            real = self.names.real(ns.name)
+            labels = self.names.namespace_labels(ns.labels)
+            existing = self.kube.read_namespace(real)
+            if existing is None:
+                self.kube.create_namespace(namespace_manifest(real, labels, self.run_id, ns.name))
+                self._created.append(real)
+            elif self.adopt_existing_namespaces:
+                # kube-system, default...: used as they are, and given back as they were.
+                before = ((existing.get("metadata") or {}).get("labels")) or {}
+                self._adopted[real] = self.names.namespace_labels(before)
+                self.kube.set_namespace_labels(real, labels)
+            else:
+                raise BackendError(f"namespace {real} already exists on the cluster and was not created by this run")
+        nodes = schedulable_nodes(self.kube.nodes())
+        placement = spread_over_nodes(topology.pods, nodes)
+        self.progress(f"creating {len(topology.pods)} pod(s) in {len(topology.namespaces)} namespace(s) "
+                      f"on {len(nodes) or 'any'} node(s)")
+        for pod in topology.pods:
+            real = self.names.real(pod.namespace)
+            self.kube.create_pod(pod_manifest(pod, real, self.image, self.run_id, placement[pod.id]))
+            if real in self._adopted:
+                self._pods_in_adopted.append((real, pod.name))
+        self._wait_for_pods(topology)
+        if topology.externals and self.serves_externals:
+            self.start_externals(topology.externals)
+            for ext in topology.externals:
+                self._addresses[ext.id] = ext.ip
+        self._check_client_tools(topology)
+
+    def _clear_leftovers(self, topology: Topology) -> None:
+        """What an earlier, interrupted run left on a kept cluster goes first: its
+        namespaces, and its pods in namespaces it did not create (kube-system...)."""
+        stale: list[str] = []
+        stale_pods: list[tuple[str, str]] = []
+        wanted = {(self.names.real(p.namespace), p.name) for p in topology.pods}
+        for ns in topology.namespaces:
+            real = self.names.real(ns.name)
+            existing = self.kube.read_namespace(real)
+            if existing is None:
+                continue
+            if ANNOTATION_RUN in (((existing.get("metadata") or {}).get("annotations")) or {}):
+                self.progress(f"removing namespace {real}, left over by an earlier run")
+                self.kube.delete_namespace(real)
+                stale.append(real)
+            elif self.adopt_existing_namespaces:
+                for pod in self.kube.list_pods(real):
+                    meta = pod.get("metadata") or {}
+                    if (real, meta.get("name")) in wanted and ANNOTATION_RUN in (meta.get("annotations") or {}):
+                        self.progress(f"removing pod {real}/{meta['name']}, left over by an earlier run")
+                        self.kube.delete_pod(real, str(meta["name"]))
+                        stale_pods.append((real, str(meta["name"])))
+        self._wait_namespaces_gone(stale)
+        self._wait_pods_gone(stale_pods)
+
+    def _wait_namespaces_gone(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+
+        def gone() -> tuple[bool, str]:
+            left = [n for n in names if self.kube.read_namespace(n) is not None]
+            return not left, f"still terminating: {', '.join(left)}"
+
+        wait_until(gone, limit=self.namespace_gone_timeout, poll=self.poll, progress=self.progress,
+                   message=f"waiting for {len(names)} namespace(s) to be deleted")
+
+    def _wait_for_pods(self, topology: Topology) -> None:
+        expected = {(self.names.real(p.namespace), p.name): p for p in topology.pods}
+        namespaces = sorted({ns for ns, _ in expected})
+        snapshot: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def ready() -> tuple[bool, str]:
+            snapshot.clear()
+            for ns in namespaces:
+                for pod in self.kube.list_pods(ns):
+                    key = (ns, str(pod["metadata"]["name"]))
+                    if key in expected:
+                        snapshot[key] = pod
+            for key, pod in snapshot.items():
+                self._raise_if_failed(key, pod)
+            waiting = [f"{ns}/{name}" for (ns, name) in expected if not _is_ready(snapshot.get((ns, name)))]
+            return not waiting, f"{len(expected) - len(waiting)}/{len(expected)} Ready, waiting for {', '.join(waiting[:5])}" + (
+                " ..." if len(waiting) > 5 else "")
+
+        def diagnostics() -> str:
+            return "\n".join(f"  {ns}/{name}: {_pod_state(snapshot.get((ns, name)))}" for ns, name in expected)
+
+        wait_until(ready, limit=self.pods_ready_timeout, poll=self.poll, progress=self.progress,
+                   message=f"waiting for {len(expected)} pod(s) to be Ready", diagnostics=diagnostics)
+        for key, spec in expected.items():
+            status = snapshot[key].get("status") or {}
+            try:
+                self._addresses[spec.id] = ipaddress.IPv4Address(str(status.get("podIP")))
+            except ValueError:
+                raise BackendError(f"pod {key[0]}/{key[1]} has no IPv4 address ({status.get('podIP')!r})") from None
+
+    def _raise_if_failed(self, key: tuple[str, str], pod: Mapping[str, Any]) -> None:
+        status = pod.get("status") or {}
+        where = f"pod {key[0]}/{key[1]}"
+        if status.get("phase") == "Failed":
+            reason = status.get("reason") or ""
+            hint = (" (the kubelet does not allow the sysctl net.ipv4.ip_unprivileged_port_start, which pods with "
+                    "ports below 1024 need)") if reason == "SysctlForbidden" else ""
+            raise BackendError(f"{where} failed: {reason} {status.get('message') or ''}{hint}".strip())
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in _IMAGE_FAILURES:
+                raise BackendUnavailable(
+                    f"{where}: the cluster cannot pull {self.image} ({reason}: {waiting.get('message', '')}). "
+                    "Make the image reachable from the nodes (a mirror, or preload it on the nodes)"
+                )
+            if reason in _CONTAINER_FAILURES:
+                last = ((cs.get("lastState") or {}).get("terminated") or {})
+                raise BackendError(f"{where}: {reason}: {waiting.get('message') or last.get('message') or ''} "
+                                   f"(last exit code {last.get('exitCode', '?')})")
+
+    def _check_client_tools(self, topology: Topology) -> None:
+        """One exec before the first probe: fails early when exec is not allowed,
+        and tells whether reproduce commands can use socat."""
+        if not topology.pods:
+            return
+        pod = topology.pods[0]
+        result = self.kube.exec(self.names.real(pod.namespace), pod.name, CONTAINER,
+                                ["sh", "-c", "command -v socat || echo missing"], 60)
+        if result.exit_code is None:
+            raise BackendError(f"cannot run commands in pod {pod.id} ({result.error or result.stderr.strip()}); "
+                               "probing needs the pods/exec permission")
+        self._socat = "missing" not in result.stdout
+
+    # -- policies and labels ------------------------------------------------------------
+
+    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
+        for policy in policies:
+            manifest = self.names.translate_policy(policy.manifest)
+            self.kube.apply_policy(manifest)
+            self._applied.add((manifest["metadata"]["namespace"], manifest["metadata"]["name"]))
+
+    def delete_policies(self, refs: Sequence[str]) -> None:
+        for ref in refs:
+            namespace, _, name = ref.partition("/")
+            real = self.names.real(namespace)
+            if not self.kube.delete_policy(real, name):
+                log.info("NetworkPolicy %s/%s was not there to delete", real, name)
+            self._applied.discard((real, name))
+
+    def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
+        self.kube.set_namespace_labels(self.names.real(namespace), self.names.namespace_labels(labels))
+
+    def set_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> None:
+        namespace, _, name = pod_id.partition("/")
+        self.kube.set_pod_labels(self.names.real(namespace), name, labels)
+
+    def reset(self) -> None:
+        if self._topology is None:
+            return
+        self._remove_policies()
+        self._restore_labels()
+
+    def _remove_policies(self) -> None:
+        for real in self._created:
+            self.kube.delete_all_policies(real)
+        for real, name in sorted(self._applied):
+            if real in self._adopted:
+                self.kube.delete_policy(real, name)
+        self._applied.clear()
+
+    def _restore_labels(self) -> None:
+        assert self._topology is not None
+        for ns in self._topology.namespaces:
+            self.set_namespace_labels(ns.name, ns.labels)
+        for pod in self._topology.pods:
+            self.set_pod_labels(pod.id, pod.labels)
+
+    # -- probing ------------------------------------------------------------------------
+
+    def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
+        self._timeout = timeout
+        results: dict[Probe, Observation] = {}
+        by_source: dict[str, list[Probe]] = {}
+        for probe in probes:
+            if isinstance(probe.destination, ExternalHost) and not self.serves_externals:
+                results[probe] = Observation(
+                    Outcome.UNSUPPORTED, f"external hosts are served by the kind backend only, not by {self.name}"
+                )
+            elif probe.destination.id not in self._addresses or probe.source.id not in self._addresses:
+                results[probe] = Observation(Outcome.ERROR, "not deployed: call deploy() with this topology first")
+            else:
+                by_source.setdefault(probe.source.id, []).append(probe)
+        if by_source:
+            workers = min(MAX_CONCURRENT_EXECS, len(by_source))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="netpol-exec") as pool:
+                for found in pool.map(lambda group: self._probe_source(group, timeout), by_source.values()):
+                    results.update(found)
+        return results
+
+    def _probe_source(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
+        source = probes[0].source
+        targets = [
+            ProbeTarget(i, p.port.protocol, str(self._addresses[p.destination.id]), p.port.port) for i, p in enumerate(probes)
+        ]
+        result = self.kube.exec(
+            self.names.real(source.namespace), source.name, CONTAINER,
+            script_command(targets, timeout), round_timeout(len(targets), timeout),
+        )
+        lines, problems = parse_output(result.stdout)
+        missing = "; ".join(
+            part for part in (
+                f"exec in {source.id}: {result.error}" if result.error else "",
+                f"exit code {result.exit_code}" if result.exit_code not in (0, None) else "",
+                result.stderr.strip()[-300:],
+                *problems,
+            ) if part
+        )
+        return {
+            probe: observation(lines.get(i), probe.destination.id, self.reproduce_command(probe), missing)
+            for i, probe in enumerate(probes)
+        }
+
+    def reproduce_command(self, probe: Probe) -> str:
+        source: PodSpec = probe.source
+        address = self._addresses.get(probe.destination.id)
+        target = str(address) if address is not None else f"<address of {probe.destination.id}>"
+        command = single_probe_command(probe.port.protocol, target, probe.port.port, self._timeout, self._socat)
+        kubeconfig, context = self.kubectl_target()
+        return kubectl_exec_command(kubeconfig, context, self.names.real(source.namespace), source.name, CONTAINER, command)
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def _teardown(self, wait: bool) -> None:
+        """Remove what this backend put on the cluster; with ``wait``, until the
+        namespaces are gone (their names are about to be reused)."""
+        errors = []
+        self.stop_externals()
+        created, self._created = self._created, []
+        for real in created:
+            try:
+                self.kube.delete_namespace(real)
+            except BackendError as err:
+                errors.append(str(err))
+        for real, name in self._pods_in_adopted:
+            try:
+                self.kube.delete_pod(real, name)
+            except BackendError as err:
+                errors.append(str(err))
+        for real, name in sorted(self._applied):
+            if real in self._adopted:
+                try:
+                    self.kube.delete_policy(real, name)
+                except BackendError as err:
+                    errors.append(str(err))
+        for real, labels in self._adopted.items():
+            try:
+                self.kube.set_namespace_labels(real, labels)
+            except BackendError as err:
+                errors.append(str(err))
+        adopted_pods = list(self._pods_in_adopted)
+        self._pods_in_adopted, self._adopted, self._applied = [], {}, set()
+        self._addresses = {}
+        self._topology = None
+        if errors:
+            raise BackendError("cleanup was incomplete:\n" + "\n".join(f"  - {e}" for e in errors))
+        if wait:
+            self._wait_namespaces_gone(created)
+            self._wait_pods_gone(adopted_pods)
+
+    def _wait_pods_gone(self, pods: Sequence[tuple[str, str]]) -> None:
+        if not pods:
+            return
+
+        def gone() -> tuple[bool, str]:
+            names = {(ns, str(p["metadata"]["name"])) for ns in {ns for ns, _ in pods} for p in self.kube.list_pods(ns)}
+            left = [f"{ns}/{name}" for ns, name in pods if (ns, name) in names]
+            return not left, f"still terminating: {', '.join(left)}"
+
+        wait_until(gone, limit=self.namespace_gone_timeout, poll=self.poll, progress=self.progress,
+                   message=f"waiting for {len(pods)} pod(s) to be deleted")
+
+    def close_namespaces(self) -> None:
+        """Delete what this run created (without waiting), once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._teardown(wait=False)
+        finally:
+            self.kube.close()
+
+
+def _is_ready(pod: Mapping[str, Any] | None) -> bool:
+    if not pod:
+        return False
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    return status.get("phase") == "Running" and bool(status.get("podIP")) and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+    )
+
+
+def _pod_state(pod: Mapping[str, Any] | None) -> str:
+    if not pod:
+        return "not created"
+    status = pod.get("status") or {}
+    parts = [str(status.get("phase", "?"))]
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != "True" and cond.get("reason"):
+            parts.append(f"{cond.get('type')}: {cond.get('reason')} {cond.get('message') or ''}".strip())
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting:
+            parts.append(f"{waiting.get('reason')}: {waiting.get('message') or ''}".strip())
+    return "; ".join(parts)

@@ -1,0 +1,47 @@
+"""Bounded, logged waits: poll a condition until it holds or a time limit passes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from harness.errors import BackendError
+from harness.kube.progress import Progress
+
+#: ``check()`` returns (done, what is still missing).
+Check = Callable[[], tuple[bool, str]]
+
+
+def wait_until(
+    check: Check,
+    *,
+    limit: float,
+    poll: float,
+    message: str,
+    progress: Progress,
+    diagnostics: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll ``check`` every ``poll`` seconds for at most ``limit`` seconds. Progress
+    is reported when the missing part changes; on time-out BackendError carries
+    the last state and ``diagnostics()``."""
+    started = time.monotonic()
+    last = {"detail": ""}
+    progress(message)
+
+    def attempt() -> bool:
+        done, detail = check()
+        if not done and detail != last["detail"]:
+            progress(f"{message}: {detail} ({time.monotonic() - started:.0f}s)")
+        last["detail"] = detail
+        return done
+
+    retrying = Retrying(stop=stop_after_delay(limit), wait=wait_fixed(poll), retry=retry_if_result(lambda done: not done))
+    try:
+        retrying(attempt)
+    except RetryError:
+        extra = diagnostics()
+        raise BackendError(
+            f"{message}: gave up after {limit:.0f}s ({last['detail']})" + (f"\n{extra}" if extra else "")
+        ) from None

@@ -1,0 +1,203 @@
+"""An in-memory stand-in for the Kubernetes API server (none can run here), with
+the interface of harness.kube.client.KubeClient. Everything else is real: exec
+runs the probe command on this machine, where every pod's address is a loopback
+address served by real sockets answering as agnhost porter does."""
+
+from __future__ import annotations
+
+import copy
+import socket
+import subprocess
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from harness.kube.client import ExecResult
+
+NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+class PodServers:
+    """Real TCP (HTTP) and UDP servers at a pod's loopback address, answering with ``identity``."""
+
+    def __init__(self) -> None:
+        self.sockets: list[socket.socket] = []
+        self.stop = threading.Event()
+
+    def serve(self, address: str, ports: list[tuple[int, str]], identity: str) -> None:
+        for port, protocol in ports:
+            if protocol == "TCP":
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, port))
+                sock.listen(16)
+                sock.settimeout(0.2)
+                threading.Thread(target=self._http, args=(sock, identity), daemon=True).start()
+            elif protocol == "UDP":
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind((address, port))
+                sock.settimeout(0.2)
+                threading.Thread(target=self._udp, args=(sock, identity), daemon=True).start()
+            else:
+                continue
+            self.sockets.append(sock)
+
+    def _http(self, sock: socket.socket, identity: str) -> None:
+        body = identity.encode()
+        while not self.stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.settimeout(2)
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                except OSError:
+                    pass
+
+    def _udp(self, sock: socket.socket, identity: str) -> None:
+        while not self.stop.is_set():
+            try:
+                _, peer = sock.recvfrom(1024)
+            except OSError:
+                continue
+            sock.sendto(identity.encode(), peer)
+
+    def close(self) -> None:
+        self.stop.set()
+        for sock in self.sockets:
+            sock.close()
+
+
+_blocks = iter(range(10, 250))
+
+
+class InMemoryCluster:
+    kubeconfig = "/tmp/kubeconfig-of-the-double"
+    context = "double"
+
+    def __init__(self, ready_after: int = 1, nodes: tuple[str, ...] = ("worker", "worker2")) -> None:
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.policies: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deleted_namespaces: list[str] = []
+        self.terminating: dict[str, int] = {}
+        self.calls: list[str] = []
+        self.ready_after = ready_after
+        self.node_names = nodes
+        self.block = next(_blocks)  # each double serves its pods from its own 127.0.<block>.0/24
+        self.next_host = 10
+        self.pod_waiting_reason: str | None = None
+        self.servers = PodServers()
+        self.identity_override: dict[str, str] = {}
+        self.closed = False
+
+    # -- namespaces
+    def read_namespace(self, name: str) -> dict[str, Any] | None:
+        if name in self.terminating:
+            self.terminating[name] -= 1
+            if self.terminating[name] < 0:
+                del self.terminating[name]
+                self.namespaces.pop(name, None)
+                return None
+        ns = self.namespaces.get(name)
+        return copy.deepcopy(ns) if ns else None
+
+    def create_namespace(self, manifest: Mapping[str, Any]) -> None:
+        name = manifest["metadata"]["name"]
+        assert name not in self.namespaces, f"namespace {name} exists"
+        ns = copy.deepcopy(dict(manifest))
+        ns["metadata"]["labels"] = {**ns["metadata"].get("labels", {}), NAME_LABEL: name}
+        self.namespaces[name] = ns
+        self.calls.append(f"create namespace {name}")
+
+    def delete_namespace(self, name: str) -> None:
+        self.calls.append(f"delete namespace {name}")
+        self.deleted_namespaces.append(name)
+        if name in self.namespaces:
+            self.terminating[name] = 1  # gone after one more read
+        for key in [k for k in self.pods if k[0] == name]:
+            del self.pods[key]
+        for key in [k for k in self.policies if k[0] == name]:
+            del self.policies[key]
+
+    def set_namespace_labels(self, name: str, labels: Mapping[str, str]) -> None:
+        # Like the API server: the name label is always there.
+        self.namespaces[name]["metadata"]["labels"] = {**labels, NAME_LABEL: name}
+
+    # -- nodes and pods
+    def nodes(self) -> list[dict[str, Any]]:
+        nodes = [{"metadata": {"name": "control-plane", "labels": {}},
+                  "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]},
+                  "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]
+        for name in self.node_names:
+            nodes.append({"metadata": {"name": name, "labels": {}}, "spec": {},
+                          "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        return nodes
+
+    def create_pod(self, manifest: Mapping[str, Any]) -> None:
+        meta = manifest["metadata"]
+        key = (meta["namespace"], meta["name"])
+        assert meta["namespace"] in self.namespaces, f"no namespace {meta['namespace']}"
+        assert key not in self.pods, f"pod {key} exists"
+        pod = copy.deepcopy(dict(manifest))
+        address = f"127.0.{self.block}.{self.next_host}"
+        self.next_host += 1
+        pod["status"] = {"phase": "Pending", "podIP": address, "polls": 0}
+        self.pods[key] = pod
+        container = pod["spec"]["containers"][0]
+        ports = [(p["containerPort"], p["protocol"]) for p in container.get("ports", [])]
+        identity = container["env"][0]["value"] if container.get("env") else ""
+        self.servers.serve(address, ports, self.identity_override.get(identity, identity))
+        self.calls.append(f"create pod {key[0]}/{key[1]}")
+
+    def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        out = []
+        for (ns, _), pod in self.pods.items():
+            if ns != namespace:
+                continue
+            status = pod["status"]
+            status["polls"] += 1
+            if self.pod_waiting_reason:
+                status["containerStatuses"] = [{"state": {"waiting": {"reason": self.pod_waiting_reason,
+                                                                     "message": "rpc error: not found"}}}]
+            elif status["polls"] >= self.ready_after:
+                status["phase"] = "Running"
+                status["conditions"] = [{"type": "Ready", "status": "True"}]
+            out.append(copy.deepcopy(pod))
+        return out
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete pod {namespace}/{name}")
+        self.pods.pop((namespace, name), None)
+
+    def set_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
+        self.pods[(namespace, name)]["metadata"]["labels"] = dict(labels)
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> ExecResult:
+        assert (namespace, pod) in self.pods and container == "agnhost"
+        self.calls.append(f"exec {namespace}/{pod}")
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return ExecResult(None, "", "", f"no exit after {timeout:.0f}s")
+        return ExecResult(result.returncode, result.stdout, result.stderr)
+
+    # -- policies
+    def apply_policy(self, manifest: Mapping[str, Any]) -> None:
+        meta = manifest["metadata"]
+        assert meta["namespace"] in self.namespaces, f"no namespace {meta['namespace']}"
+        self.policies[(meta["namespace"], meta["name"])] = copy.deepcopy(dict(manifest))
+
+    def delete_policy(self, namespace: str, name: str) -> bool:
+        return self.policies.pop((namespace, name), None) is not None
+
+    def delete_all_policies(self, namespace: str) -> None:
+        for key in [k for k in self.policies if k[0] == namespace]:
+            del self.policies[key]
+
+    def close(self) -> None:
+        self.closed = True
+        self.servers.close()

@@ -1,0 +1,110 @@
+"""Namespace naming on a shared cluster, and the policy rewrite that keeps a
+policy's meaning there."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from harness.kube.naming import NamespaceMap
+from harness.policy import parse_policy
+from harness.selectors import parse_selector
+from harness.topology import NAMESPACE_NAME_LABEL
+
+POLICY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "allow-dns", "namespace": "shop", "resourceVersion": "12", "uid": "u"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {"from": [
+                {"namespaceSelector": {"matchExpressions": [
+                    {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": ["dev", "test"]},
+                    {"key": "env", "operator": "In", "values": ["prod"]},
+                ]}},
+                {"podSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "shop"}}},
+            ]},
+        ],
+        "egress": [
+            {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system", "team": "a"}},
+                     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}},
+                    {"ipBlock": {"cidr": "10.0.0.0/8"}}],
+             "ports": [{"protocol": "UDP", "port": 53}]},
+        ],
+    },
+    "status": {},
+}
+
+
+def test_kind_keeps_names_and_policies_as_written():
+    names = NamespaceMap()
+    assert names.identity
+    assert names.real("kube-system") == "kube-system"
+    out = names.translate_policy(POLICY)
+    assert out["spec"] == POLICY["spec"]
+    assert out["metadata"] == {"name": "allow-dns", "namespace": "shop"}
+    assert "status" not in out
+
+
+def test_shared_cluster_names_are_prefixed_and_recognisable():
+    names = NamespaceMap("ab12cd")
+    assert names.real("shop") == "nph-ab12cd-shop"
+    assert names.scenario("nph-ab12cd-shop") == "shop"
+    assert names.owns("nph-ab12cd-shop") and not names.owns("shop") and not names.owns("nph-other-shop")
+    long = "a" * 60
+    real = names.real(long)
+    assert len(real) <= 63 and real.startswith("nph-ab12cd-") and real != names.real("a" * 59)
+    assert names.scenario(real) == long
+    with pytest.raises(ValueError):
+        NamespaceMap("Not-Valid")
+
+
+def test_name_label_selectors_follow_the_rename_and_nothing_else():
+    out = NamespaceMap("r1").translate_policy(POLICY)
+    assert out["metadata"]["namespace"] == "nph-r1-shop"
+    ingress = out["spec"]["ingress"][0]["from"]
+    assert ingress[0]["namespaceSelector"]["matchExpressions"] == [
+        {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": ["nph-r1-dev", "nph-r1-test"]},
+        {"key": "env", "operator": "In", "values": ["prod"]},
+    ]
+    # A pod label that happens to use the same key is a pod label: untouched.
+    assert ingress[1] == {"podSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "shop"}}}
+    egress = out["spec"]["egress"][0]["to"]
+    assert egress[0]["namespaceSelector"] == {"matchLabels": {NAMESPACE_NAME_LABEL: "nph-r1-kube-system", "team": "a"}}
+    assert egress[0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert egress[1] == {"ipBlock": {"cidr": "10.0.0.0/8"}}
+    # The input is not modified.
+    assert POLICY["metadata"]["namespace"] == "shop"
+
+
+def test_translated_policy_is_still_a_valid_policy():
+    out = NamespaceMap("r1").translate_policy(POLICY)
+    parsed = parse_policy(out)
+    assert parsed.namespace == "nph-r1-shop"
+    kubernetes_validate.validate(out, "1.33.0", strict=True)
+
+
+@pytest.mark.parametrize("selector", [
+    {"matchLabels": {NAMESPACE_NAME_LABEL: "shop"}},
+    {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": ["shop", "dev"]}]},
+    {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": ["shop"]}]},
+    {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "Exists"}]},
+    {"matchLabels": {"env": "prod"}},
+    {},
+])
+def test_a_selector_picks_the_same_namespaces_before_and_after_the_rename(selector):
+    names = NamespaceMap("r1")
+    namespaces = {"shop": {"env": "prod"}, "dev": {"env": "dev"}, "kube-system": {}}
+    policy = {**POLICY, "spec": {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": selector}]}]}}
+    translated = parse_selector(names.translate_policy(policy)["spec"]["ingress"][0]["from"][0]["namespaceSelector"])
+    original = parse_selector(selector)
+    for name, labels in namespaces.items():
+        scenario_labels = {**labels, NAMESPACE_NAME_LABEL: name}
+        real_labels = {**names.namespace_labels(labels), NAMESPACE_NAME_LABEL: names.real(name)}
+        assert original.matches(scenario_labels) == translated.matches(real_labels), name
+
+
+def test_the_api_server_owns_the_name_label():
+    assert NamespaceMap("r1").namespace_labels({NAMESPACE_NAME_LABEL: "shop", "env": "prod"}) == {"env": "prod"}
