@@ -254,7 +254,7 @@ def parse_policy(manifest: object, source: str = "<inline>", default_namespace: 
     egress = _rules(ctx, spec.get("egress"), "spec.egress", "to")
     types_raw = spec.get("policyTypes")
     if types_raw is None or types_raw == []:
-        # API server defaulting (it checks for an empty list, so [] is defaulted too): Ingress always, Egress when egress rules exist.
+        # API server defaulting, also for []: Ingress always, Egress when egress rules exist.
         types = {PolicyType.INGRESS} | ({PolicyType.EGRESS} if egress else set())
     else:
         items = _list(ctx, types_raw, "spec.policyTypes")
