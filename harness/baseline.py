@@ -182,9 +182,10 @@ def backend_label(backend: Mapping[str, str]) -> str:
 # -- reading and writing ---------------------------------------------------------------
 
 
-def write_baseline(baseline: Baseline, directory: Path) -> Path:
-    """Write atomically, so an interrupted run never leaves half a baseline."""
-    path = baseline_path(directory, baseline.scenario)
+def write_baseline(baseline: Baseline, directory: Path, key: str | None = None) -> Path:
+    """Write atomically, so an interrupted run never leaves half a baseline. ``key``
+    names the file (the scenario with its backend variant, when a run has several)."""
+    path = baseline_path(directory, key or baseline.scenario)
     text = json.dumps(baseline.to_json(), indent=2, ensure_ascii=False) + "\n"
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -202,11 +203,11 @@ def write_baseline(baseline: Baseline, directory: Path) -> Path:
 
 
 def record_baseline(result: ScenarioResult, directory: Path) -> Path:
-    return write_baseline(Baseline.from_result(result), directory)
+    return write_baseline(Baseline.from_result(result), directory, result.key)
 
 
-def load_baseline(directory: Path, scenario: Scenario) -> Baseline:
-    path = baseline_path(directory, scenario.name)
+def load_baseline(directory: Path, scenario: Scenario, key: str | None = None) -> Baseline:
+    path = baseline_path(directory, key or scenario.name)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -436,8 +437,8 @@ def _with_context(text: str, context: str) -> str:
 def check_baseline(result: ScenarioResult, directory: Path) -> BaselineDiff:
     """Compare a run with its baseline in ``directory``; raises :class:`BaselineError`
     when there is no usable baseline (missing, unreadable, another format)."""
-    baseline = load_baseline(directory, result.scenario)
-    return diff_against(baseline, baseline_path(directory, result.scenario.name), result)
+    baseline = load_baseline(directory, result.scenario, result.key)
+    return diff_against(baseline, baseline_path(directory, result.key), result)
 
 
 def baseline_failure(diff: BaselineDiff, context: str = "") -> HarnessError | None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import fnmatch
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,6 +26,7 @@ from harness.errors import BackendUnavailable, HarnessError, ScenarioError
 from harness.probing import ProbeSettings
 from harness.runner import ScenarioResult, ScenarioRunner
 from harness.scenario import Scenario, load_scenario
+from harness.variants import DEFAULT_VARIANT, BackendVariant, VariantOptions, calico_variants, variant_changes
 
 log = logging.getLogger("harness")
 
@@ -45,17 +48,44 @@ class ScenarioMismatch(Exception):
 
 
 class BackendManager:
-    """Creates the selected backend on first use and closes it at the end of the run."""
+    """Creates the selected backend on first use and closes it at the end of the run.
+
+    With several backend variants (one per ``--calico-version``), one variant is live
+    at a time: items are ordered by variant, and moving to the next one either
+    upgrades the cluster in place (``--calico-upgrade``) or replaces it."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.name: str = config.getoption("netpol_backend") or config.getini("netpol_backend") or DEFAULT_BACKEND
+        self.upgrade = bool(config.getoption("calico_upgrade", False))
+        if self.name == "kind":
+            self.variants = calico_variants(
+                config.getoption("calico_version", None), config.getoption("cluster_name", None), not self.upgrade
+            )
+        else:
+            self.variants = [DEFAULT_VARIANT]
+        self.upgrades: list[tuple[str, str, float]] = []
         self._backend: Backend | None = None
+        self._variant: BackendVariant | None = None
 
-    def get(self) -> Backend:
+    def get(self, variant: BackendVariant = DEFAULT_VARIANT) -> Backend:
+        progress = _progress(self.config, always=True)
+        if self._backend is not None and self._variant != variant:
+            upgrade = getattr(self._backend, "upgrade_calico", None)
+            if self.upgrade and upgrade is not None and self._variant is not None:
+                version = variant.options["calico_version"][0]
+                progress(f"upgrading Calico in place: {self._variant.label} → {variant.label}")
+                started = time.monotonic()
+                upgrade(version)
+                self.upgrades.append((self._variant.label, variant.label, time.monotonic() - started))
+                self._variant = variant
+                return self._backend
+            self.close()
         if self._backend is None:
+            options = self.config if variant == DEFAULT_VARIANT else VariantOptions(self.config, variant)
             # Cluster creation and CNI installation take minutes: always show progress.
-            self._backend = backend_module(self.name).create(self.config, progress=_progress(self.config, always=True))
+            self._backend = backend_module(self.name).create(options, progress=progress)
+            self._variant = variant
         return self._backend
 
     @property
@@ -69,6 +99,8 @@ class BackendManager:
 
 
 manager_key = pytest.StashKey[BackendManager]()
+#: (scenario name, variant label, result) of every scenario run, for cross-variant diffs.
+variant_results_key = pytest.StashKey[list[tuple[str, str, ScenarioResult]]]()
 result_key = pytest.StashKey[ScenarioResult]()
 scenario_dirs_key = pytest.StashKey[list[Path]]()
 probe_settings_key = pytest.StashKey[ProbeSettings]()
@@ -159,6 +191,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"use one of {', '.join(sorted(BACKENDS))}"
         )
     config.stash[manager_key] = BackendManager(config)
+    config.stash[variant_results_key] = []
     config.stash[probe_settings_key] = ProbeSettings(
         timeout=config.getoption("probe_timeout"), deadline=config.getoption("probe_deadline")
     )
@@ -214,13 +247,15 @@ class ScenarioFile(pytest.File):
             # Reported against this file; the other scenarios still run.
             yield BrokenScenarioItem.from_parent(self, name=self.path.stem, error=err)
             return
-        item = ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
-        item.add_marker(pytest.mark.netpol)
-        for tag in scenario.tags:
-            item.extra_keyword_matches.add(tag)
-        if scenario.xfail:
-            item.add_marker(pytest.mark.xfail(reason=scenario.xfail, strict=True, raises=ScenarioMismatch))
-        yield item
+        for variant in self.config.stash[manager_key].variants:
+            name = f"{scenario.name}[{variant.label}]" if variant.label else scenario.name
+            item = ScenarioItem.from_parent(self, name=name, scenario=scenario, variant=variant)
+            item.add_marker(pytest.mark.netpol)
+            for tag in scenario.tags:
+                item.extra_keyword_matches.add(tag)
+            if scenario.xfail:
+                item.add_marker(pytest.mark.xfail(reason=scenario.xfail, strict=True, raises=ScenarioMismatch))
+            yield item
 
 
 def _display_path(path: Path) -> Path:
@@ -233,14 +268,15 @@ def _display_path(path: Path) -> Path:
 
 
 class ScenarioItem(pytest.Item):
-    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+    def __init__(self, *, scenario: Scenario, variant: BackendVariant = DEFAULT_VARIANT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scenario = scenario
+        self.variant = variant
 
     def runtest(self) -> None:
         manager = self.config.stash[manager_key]
         try:
-            backend = manager.get()
+            backend = manager.get(self.variant)
         except BackendUnavailable as err:
             pytest.exit(f"backend {manager.name} is not available: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
         runner = ScenarioRunner(backend, self.config.stash[probe_settings_key], _progress(self.config))
@@ -248,7 +284,9 @@ class ScenarioItem(pytest.Item):
             result = runner.run(self.scenario)
         finally:
             backend.reset()
+        result = replace(result, variant=self.variant.label)
         self.stash[result_key] = result
+        self.config.stash[variant_results_key].append((self.scenario.name, self.variant.label, result))
         if not result.ok:
             raise ScenarioMismatch(result)
 
@@ -288,6 +326,7 @@ def _item_scenario_name(item: pytest.Item) -> str | None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     _flag_duplicate_names(items)
+    _order_by_variant(config, items)
     patterns: list[str] = config.getoption("netpol_scenario")
     if not patterns:
         return
@@ -310,28 +349,35 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = keep
 
 
+def _order_by_variant(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """All scenarios of one backend variant before the next: one cluster at a time."""
+    order = {v: i for i, v in enumerate(config.stash[manager_key].variants)}
+    items.sort(key=lambda item: order.get(item.variant, 0) if isinstance(item, ScenarioItem) else 0)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the backend before the first scenario, so that a missing tool stops the
     run at once with one message instead of failing every scenario."""
     if session.config.option.collectonly:
         return
-    if not any(isinstance(item, ScenarioItem) for item in session.items):
+    first = next((item for item in session.items if isinstance(item, ScenarioItem)), None)
+    if first is None:
         return
     manager = session.config.stash[manager_key]
     try:
-        manager.get()
+        manager.get(first.variant)
     except BackendUnavailable as err:
         raise pytest.UsageError(f"backend {manager.name} is not available: {err}") from None
 
 
 def _flag_duplicate_names(items: list[pytest.Item]) -> None:
-    first: dict[str, ScenarioItem] = {}
+    first: dict[tuple[str, BackendVariant], ScenarioItem] = {}
     for i, item in enumerate(items):
         if not isinstance(item, ScenarioItem):
             continue
-        other = first.get(item.scenario.name)
+        other = first.get((item.scenario.name, item.variant))
         if other is None:
-            first[item.scenario.name] = item
+            first[(item.scenario.name, item.variant)] = item
             continue
         error = ScenarioError(
             str(item.path),
@@ -354,6 +400,40 @@ def _progress(config: pytest.Config, always: bool = False) -> Callable[[str], No
             reporter.write_line(f"netpol: {message}")
 
     return progress
+
+
+# -- several backend variants ----------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """What changed from one CNI version to the next, and how long upgrades took."""
+    manager = config.stash.get(manager_key, None)
+    if manager is None or len(manager.variants) < 2:
+        return
+    by_scenario: dict[str, dict[str, ScenarioResult]] = {}
+    for name, label, result in config.stash[variant_results_key]:
+        by_scenario.setdefault(name, {})[label] = result
+    labels = [v.label for v in manager.variants]
+    terminalreporter.section("netpol-harness: differences between CNI versions")
+    for before, after, seconds in manager.upgrades:
+        terminalreporter.write_line(f"upgraded in place {before} → {after} in {seconds:.0f}s")
+    compared = 0
+    changes = []
+    for name, results in by_scenario.items():
+        ran = [label for label in labels if label in results]
+        for before, after in zip(ran, ran[1:], strict=False):
+            compared += 1
+            changes += variant_changes(
+                name,
+                before,
+                [(s.name, s.observed.cells) for s in results[before].steps],
+                after,
+                [(s.name, s.observed.cells) for s in results[after].steps],
+            )
+    for change in changes:
+        terminalreporter.write_line(change.line())
+    verdict = f"{len(changes)} cell(s) differ" if changes else "no cell differs"
+    terminalreporter.write_line(f"{verdict} across {compared} scenario/version pair(s) of {', '.join(labels)}")
 
 
 # -- fixtures ---------------------------------------------------------------------------

@@ -50,6 +50,13 @@ class ScenarioResult:
     steps: tuple[StepResult, ...]
     backend: dict[str, str] = field(hash=False)
     duration: float = 0.0
+    #: The backend variant (``calico-3.31``) when a run covers several; else "".
+    variant: str = ""
+
+    @property
+    def key(self) -> str:
+        """The scenario's name, with the variant when there is one: names files."""
+        return f"{self.scenario.name}[{self.variant}]" if self.variant else self.scenario.name
 
     @property
     def ok(self) -> bool:

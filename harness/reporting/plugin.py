@@ -204,7 +204,7 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> ScenarioRecord:
     baseline = item.stash.get(baseline_outcome_key, None)
     status = _status(report)
     return ScenarioRecord(
-        name=item.scenario.name if isinstance(item, ScenarioItem) else item.name,
+        name=item.name,
         path=as_path_text(item.path),
         status=status,
         result=result,

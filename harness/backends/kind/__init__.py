@@ -24,7 +24,17 @@ def add_options(group: Any) -> None:
         dest="calico_version",
         help="Calico release for the kind backend: a minor version with an install recipe in clusters/calico "
         "(3.30 installs the release pinned in clusters/versions.env) or a full version (v3.30.4). "
-        "Default: the newest recipe. May be given several times; the first one is installed.",
+        "Default: the newest recipe. May be given several times: each scenario then runs once per "
+        "version (test ids end in [calico-VERSION]) and the versions' differences are summarised.",
+    )
+    group.addoption(
+        "--calico-upgrade",
+        action="store_true",
+        default=False,
+        dest="calico_upgrade",
+        help="with several --calico-version values, install the first, run the scenarios, upgrade the "
+        "same cluster in place to the next (server-side apply, as Calico documents), run them again, "
+        "and so on; instead of one new cluster per version.",
     )
 
 

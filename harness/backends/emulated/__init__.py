@@ -1,0 +1,93 @@
+"""``--backend emulated``: every pod a Linux network namespace, policies enforced by
+nftables in a node namespace, probes made with real curl and netcat.
+
+Light at import time (the option hook imports every backend module, and each
+endpoint server process imports this package): the implementation is imported
+by :func:`create`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from harness.backends.base import OptionSource
+    from harness.backends.emulated.backend import EmulatedBackend
+
+#: Tools the backend runs, and the Debian package of each.
+REQUIRED_TOOLS = {"ip": "iproute2", "nft": "nftables", "nc": "netcat-openbsd", "curl": "curl"}
+
+
+def add_options(group: Any) -> None:
+    """Register ``--probe-workers`` (the other settings come from the scenario)."""
+    try:
+        group.addoption(
+            "--probe-workers",
+            dest="probe_workers",
+            type=int,
+            default=None,
+            help="emulated backend: how many probe processes run at once (default 512)",
+        )
+    except ValueError:
+        pass  # another backend registered the same option: share it
+
+
+def missing_requirements() -> list[str]:
+    """What this machine lacks to run the emulated backend, as instructions."""
+    if not sys.platform.startswith("linux"):
+        return [f"Linux (network namespaces and nftables); this is {sys.platform}"]
+    needs = []
+    if os.geteuid() != 0:
+        needs.append("run as root (e.g. sudo) to create network namespaces and nftables rules")
+    missing = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None})
+    nc = shutil.which("nc")
+    if nc is not None and "netcat-openbsd" not in missing and not _is_openbsd_netcat(nc):
+        # busybox and traditional netcat lack -W and report dropped UDP as open.
+        missing.append("netcat-openbsd")
+    if missing:
+        needs.append("apt-get install " + " ".join(sorted(missing)))
+    return needs
+
+
+def _is_openbsd_netcat(path: str) -> bool:
+    try:
+        done = subprocess.run([path, "-h"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "OpenBSD netcat" in done.stdout + done.stderr
+
+
+def cleanup_leftovers() -> list[str]:
+    """Remove what emulated runs whose owner process died left behind (namespaces,
+    their processes, records under /run/netpol-harness). Returns the namespace
+    names removed."""
+    from harness.backends.emulated.leftovers import cleanup_leftovers as cleanup
+
+    return cleanup()
+
+
+def create(options: OptionSource, progress: Callable[[str], None] | None = None) -> EmulatedBackend:
+    """The backend, after checking this machine can run it and removing leftovers
+    of dead runs. Nothing here takes long enough to report ``progress``."""
+    needs = missing_requirements()
+    if needs:
+        raise BackendUnavailable("the emulated backend needs: " + "; ".join(needs))
+    from harness.backends.emulated.backend import DEFAULT_PROBE_WORKERS, EmulatedBackend
+
+    cleanup_leftovers()
+    workers = options.getoption("probe_workers", None)
+    matches = options.getoption("ipblock_matches_pods", None)
+    return EmulatedBackend(
+        probe_workers=DEFAULT_PROBE_WORKERS if workers is None else int(workers),
+        ipblock_matches_pods=True if matches is None else bool(matches),
+    )
+
+
+__all__ = ["add_options", "cleanup_leftovers", "create", "missing_requirements"]

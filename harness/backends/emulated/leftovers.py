@@ -1,0 +1,130 @@
+"""Ownership records of emulated runs, and removal of what dead runs left behind.
+
+Each run writes ``/run/netpol-harness/<run>.json`` with its owner's pid, the
+owner's start time (so a recycled pid is not mistaken for a live owner) and every
+namespace it is about to create, before creating any. A run whose owner is gone
+(killed with SIGKILL, a crashed interpreter, a power-cut CI job) is then found by
+its namespace names or its record and removed by :func:`cleanup_leftovers`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+from harness.backends.emulated.names import PREFIX, STATE_DIR, RunId
+from harness.backends.emulated.system import existing_netns, ip_batch, netns_pids
+from harness.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None if there is no such
+    process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after it.
+    fields = stat.rpartition(")")[2].split()
+    try:
+        return int(fields[19])  # field 22 of proc(5), counted from field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def write_state(run: RunId, namespaces: Iterable[str]) -> None:
+    STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    record = {"pid": run.pid, "start_time": process_start_time(run.pid), "namespaces": sorted(namespaces)}
+    tmp = run.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(run.state_file)
+
+
+def read_state(run: RunId) -> dict[str, object] | None:
+    try:
+        data = json.loads(run.state_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove_state(run: RunId) -> None:
+    run.state_file.unlink(missing_ok=True)
+    run.state_file.with_suffix(".tmp").unlink(missing_ok=True)
+    shutil.rmtree(run.log_dir, ignore_errors=True)
+
+
+def owner_alive(run: RunId) -> bool:
+    started = process_start_time(run.pid)
+    if started is None:
+        return False
+    state = read_state(run)
+    recorded = state.get("start_time") if state else None
+    return not isinstance(recorded, int) or recorded == started
+
+
+def remove_namespaces(names: Iterable[str]) -> list[str]:
+    """Kill every process inside these namespaces and delete them. Returns the names
+    that still exist afterwards (empty when all went)."""
+    present = set(existing_netns())
+    targets = [name for name in names if name in present]
+    for name in targets:
+        for pid in netns_pids(name):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if targets:
+        # Deleting the handle is enough: a namespace (and the veths in it) goes away
+        # with its last process, and the processes were just killed.
+        try:
+            ip_batch((f"netns del {name}" for name in targets), "deleting network namespaces")
+        except BackendError as err:
+            log.warning("%s", err)
+    remaining = set(existing_netns())
+    return [name for name in targets if name in remaining]
+
+
+def _recorded_namespaces(run: RunId) -> list[str]:
+    state = read_state(run)
+    names = state.get("namespaces") if state else None
+    if not isinstance(names, list):
+        return []
+    return [n for n in names if isinstance(n, str) and n.startswith(PREFIX)]
+
+
+def cleanup_leftovers() -> list[str]:
+    """Remove namespaces, server processes and records of emulated runs whose owner
+    process is dead. Runs of live processes (another test session) are left alone.
+    Returns the namespace names removed."""
+    runs: dict[RunId, set[str]] = {}
+    for name in existing_netns():
+        run = RunId.parse(name)
+        if run is not None:
+            runs.setdefault(run, set()).add(name)
+    if STATE_DIR.is_dir():
+        for entry in STATE_DIR.iterdir():
+            run = RunId.parse(entry.name)
+            if run is not None:
+                runs.setdefault(run, set()).update(_recorded_namespaces(run))
+    present = set(existing_netns())
+    removed: list[str] = []
+    for run, names in sorted(runs.items(), key=lambda item: item[0].name):
+        if owner_alive(run):
+            continue
+        remaining = remove_namespaces(sorted(names))
+        if remaining:
+            log.warning("could not remove leftover network namespaces %s", ", ".join(remaining))
+            continue
+        remove_state(run)
+        removed.extend(sorted(names & present))
+    if removed:
+        log.info("removed %d leftover namespace(s) of dead emulated runs", len(removed))
+    return removed

@@ -1,0 +1,168 @@
+"""The sealed network of one deployment: a node namespace and one namespace per
+endpoint, wired like a Calico node.
+
+Each endpoint namespace has ``eth0`` with its address as a /32 and a default route
+via the link-local gateway ``169.254.1.1``; the other end of its veth sits in the
+node namespace, which carries the gateway address on every veth (so it answers
+the endpoints' ARP for it), one /32 route per endpoint, forwarding on, and the
+nftables table that enforces policies. The node namespace has no other route:
+traffic to an address no emulated host owns is answered with "network
+unreachable", and nothing can leave. Every ``ip`` command runs inside a namespace
+of this run (``ip -n``), so the host's own network namespace is never touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from collections.abc import Mapping
+
+from harness.backends.emulated.leftovers import remove_namespaces
+from harness.backends.emulated.names import RunId, endpoint_netns_names, interface_names
+from harness.backends.emulated.system import child_environment, ip_batch, run
+from harness.errors import BackendError, BackendUnavailable
+from harness.topology import POD_CIDR, ExternalHost, Topology
+
+GATEWAY = ipaddress.IPv4Address("169.254.1.1")
+_LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
+
+#: Node namespace settings: route between endpoints, and answer every packet to an
+#: unowned address with an ICMP error (no rate limit, so each probe sees it).
+_NODE_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0")
+
+
+def allocate_addresses(topology: Topology) -> dict[str, ipaddress.IPv4Address]:
+    """Pod addresses in :data:`POD_CIDR`, one /24 per namespace in declaration order
+    (``x`` → 192.168.1.0/24, ``y`` → 192.168.2.0/24), so they are easy to read;
+    external hosts keep their declared address."""
+    namespaces = [ns.name for ns in topology.namespaces]
+    namespaces += sorted({p.namespace for p in topology.pods} - set(namespaces))
+    if len(namespaces) > 255:
+        raise BackendError(f"the emulated backend gives each namespace a /24 of {POD_CIDR}: at most 255 namespaces")
+    addresses: dict[str, ipaddress.IPv4Address] = {}
+    for block, namespace in enumerate(namespaces, start=1):
+        pods = topology.pods_in(namespace)
+        if len(pods) > 254:
+            raise BackendError(f"namespace {namespace} has {len(pods)} pods; the emulated backend supports up to 254")
+        for host, pod in enumerate(pods, start=1):
+            addresses[pod.id] = POD_CIDR[block * 256 + host]
+    owners: dict[ipaddress.IPv4Address, str] = {}
+    for ext in topology.externals:
+        _check_external(ext)
+        if ext.ip in owners:
+            raise BackendError(f"external hosts {owners[ext.ip]} and {ext.name} both have address {ext.ip}")
+        owners[ext.ip] = ext.name
+        addresses[ext.id] = ext.ip
+    return addresses
+
+
+def _check_external(ext: ExternalHost) -> None:
+    ip = ext.ip
+    if ip in POD_CIDR:
+        raise BackendError(f"external host {ext.name}: {ip} is inside the pod range {POD_CIDR}; choose an address outside it")
+    if ip in _LINK_LOCAL or ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        raise BackendError(
+            f"external host {ext.name}: {ip} cannot be emulated (link-local, loopback, multicast or reserved); "
+            "use a documentation range such as 203.0.113.0/24"
+        )
+
+
+class EmulatedNetwork:
+    def __init__(self, run: RunId, topology: Topology) -> None:
+        self.run = run
+        self.topology = topology
+        self.addresses = allocate_addresses(topology)
+        #: endpoint id → its network namespace
+        self.netns = endpoint_netns_names(run, topology)
+        #: endpoint id → node-side veth
+        self.interfaces = interface_names(self.netns)
+
+    @property
+    def all_netns(self) -> list[str]:
+        return [self.run.node, *self.netns.values()]
+
+    def build(self) -> None:
+        try:
+            ip_batch((f"netns add {name}" for name in self.all_netns), "creating network namespaces")
+        except BackendError as err:
+            raise BackendUnavailable(
+                f"cannot create network namespaces ({err}); the emulated backend needs root with "
+                "CAP_SYS_ADMIN and CAP_NET_ADMIN on a Linux kernel with network namespaces"
+            ) from None
+        node_lines = ["link set lo up"]
+        for endpoint_id, netns in self.netns.items():
+            veth = self.interfaces[endpoint_id]
+            # Created in the node namespace with the peer directly in the endpoint's:
+            # neither end ever exists in the host namespace.
+            node_lines += [
+                f"link add {veth} type veth peer name eth0 netns {netns}",
+                f"addr add {GATEWAY}/32 dev {veth}",
+                f"link set {veth} up",
+                f"route add {self.addresses[endpoint_id]}/32 dev {veth}",
+            ]
+        ip_batch(node_lines, "wiring the node namespace", netns=self.run.node)
+        run(["ip", "netns", "exec", self.run.node, "sysctl", "-q", "-w", *_NODE_SYSCTLS], "configuring the node namespace")
+        # One `ip -batch` per endpoint namespace, all at once.
+        _run_all(
+            {
+                endpoint_id: (
+                    ["ip", "-n", netns, "-batch", "-"],
+                    "".join(
+                        f"{line}\n"
+                        for line in (
+                            "link set lo up",
+                            f"addr add {self.addresses[endpoint_id]}/32 dev eth0",
+                            "link set eth0 up",
+                            f"route add {GATEWAY} dev eth0 scope link",
+                            f"route add default via {GATEWAY} dev eth0",
+                        )
+                    ),
+                )
+                for endpoint_id, netns in self.netns.items()
+            },
+            "configuring endpoint namespaces",
+        )
+
+    def load_ruleset(self, ruleset: str) -> None:
+        """Replace the node's filter table in one nftables transaction."""
+        try:
+            run(["ip", "netns", "exec", self.run.node, "nft", "-f", "-"], "loading the nftables ruleset", stdin=ruleset)
+        except BackendError as err:
+            if "Operation not supported" in str(err) or "Protocol not supported" in str(err):
+                raise BackendUnavailable(
+                    f"{err}. The kernel lacks nf_tables support (modprobe nf_tables nft_ct)"
+                ) from None
+            raise
+
+    def load_endpoint_rulesets(self, rulesets: Mapping[str, str]) -> None:
+        """Load a ruleset into each of these endpoints' own namespaces, all at once."""
+        _run_all(
+            {
+                endpoint_id: (["ip", "netns", "exec", self.netns[endpoint_id], "nft", "-f", "-"], ruleset)
+                for endpoint_id, ruleset in rulesets.items()
+            },
+            "loading nftables rulesets into pod namespaces",
+        )
+
+    def destroy(self) -> list[str]:
+        """Remove every namespace of this network (their veths and processes go with
+        them). Returns the names that could not be removed."""
+        return remove_namespaces(self.all_netns)
+
+
+def _run_all(commands: Mapping[str, tuple[list[str], str]], what: str) -> None:
+    """Run ``label → (argv, stdin)`` concurrently; one error naming every failure."""
+    started = []
+    for label, (argv, stdin) in commands.items():
+        process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=child_environment(),
+        )
+        started.append((label, process, stdin))
+    failures = []
+    for label, process, stdin in started:
+        _, stderr = process.communicate(stdin, timeout=60)
+        if process.returncode != 0:
+            failures.append(f"{label}: {stderr.strip()}")
+    if failures:
+        raise BackendError(f"{what} failed: " + "; ".join(failures))

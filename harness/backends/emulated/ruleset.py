@@ -1,0 +1,274 @@
+"""NetworkPolicy objects compiled into one nftables table for the node namespace.
+
+An independent implementation of Kubernetes NetworkPolicy semantics, shaped like
+Calico's dataplane:
+
+* ``forward`` accepts return traffic (``ct state established,related``), then sends
+  packets coming from a pod isolated for egress through that pod's ``egress-…``
+  chain and packets going to a pod isolated for ingress through its ``ingress-…``
+  chain, so traffic must pass both the source's egress and the destination's
+  ingress.
+* A pod is isolated for a direction when some policy selecting it has that policy
+  type. Its chain has one rule per (policy rule, protocol) that ``return``\\ s when
+  the packet is allowed, and ends with ``drop``: the union of every rule of every
+  selecting policy, and DROP (not reject) for the rest, as Calico does.
+* Peers: ``podSelector`` alone selects pods of the policy's namespace,
+  ``namespaceSelector`` alone every pod of matching namespaces, both together their
+  intersection, ``ipBlock`` the CIDR minus its ``except`` ranges (and pods too,
+  unless ``ipblock_matches_pods`` is off). No peers means every source or
+  destination, external hosts included.
+* A pod's traffic to its own address never reaches the node (as with Calico it is
+  always allowed); with ``self_traffic: policy`` a table in the pod's own
+  namespace applies the pod's chains to it (:func:`render_self_rulesets`).
+* Ports: none means every port and protocol; ``endPort`` makes a range; a named
+  port is resolved on the pod it applies to: the selected pod for ingress, each
+  destination pod for egress (so those compile to address-and-port pairs).
+
+The whole table is rendered from scratch on every change and loaded in one
+transaction (create, delete, define), so a half-applied state is never visible.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from harness.policy import IPBlock, NetworkPolicy, Peer, PolicyType, Rule
+from harness.selectors import LabelSelector
+from harness.topology import PodSpec, Protocol, Topology
+
+IPv4 = ipaddress.IPv4Address
+Net4 = ipaddress.IPv4Network
+
+_SAFE_CHAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./_-]{0,150}$")
+_L4 = {Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.SCTP: "sctp"}
+
+
+@dataclass(frozen=True)
+class RulesetInput:
+    """Everything a ruleset depends on."""
+
+    table: str
+    topology: Topology  # with the labels in force
+    addresses: Mapping[str, IPv4]  # endpoint id → address
+    interfaces: Mapping[str, str]  # endpoint id → node-side veth
+    policies: Sequence[NetworkPolicy]
+    ipblock_matches_pods: bool = True
+
+
+def selects(policy: NetworkPolicy, pod: PodSpec) -> bool:
+    return policy.namespace == pod.namespace and policy.pod_selector.matches(pod.labels)
+
+
+def peer_pods(peer: Peer, policy_namespace: str, topology: Topology) -> list[PodSpec]:
+    """Pods a selector peer stands for."""
+    if peer.namespace_selector is None:
+        namespaces = {policy_namespace}
+    else:
+        selector = peer.namespace_selector
+        namespaces = {ns.name for ns in topology.namespaces if selector.matches(ns.labels)}
+    pod_selector = peer.pod_selector or LabelSelector()
+    return [p for p in topology.pods if p.namespace in namespaces and pod_selector.matches(p.labels)]
+
+
+def block_networks(block: IPBlock, excluded: Iterable[IPv4] = ()) -> list[Net4]:
+    """The IPv4 networks of ``cidr`` minus ``except`` and minus ``excluded`` hosts.
+    An IPv6 block matches nothing here: the emulated network is IPv4 only."""
+    if not isinstance(block.cidr, Net4):
+        return []
+    remaining = [block.cidr]
+    holes = [ex for ex in block.excepts if isinstance(ex, Net4)]
+    holes += [Net4(f"{ip}/32") for ip in excluded]
+    for hole in holes:
+        next_remaining: list[Net4] = []
+        for net in remaining:
+            if not net.overlaps(hole):
+                next_remaining.append(net)
+            elif hole.subnet_of(net) and hole != net:
+                next_remaining.extend(net.address_exclude(hole))
+            # else: the hole covers the whole network
+        remaining = next_remaining
+    return list(ipaddress.collapse_addresses(remaining))
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _net_text(net: Net4) -> str:
+    return str(net.network_address) if net.prefixlen == 32 else str(net)
+
+
+def _set(items: Iterable[str]) -> str:
+    return "{ " + ", ".join(items) + " }"
+
+
+def _chain(name: str, lines: Iterable[str]) -> str:
+    return f"\tchain {name} {{\n" + "".join(f"\t\t{line}\n" for line in lines) + "\t}\n"
+
+
+def _table(name: str, chains: Sequence[str] | None) -> str:
+    """Replace table ``name`` with ``chains`` (remove it when None). Creating then
+    deleting the table makes the load work whether or not it exists; the
+    statements of one file are one atomic transaction."""
+    text = f"table inet {name}\ndelete table inet {name}\n"
+    if chains is not None:
+        text += f"table inet {name} {{\n" + "".join(chains) + "}\n"
+    return text
+
+
+def _comment(text: str) -> str:
+    return ' comment "' + text.replace('"', "'")[:120] + '"'
+
+
+class _Compiler:
+    def __init__(self, data: RulesetInput) -> None:
+        self.data = data
+        self.topology = data.topology
+        self.pods = [p for p in data.topology.pods if p.id in data.addresses and p.id in data.interfaces]
+        self.pod_ips = [data.addresses[p.id] for p in self.pods]
+        self.policies = sorted(data.policies, key=lambda p: p.ref)
+
+    def chain_name(self, direction: PolicyType, pod: PodSpec, index: int) -> str:
+        kind = "ingress" if direction is PolicyType.INGRESS else "egress"
+        name = f"{kind}-{pod.id}"
+        return name if _SAFE_CHAIN.match(name) else f"{kind}-pod{index}"
+
+    def pod_chains(self, pod: PodSpec, index: int) -> list[tuple[PolicyType, str, list[str]]]:
+        """(direction, chain name, rules) for each direction ``pod`` is isolated in."""
+        chains = []
+        for direction in (PolicyType.EGRESS, PolicyType.INGRESS):
+            selecting = [p for p in self.policies if direction in p.policy_types and selects(p, pod)]
+            if not selecting:
+                continue  # not isolated in this direction: everything passes
+            body = []
+            for policy in selecting:
+                rules = policy.ingress if direction is PolicyType.INGRESS else policy.egress
+                for number, rule in enumerate(rules):
+                    where = f"{policy.ref} {direction.value.lower()}[{number}]"
+                    body += [line + _comment(where) for line in self.compile_rule(rule, direction, pod, policy)]
+            body.append("drop" + _comment(f"{pod.id}: not allowed by any {direction.value} policy"))
+            chains.append((direction, self.chain_name(direction, pod, index), body))
+        return chains
+
+    def render(self) -> str:
+        chains: list[str] = []
+        jumps: dict[PolicyType, list[str]] = {PolicyType.EGRESS: [], PolicyType.INGRESS: []}
+        for index, pod in enumerate(self.pods):
+            veth = self.data.interfaces[pod.id]
+            for direction, name, body in self.pod_chains(pod, index):
+                jumps[direction].append(f'"{veth}" : jump {name}')
+                chains.append(_chain(name, body))
+        forward = [
+            "type filter hook forward priority filter; policy accept;",
+            "ct state established,related accept",
+        ]
+        # Packets from a pod arrive on its veth (iifname); packets to a pod leave
+        # through it (oifname).
+        if jumps[PolicyType.EGRESS]:
+            forward.append(f"iifname vmap {_set(jumps[PolicyType.EGRESS])}")
+        if jumps[PolicyType.INGRESS]:
+            forward.append(f"oifname vmap {_set(jumps[PolicyType.INGRESS])}")
+        return _table(self.data.table, [_chain("forward", forward), *chains])
+
+    def render_self(self, pod_id: str) -> str:
+        """The table for a pod's own namespace that subjects its traffic to itself
+        to its policies (``self_traffic: policy``); that traffic never reaches the
+        node. Empty (the table removed) when the pod is not isolated."""
+        index, pod = next((i, p) for i, p in enumerate(self.pods) if p.id == pod_id)
+        own = self.data.addresses[pod.id]
+        chains = self.pod_chains(pod, index)
+        if not chains:
+            return _table(self.data.table, None)
+        output = [
+            "type filter hook output priority filter; policy accept;",
+            "ct state established,related accept",
+        ]
+        output += [f"ip saddr {own} ip daddr {own} jump {name}" for _, name, _ in chains]
+        return _table(self.data.table, [_chain("output", output), *(_chain(name, body) for _, name, body in chains)])
+
+    def peer_networks(self, rule: Rule, policy: NetworkPolicy) -> list[Net4]:
+        networks: list[Net4] = []
+        for peer in rule.peers:
+            if peer.ip_block is not None:
+                excluded = () if self.data.ipblock_matches_pods else self.pod_ips
+                networks += block_networks(peer.ip_block, excluded)
+            else:
+                networks += [
+                    Net4(f"{self.data.addresses[p.id]}/32")
+                    for p in peer_pods(peer, policy.namespace, self.topology)
+                    if p.id in self.data.addresses
+                ]
+        return list(ipaddress.collapse_addresses(networks))
+
+    def compile_rule(self, rule: Rule, direction: PolicyType, subject: PodSpec, policy: NetworkPolicy) -> list[str]:
+        """nft rules that ``return`` for the packets ``rule`` allows."""
+        field = "ip saddr" if direction is PolicyType.INGRESS else "ip daddr"
+        if rule.peers:
+            networks = self.peer_networks(rule, policy)
+            if not networks:
+                return []  # its peers select nobody (yet): it allows nothing
+            match = f"{field} {_set(_net_text(n) for n in networks)} "
+            # Pods whose named ports an egress rule can reach.
+            peers = [p for p in self.pods if any(self.data.addresses[p.id] in n for n in networks)]
+        else:
+            match = ""
+            peers = self.pods
+        if not rule.ports:
+            return [f"{match}return"]
+        whole: set[Protocol] = set()
+        ranges: dict[Protocol, list[tuple[int, int]]] = {}
+        named: dict[Protocol, set[tuple[IPv4, int]]] = {}
+        for port in rule.ports:
+            if port.port is None:
+                whole.add(port.protocol)
+            elif isinstance(port.port, int):
+                ranges.setdefault(port.protocol, []).append((port.port, port.end_port or port.port))
+            elif direction is PolicyType.INGRESS:
+                number = subject.named_port(port.port, port.protocol)
+                if number is not None:
+                    ranges.setdefault(port.protocol, []).append((number, number))
+            else:
+                for peer in peers:
+                    number = peer.named_port(port.port, port.protocol)
+                    if number is not None:
+                        named.setdefault(port.protocol, set()).add((self.data.addresses[peer.id], number))
+        lines = []
+        for protocol in Protocol:
+            l4 = _L4[protocol]
+            if protocol in whole:
+                lines.append(f"{match}meta l4proto {l4} return")
+                continue
+            if protocol in ranges:
+                ports = (str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in merge_ranges(ranges[protocol]))
+                lines.append(f"{match}meta l4proto {l4} th dport {_set(ports)} return")
+            if protocol in named:
+                pairs = (f"{ip} . {number}" for ip, number in sorted(named[protocol]))
+                lines.append(f"meta l4proto {l4} ip daddr . th dport {_set(pairs)} return")
+        return lines
+
+
+def render_ruleset(data: RulesetInput) -> str:
+    """The complete nft script of the node namespace for ``data``."""
+    return _Compiler(data).render()
+
+
+def remove_table(table: str) -> str:
+    """An nft script that removes ``table`` if it exists."""
+    return _table(table, None)
+
+
+def render_self_rulesets(data: RulesetInput) -> dict[str, str]:
+    """Pod id → the nft script for that pod's own namespace, for ``self_traffic:
+    policy``: a pod's traffic to its own address stays inside its namespace, so
+    that is where its policies must be applied to it."""
+    compiler = _Compiler(data)
+    return {pod.id: compiler.render_self(pod.id) for pod in compiler.pods}

@@ -1,0 +1,137 @@
+"""Starting, awaiting and stopping the endpoint server processes of a deployment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+import harness
+from harness.backends.emulated.system import child_environment
+from harness.errors import BackendError
+from harness.topology import Endpoint, Protocol
+
+#: Seconds the servers of a deployment get to bind their ports.
+READY_TIMEOUT = 20.0
+#: Seconds a server gets to exit after its standard input closes.
+STOP_TIMEOUT = 3.0
+
+
+@dataclass
+class _Server:
+    endpoint_id: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    ready: bool = False
+    seen: bytes = b""
+
+
+def server_argv(netns: str, endpoint: Endpoint) -> list[str]:
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-S", "-m", "harness.backends.emulated.server",
+            "--identity", endpoint.id]
+    for spec in endpoint.ports:
+        if spec.protocol is Protocol.TCP:
+            argv += ["--tcp", str(spec.port)]
+        elif spec.protocol is Protocol.UDP:
+            argv += ["--udp", str(spec.port)]
+        # SCTP: this kernel has none, so there is nothing to serve (probes say so).
+    return argv
+
+
+class EndpointServers:
+    """One server process per endpoint that serves a TCP or UDP port."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._servers: list[_Server] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self._servers]
+
+    def start(self, endpoints: Mapping[str, Endpoint], netns: Mapping[str, str]) -> None:
+        """Start a server for each endpoint with a TCP/UDP port and wait until all
+        are listening. Raises :class:`BackendError` with the server's own error
+        when one cannot start."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = child_environment()
+        # The server is this package's module: make it importable wherever the
+        # harness is imported from (a checkout or site-packages).
+        env["PYTHONPATH"] = str(Path(harness.__file__).resolve().parent.parent)
+        for endpoint_id, endpoint in endpoints.items():
+            if not any(p.protocol in (Protocol.TCP, Protocol.UDP) for p in endpoint.ports):
+                continue
+            log = self.log_dir / f"{netns[endpoint_id]}.log"
+            with log.open("wb") as stderr:
+                process = subprocess.Popen(
+                    server_argv(netns[endpoint_id], endpoint),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    env=env,
+                    # Its own session: a Ctrl-C meant for the harness must not kill the
+                    # servers halfway through a probe round; the harness stops them.
+                    start_new_session=True,
+                )
+            assert process.stdout is not None
+            os.set_blocking(process.stdout.fileno(), False)
+            self._servers.append(_Server(endpoint_id, process, log))
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        def all_ready() -> bool:
+            for server in self._servers:
+                if server.ready:
+                    continue
+                server.seen += _read_available(server.process.stdout)
+                if b"ready\n" in server.seen:
+                    server.ready = True
+                elif server.process.poll() is not None:
+                    error = server.log.read_text(errors="replace").strip() or f"exit status {server.process.returncode}"
+                    raise BackendError(f"the server of {server.endpoint_id} did not start: {error}")
+            return all(s.ready for s in self._servers)
+
+        try:
+            Retrying(
+                stop=stop_after_delay(READY_TIMEOUT),
+                wait=wait_fixed(0.02),
+                retry=retry_if_result(lambda ready: not ready),
+            )(all_ready)
+        except RetryError:
+            late = ", ".join(s.endpoint_id for s in self._servers if not s.ready)
+            raise BackendError(f"servers of {late} were not listening after {READY_TIMEOUT:g}s") from None
+
+    def stop(self) -> None:
+        """Close every server's standard input (it exits), then kill the ones still
+        running after :data:`STOP_TIMEOUT` and reap all."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            for stream in (server.process.stdin, server.process.stdout):
+                try:
+                    if stream is not None:
+                        stream.close()
+                except OSError:
+                    pass
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for server in servers:
+            try:
+                server.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+
+
+def _read_available(stream: IO[bytes] | None) -> bytes:
+    if stream is None:
+        return b""
+    try:
+        return stream.read() or b""
+    except BlockingIOError:
+        return b""

@@ -1,0 +1,62 @@
+"""Running the system tools the emulated backend drives (ip, nft, sysctl)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Iterable, Sequence
+
+from harness.backends.emulated.names import NETNS_DIR
+from harness.errors import BackendError
+
+#: Children get a small, predictable environment: English messages, no proxy.
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def child_environment() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", _DEFAULT_PATH), "LC_ALL": "C"}
+
+
+def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float = 60.0) -> str:
+    """Run a command to completion; its stdout, or a :class:`BackendError` naming
+    ``what`` was being done, the command and its stderr."""
+    try:
+        done = subprocess.run(
+            list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, env=child_environment()
+        )
+    except FileNotFoundError:
+        raise BackendError(f"{what}: {argv[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{what}: `{shlex.join(argv)}` did not finish within {timeout:g}s") from None
+    if done.returncode != 0:
+        detail = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
+        raise BackendError(f"{what}: `{shlex.join(argv)}` failed: {detail}")
+    return done.stdout
+
+
+def ip_batch(lines: Iterable[str], what: str, netns: str | None = None) -> None:
+    """Run many ``ip`` commands in one process (``ip [-n NS] -batch -``)."""
+    script = "".join(f"{line}\n" for line in lines)
+    if not script:
+        return
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    run(argv, what, stdin=script)
+
+
+def existing_netns() -> list[str]:
+    """Names of the network namespaces ``ip netns`` knows (read from its directory:
+    cheaper than ``ip netns list`` and without its id look-ups)."""
+    try:
+        return sorted(entry.name for entry in os.scandir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def netns_pids(name: str) -> list[int]:
+    """Processes whose network namespace is ``name``."""
+    try:
+        out = run(["ip", "netns", "pids", name], f"listing the processes in network namespace {name}")
+    except BackendError:
+        return []
+    return [int(token) for token in out.split() if token.isdigit()]

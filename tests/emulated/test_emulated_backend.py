@@ -1,0 +1,628 @@
+"""The emulated backend on real network namespaces, nftables, curl and nc.
+
+One deployment (x/a, x/b, y/a, y/b and the external host ``api``) is shared by the
+module and reset between tests; each test applies policies and asserts the
+outcome of concrete cells. Needs root, Linux, and iproute2, nftables,
+netcat-openbsd and curl; skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+import harness
+from harness.backends.base import Options, Probe
+from harness.backends.emulated import cleanup_leftovers, missing_requirements
+from harness.backends.emulated.backend import EmulatedBackend
+from harness.errors import BackendError, BackendUnavailable
+from harness.matrix import Observation, Outcome
+from harness.model import ModelSettings, SelfTraffic
+from harness.policy import NetworkPolicy, parse_policy
+from harness.topology import (
+    NAMESPACE_NAME_LABEL,
+    ExternalHost,
+    NamespaceSpec,
+    PodSpec,
+    PortProtocol,
+    PortSpec,
+    Protocol,
+    Topology,
+)
+
+NEEDS = missing_requirements()
+pytestmark = [
+    pytest.mark.emulated,
+    pytest.mark.skipif(bool(NEEDS), reason="the emulated backend needs: " + "; ".join(NEEDS)),
+]
+
+REPO = Path(harness.__file__).resolve().parent.parent
+TCP, UDP, SCTP = Protocol.TCP, Protocol.UDP, Protocol.SCTP
+Cell = tuple[str, str, str]
+
+
+def _ports(*specs: tuple[int, Protocol] | tuple[int, Protocol, str]) -> tuple[PortSpec, ...]:
+    return tuple(PortSpec(*spec) for spec in specs)
+
+
+#: Named port "web" is 8080 on x/b and 9090 on y/a; each also serves the other
+#: number, unnamed, so a wrongly resolved named port shows.
+TOPOLOGY = Topology(
+    namespaces=(NamespaceSpec("x", {"team": "red"}), NamespaceSpec("y", {"team": "blue"})),
+    pods=(
+        PodSpec("x", "a", {"pod": "a"}, _ports((80, TCP), (80, UDP), (80, SCTP))),
+        PodSpec(
+            "x", "b", {"pod": "b"},
+            _ports((80, TCP), (81, TCP), (82, TCP), (83, TCP), (8080, TCP, "web"), (9090, TCP), (80, UDP)),
+        ),
+        PodSpec("y", "a", {"pod": "a"}, _ports((80, TCP), (8080, TCP), (9090, TCP, "web"), (80, UDP))),
+        PodSpec("y", "b", {"pod": "b"}, _ports((80, TCP), (80, UDP))),
+    ),
+    externals=(ExternalHost("api", ipaddress.IPv4Address("203.0.113.10"), _ports((443, TCP), (80, TCP))),),
+)
+
+
+def policy(namespace: str, name: str, spec: dict[str, Any]) -> NetworkPolicy:
+    return parse_policy(
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    )
+
+
+def probe_cells(backend: EmulatedBackend, cells: Sequence[Cell], topology: Topology = TOPOLOGY) -> dict[Cell, Observation]:
+    """Probe ``(source, destination, "80/TCP")`` cells in one round."""
+    probes = {cell: Probe(topology.pod(cell[0]), topology.endpoint(cell[1]), PortProtocol.parse(cell[2])) for cell in cells}
+    results = backend.probe(list(probes.values()), 1.0)
+    return {cell: results[p] for cell, p in probes.items()}
+
+
+def outcomes(backend: EmulatedBackend, cells: Sequence[Cell], topology: Topology = TOPOLOGY) -> dict[Cell, str]:
+    return {cell: obs.outcome.value for cell, obs in probe_cells(backend, cells, topology).items()}
+
+
+def host_network_state() -> dict[str, str]:
+    """The host network namespace's links, addresses, routes, rules, nftables and
+    forwarding settings."""
+    commands = {
+        "links": ["ip", "-d", "link", "show"],
+        "addresses": ["ip", "addr", "show"],
+        "routes": ["ip", "route", "show", "table", "all"],
+        "routes6": ["ip", "-6", "route", "show", "table", "all"],
+        "rules": ["ip", "rule", "show"],
+        "nft": ["nft", "list", "ruleset"],
+        "sysctl": ["sysctl", "net.ipv4.ip_forward", "net.ipv4.icmp_ratelimit"],
+    }
+    return {name: subprocess.run(argv, capture_output=True, text=True, check=True).stdout for name, argv in commands.items()}
+
+
+def netns_of_run(prefix: str) -> list[str]:
+    netns_dir = Path("/run/netns")
+    return sorted(p.name for p in netns_dir.iterdir() if p.name.startswith(prefix)) if netns_dir.is_dir() else []
+
+
+def alive(pid: int) -> bool:
+    """A running (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def all_gone(pids: Sequence[int]) -> bool:
+    """True once none of ``pids`` runs (a SIGKILL takes a moment to land)."""
+    try:
+        Retrying(stop=stop_after_delay(5), wait=wait_fixed(0.05), retry=retry_if_result(lambda ok: not ok),
+                 reraise=True)(lambda: not any(alive(pid) for pid in pids))
+    except RetryError:
+        return False
+    return True
+
+
+def wait_until_udp_port_listens(netns: str, port: int) -> None:
+    def listening() -> bool:
+        out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-lnu"], capture_output=True, text=True).stdout
+        return f":{port} " in out
+
+    Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.05), retry=retry_if_result(lambda ok: not ok),
+             reraise=True)(listening)
+
+
+@pytest.fixture(scope="module")
+def host_before() -> dict[str, str]:
+    return host_network_state()
+
+
+@pytest.fixture(scope="module")
+def deployed(host_before: dict[str, str]) -> Iterator[EmulatedBackend]:
+    from harness.backends import emulated
+
+    backend = emulated.create(Options())
+    try:
+        backend.deploy(TOPOLOGY)
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def backend(deployed: EmulatedBackend) -> Iterator[EmulatedBackend]:
+    deployed.reset()
+    yield deployed
+    deployed.use_settings(ModelSettings())
+    deployed.reset()
+
+
+DENY_ALL_X = policy("x", "deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+
+
+# -- basics ------------------------------------------------------------------------
+
+
+def test_without_policies_every_served_port_answers_with_its_identity(backend: EmulatedBackend) -> None:
+    results = probe_cells(backend, [
+        ("x/a", "x/b", "80/TCP"), ("x/a", "x/b", "80/UDP"), ("y/b", "x/a", "80/TCP"),
+        ("x/b", "api", "443/TCP"), ("x/a", "x/a", "80/TCP"),
+    ])
+    assert {cell: obs.outcome for cell, obs in results.items()} == dict.fromkeys(results, Outcome.ALLOWED)
+    tcp = results[("x/a", "x/b", "80/TCP")]
+    address = backend.network.addresses["x/b"]
+    assert tcp.command == (
+        f"ip netns exec {backend.network.netns['x/a']} curl -q -sS -v --noproxy '*' "
+        f"--connect-timeout 1 -m 1 http://{address}:80/"
+    )
+    assert 0 < tcp.elapsed < 1
+    assert results[("x/a", "x/b", "80/UDP")].command == (
+        f"echo probe | ip netns exec {backend.network.netns['x/a']} nc -u -n -W 1 -w 1 {address} 80"
+    )
+
+
+def test_reproduce_command_runs_the_same_probe_by_hand(backend: EmulatedBackend) -> None:
+    probe = Probe(TOPOLOGY.pod("y/a"), TOPOLOGY.pod("x/b"), PortProtocol(80, TCP))
+    command = backend.reproduce_command(probe)
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
+    assert (done.returncode, done.stdout) == (0, "x/b")
+    udp = backend.reproduce_command(Probe(TOPOLOGY.pod("y/a"), TOPOLOGY.pod("x/b"), PortProtocol(80, UDP)))
+    done = subprocess.run(udp, shell=True, capture_output=True, text=True, timeout=10)
+    assert (done.returncode, done.stdout) == (0, "x/b")
+
+
+def test_a_port_nobody_serves_is_refused_not_blocked(backend: EmulatedBackend) -> None:
+    results = probe_cells(backend, [("x/a", "y/b", "81/TCP"), ("x/a", "y/b", "81/UDP")])
+    assert [(o.outcome, o.detail) for o in results.values()] == [
+        (Outcome.REFUSED, "connection refused"),
+        (Outcome.REFUSED, "port unreachable"),
+    ]
+
+
+def test_sctp_is_unsupported_and_runs_nothing(backend: EmulatedBackend) -> None:
+    obs = probe_cells(backend, [("x/b", "x/a", "80/SCTP")])[("x/b", "x/a", "80/SCTP")]
+    assert (obs.outcome, obs.detail) == (Outcome.UNSUPPORTED, "SCTP is not available in this kernel")
+    assert backend.protocols == frozenset({TCP, UDP})
+
+
+def test_describe(backend: EmulatedBackend) -> None:
+    info = backend.describe()
+    assert info["backend"] == "emulated" and info["cni"] == "nftables"
+    assert info["cni_version"].startswith("v") and info["kernel"] == os.uname().release
+
+
+# -- enforcement -------------------------------------------------------------------
+
+
+def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: EmulatedBackend) -> None:
+    backend.apply_policies([DENY_ALL_X])
+    results = probe_cells(backend, [
+        ("x/a", "x/b", "80/TCP"), ("x/a", "x/b", "80/UDP"),  # egress and ingress of x
+        ("y/a", "x/b", "80/TCP"), ("x/b", "y/a", "80/TCP"), ("x/a", "api", "443/TCP"),
+        ("y/a", "y/b", "80/TCP"),  # y is not isolated
+        ("x/a", "x/a", "80/TCP"),  # a pod reaching itself never leaves it (as in Calico)
+    ])
+    got = {cell: (obs.outcome.value, obs.detail) for cell, obs in results.items()}
+    assert got == {
+        ("x/a", "x/b", "80/TCP"): ("blocked", "timeout"),
+        ("x/a", "x/b", "80/UDP"): ("blocked", "timeout"),
+        ("y/a", "x/b", "80/TCP"): ("blocked", "timeout"),
+        ("x/b", "y/a", "80/TCP"): ("blocked", "timeout"),
+        ("x/a", "api", "443/TCP"): ("blocked", "timeout"),
+        ("y/a", "y/b", "80/TCP"): ("allowed", ""),
+        ("x/a", "x/a", "80/TCP"): ("allowed", ""),
+    }
+    assert 0.9 < results[("x/a", "x/b", "80/TCP")].elapsed < 2.5
+
+
+def test_delete_lifts_the_policy(backend: EmulatedBackend) -> None:
+    backend.apply_policies([DENY_ALL_X])
+    assert outcomes(backend, [("y/a", "x/b", "80/TCP")]) == {("y/a", "x/b", "80/TCP"): "blocked"}
+    backend.delete_policies(["x/deny-all"])
+    assert outcomes(backend, [("y/a", "x/b", "80/TCP")]) == {("y/a", "x/b", "80/TCP"): "allowed"}
+
+
+CELLS_TO_XB = [("x/a", "x/b", "80/TCP"), ("y/a", "x/b", "80/TCP"), ("y/b", "x/b", "80/TCP")]
+
+
+def test_pod_selector_peer_means_pods_of_the_policy_namespace(backend: EmulatedBackend) -> None:
+    backend.apply_policies([policy("x", "from-a", {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}],
+    })])
+    assert outcomes(backend, CELLS_TO_XB) == {
+        ("x/a", "x/b", "80/TCP"): "allowed",
+        ("y/a", "x/b", "80/TCP"): "blocked",  # pod=a, but in another namespace
+        ("y/b", "x/b", "80/TCP"): "blocked",
+    }
+
+
+def test_namespace_selector_peer_means_every_pod_of_matching_namespaces(backend: EmulatedBackend) -> None:
+    backend.apply_policies([policy("x", "from-blue", {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
+    })])
+    assert outcomes(backend, CELLS_TO_XB) == {
+        ("x/a", "x/b", "80/TCP"): "blocked",
+        ("y/a", "x/b", "80/TCP"): "allowed",
+        ("y/b", "x/b", "80/TCP"): "allowed",
+    }
+
+
+def test_both_selectors_in_one_peer_must_both_match(backend: EmulatedBackend) -> None:
+    backend.apply_policies([policy("x", "from-y-a", {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [{"from": [{
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "y"}},
+            "podSelector": {"matchLabels": {"pod": "a"}},
+        }]}],
+    })])
+    assert outcomes(backend, CELLS_TO_XB) == {
+        ("x/a", "x/b", "80/TCP"): "blocked",  # pod=a, wrong namespace
+        ("y/a", "x/b", "80/TCP"): "allowed",
+        ("y/b", "x/b", "80/TCP"): "blocked",  # right namespace, wrong pod
+    }
+
+
+def test_traffic_needs_the_sources_egress_and_the_destinations_ingress(backend: EmulatedBackend) -> None:
+    backend.apply_policies([
+        policy("x", "a-egress-to-y", {
+            "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
+        }),
+        policy("y", "b-ingress-from-nobody", {"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Ingress"]}),
+    ])
+    assert outcomes(backend, [("x/a", "y/a", "80/TCP"), ("x/a", "y/b", "80/TCP"), ("x/a", "x/b", "80/TCP")]) == {
+        ("x/a", "y/a", "80/TCP"): "allowed",
+        ("x/a", "y/b", "80/TCP"): "blocked",  # egress allows it, ingress does not
+        ("x/a", "x/b", "80/TCP"): "blocked",  # ingress allows it, egress does not
+    }
+
+
+def test_egress_to_an_external_host_only_on_443_by_ip_block(backend: EmulatedBackend) -> None:
+    backend.apply_policies([policy("x", "a-to-api-443", {
+        "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}],
+    })])
+    assert outcomes(backend, [
+        ("x/a", "api", "443/TCP"), ("x/a", "api", "80/TCP"), ("x/a", "x/b", "80/TCP"), ("x/b", "api", "80/TCP"),
+    ]) == {
+        ("x/a", "api", "443/TCP"): "allowed",
+        ("x/a", "api", "80/TCP"): "blocked",
+        ("x/a", "x/b", "80/TCP"): "blocked",
+        ("x/b", "api", "80/TCP"): "allowed",  # x/b is not selected
+    }
+
+
+def test_ip_block_except_and_whether_it_matches_pods(backend: EmulatedBackend) -> None:
+    xa = backend.network.addresses["x/a"]
+    backend.apply_policies([policy("x", "b-from-pod-range", {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [{"from": [{"ipBlock": {"cidr": "192.168.0.0/16", "except": [f"{xa}/32"]}}]}],
+    })])
+    cells = [("x/a", "x/b", "80/TCP"), ("y/a", "x/b", "80/TCP")]
+    # As in Calico, an ipBlock also matches pod addresses.
+    assert outcomes(backend, cells) == {cells[0]: "blocked", cells[1]: "allowed"}
+    backend.use_settings(ModelSettings(ipblock_matches_pods=False))
+    assert "192.168.0.0/16" not in backend.ruleset
+    assert outcomes(backend, cells) == {cells[0]: "blocked", cells[1]: "blocked"}
+
+
+def test_self_traffic_is_always_allowed_unless_the_scenario_says_policy(backend: EmulatedBackend) -> None:
+    backend.apply_policies([policy("x", "a-from-b", {
+        "podSelector": {"matchLabels": {"pod": "a"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}],
+    })])
+    cells = [("x/a", "x/a", "80/TCP"), ("x/a", "x/a", "80/UDP"), ("x/b", "x/b", "80/TCP"), ("x/b", "x/a", "80/TCP")]
+    assert outcomes(backend, cells) == dict.fromkeys(cells, "allowed")  # Calico: self traffic never leaves the pod
+    backend.use_settings(ModelSettings(self_traffic=SelfTraffic.POLICY))
+    assert outcomes(backend, cells) == {
+        ("x/a", "x/a", "80/TCP"): "blocked",  # x/a's ingress admits only x/b
+        ("x/a", "x/a", "80/UDP"): "blocked",
+        ("x/b", "x/b", "80/TCP"): "allowed",  # x/b is not isolated
+        ("x/b", "x/a", "80/TCP"): "allowed",
+    }
+    backend.use_settings(ModelSettings())
+    assert outcomes(backend, cells[:2]) == dict.fromkeys(cells[:2], "allowed")
+
+
+def test_named_ports_resolve_on_each_destination_pod(backend: EmulatedBackend) -> None:
+    backend.apply_policies([
+        policy("x", "a-egress-web", {
+            "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"port": "web"}]}],
+        }),
+        policy("x", "b-ingress-web", {
+            "podSelector": {"matchLabels": {"pod": "b"}},
+            "ingress": [{"ports": [{"port": "web", "protocol": "TCP"}]}],
+        }),
+    ])
+    assert outcomes(backend, [
+        ("x/a", "x/b", "8080/TCP"), ("x/a", "x/b", "9090/TCP"), ("x/a", "y/a", "9090/TCP"), ("x/a", "y/a", "8080/TCP"),
+        ("y/b", "x/b", "8080/TCP"), ("y/b", "x/b", "80/TCP"),
+    ]) == {
+        ("x/a", "x/b", "8080/TCP"): "allowed",  # web is 8080 on x/b
+        ("x/a", "x/b", "9090/TCP"): "blocked",
+        ("x/a", "y/a", "9090/TCP"): "allowed",  # ... and 9090 on y/a
+        ("x/a", "y/a", "8080/TCP"): "blocked",
+        ("y/b", "x/b", "8080/TCP"): "allowed",  # ingress: x/b's own web port
+        ("y/b", "x/b", "80/TCP"): "blocked",
+    }
+
+
+def test_end_port_allows_a_range(backend: EmulatedBackend) -> None:
+    backend.apply_policies([policy("x", "b-81-82", {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [{"ports": [{"port": 81, "endPort": 82}]}],
+    })])
+    assert outcomes(backend, [("y/a", "x/b", f"{port}/TCP") for port in (80, 81, 82, 83)]) == {
+        ("y/a", "x/b", "80/TCP"): "blocked",
+        ("y/a", "x/b", "81/TCP"): "allowed",
+        ("y/a", "x/b", "82/TCP"): "allowed",
+        ("y/a", "x/b", "83/TCP"): "blocked",
+    }
+
+
+def test_ports_are_per_protocol(backend: EmulatedBackend) -> None:
+    backend.apply_policies([policy("x", "b-udp-only", {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [{"ports": [{"port": 80, "protocol": "UDP"}]}],
+    })])
+    assert outcomes(backend, [("y/a", "x/b", "80/UDP"), ("y/a", "x/b", "80/TCP")]) == {
+        ("y/a", "x/b", "80/UDP"): "allowed",
+        ("y/a", "x/b", "80/TCP"): "blocked",
+    }
+
+
+def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: EmulatedBackend) -> None:
+    # A listener that receives the datagram and never answers: the datagram gets
+    # through, yet the probe must not call the port open.
+    silent = subprocess.Popen(
+        ["ip", "netns", "exec", backend.network.netns["y/b"], "nc", "-u", "-l", "-n", "-W", "1", "7777"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        wait_until_udp_port_listens(backend.network.netns["y/b"], 7777)
+        target = Probe(TOPOLOGY.pod("x/a"), TOPOLOGY.pod("y/b"), PortProtocol(7777, UDP))
+        obs = backend.probe([target], 1.0)[target]
+        assert (obs.outcome, obs.detail) == (Outcome.BLOCKED, "timeout")
+        out, _ = silent.communicate(timeout=5)
+        assert out == "probe\n"  # the datagram did arrive
+    finally:
+        if silent.poll() is None:
+            silent.kill()
+            silent.wait()
+
+
+def test_a_host_answering_for_another_address_is_a_wrong_responder(backend: EmulatedBackend) -> None:
+    # "ghost" is declared at x/b's address: x/b answers, with its own identity.
+    ghost = ExternalHost("ghost", backend.network.addresses["x/b"], _ports((80, TCP), (80, UDP)))
+    probes = [Probe(TOPOLOGY.pod("x/a"), ghost, PortProtocol(80, TCP)), Probe(TOPOLOGY.pod("x/a"), ghost, PortProtocol(80, UDP))]
+    results = backend.probe(probes, 1.0)
+    assert [(results[p].outcome, results[p].detail) for p in probes] == [
+        (Outcome.WRONG_RESPONDER, "answered by 'x/b', expected 'ghost'"),
+    ] * 2
+
+
+def test_relabelling_changes_what_a_policy_selects(backend: EmulatedBackend) -> None:
+    backend.apply_policies([policy("x", "b-from-green", {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "green"}},
+                               "podSelector": {"matchLabels": {"role": "client"}}}]}],
+    })])
+    cell = ("y/a", "x/b", "80/TCP")
+    assert outcomes(backend, [cell]) == {cell: "blocked"}
+    backend.set_namespace_labels("y", {"team": "green", NAMESPACE_NAME_LABEL: "y"})
+    assert outcomes(backend, [cell]) == {cell: "blocked"}  # the pod label is still missing
+    backend.set_pod_labels("y/a", {"pod": "a", "role": "client"})
+    assert outcomes(backend, [cell]) == {cell: "allowed"}
+    backend.set_pod_labels("y/a", {"pod": "a"})
+    assert outcomes(backend, [cell]) == {cell: "blocked"}
+    backend.set_pod_labels("y/a", {"pod": "a", "role": "client"})
+    backend.reset()  # declared labels again, no policies
+    assert backend.topology == TOPOLOGY
+    assert outcomes(backend, [cell]) == {cell: "allowed"}
+    with pytest.raises(BackendError, match="namespace q is not part"):
+        backend.set_namespace_labels("q", {})
+
+
+def test_policies_are_replaced_by_namespace_and_name(backend: EmulatedBackend) -> None:
+    cell = ("y/a", "x/b", "80/TCP")
+    backend.apply_policies([policy("x", "p", {"podSelector": {}, "policyTypes": ["Ingress"]})])
+    assert outcomes(backend, [cell]) == {cell: "blocked"}
+    backend.apply_policies([policy("x", "p", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]})])
+    assert outcomes(backend, [cell]) == {cell: "allowed"}
+    with pytest.raises(BackendError, match="namespace q is not part of the deployed topology"):
+        backend.apply_policies([policy("q", "p", {"podSelector": {}})])
+
+
+# -- the sealed network and the host -----------------------------------------------------
+
+
+def test_unowned_addresses_are_unreachable_and_the_host_is_untouched(
+    backend: EmulatedBackend, host_before: dict[str, str]
+) -> None:
+    nowhere = ExternalHost("nowhere", ipaddress.IPv4Address("198.51.100.7"), _ports((80, TCP), (80, UDP)))
+    unused_pod_ip = ExternalHost("unused", ipaddress.IPv4Address("192.168.9.9"), _ports((80, TCP),))
+    probes = [Probe(TOPOLOGY.pod("x/a"), nowhere, PortProtocol(80, TCP)),
+              Probe(TOPOLOGY.pod("x/a"), unused_pod_ip, PortProtocol(80, TCP)),
+              Probe(TOPOLOGY.pod("x/a"), nowhere, PortProtocol(80, UDP))]
+    results = backend.probe(probes, 1.0)
+    assert [(results[p].outcome, results[p].detail) for p in probes] == [
+        (Outcome.ERROR, "network is unreachable"),
+        (Outcome.ERROR, "network is unreachable"),
+        (Outcome.BLOCKED, "timeout"),  # nc ignores the ICMP error: it just gets no reply
+    ]
+    # The node routes only to emulated hosts: no default route, nothing towards the host.
+    node_routes = subprocess.run(["ip", "-n", backend.network.run.node, "-4", "route", "show"],
+                                 capture_output=True, text=True, check=True).stdout.splitlines()
+    owned = {str(a) for a in backend.network.addresses.values()}
+    assert sorted(line.split()[0] for line in node_routes) == sorted(owned)
+    # While the deployment runs, the host namespace is exactly as before it.
+    assert host_network_state() == host_before
+
+
+def test_namespaces_and_table_carry_the_run_prefix(backend: EmulatedBackend) -> None:
+    run = backend.network.run
+    assert run.name.startswith(f"nph-{os.getpid()}-")
+    assert netns_of_run(run.name + "-") == sorted(backend.network.all_netns)
+    tables = subprocess.run(["ip", "netns", "exec", run.node, "nft", "list", "tables"],
+                            capture_output=True, text=True, check=True).stdout
+    assert tables.strip() == f"table inet {run.name}"
+    assert json.loads(run.state_file.read_text())["pid"] == os.getpid()
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+SMALL = Topology(
+    namespaces=(NamespaceSpec("x"),),
+    pods=(PodSpec("x", "a", {}, _ports((80, TCP))), PodSpec("x", "b", {}, _ports((80, UDP)))),
+)
+
+
+def test_redeploy_reuses_the_same_shape_and_rebuilds_another(host_before: dict[str, str]) -> None:
+    from harness.backends import emulated
+
+    backend = emulated.create(Options(probe_workers=8))
+    try:
+        backend.deploy(SMALL)
+        first = backend.network.run
+        backend.apply_policies([policy("x", "deny", {"podSelector": {}})])
+        relabelled = SMALL.with_pod_labels("x/a", {"app": "new"})
+        backend.deploy(relabelled)
+        assert backend.network.run == first and backend.topology == relabelled
+        assert "drop" not in backend.ruleset  # policies are gone
+        bigger = Topology(SMALL.namespaces, SMALL.pods + (PodSpec("x", "c", {}, _ports((80, TCP))),))
+        backend.deploy(bigger)
+        assert backend.network.run != first
+        assert netns_of_run(first.name) == []
+        cell = ("x/c", "x/a", "80/TCP")
+        assert outcomes(backend, [cell], bigger) == {cell: "allowed"}
+        servers = list(backend.server_pids)
+        run = backend.network.run
+    finally:
+        backend.close()
+        backend.close()  # idempotent
+    assert netns_of_run(run.name) == []
+    assert all_gone(servers)
+    assert not run.state_file.exists() and not run.log_dir.exists()
+    assert host_network_state() == host_before
+
+
+DEPLOY_AND_WAIT = textwrap.dedent("""\
+    import json, threading
+    from harness.backends import emulated
+    from harness.backends.base import Options
+    from harness.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
+
+    backend = emulated.create(Options())
+    backend.deploy(Topology(
+        namespaces=(NamespaceSpec("x"),),
+        pods=(PodSpec("x", "a", {}, (PortSpec(80),)), PodSpec("x", "b", {}, (PortSpec(80, Protocol.UDP),))),
+    ))
+    print(json.dumps({"run": backend.network.run.name, "pids": backend.server_pids}), flush=True)
+    threading.Event().wait(60)
+""")
+
+
+def _deploy_in_subprocess() -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", DEPLOY_AND_WAIT], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        child.wait(timeout=10)
+        pytest.fail(f"the deploying script failed: {child.stderr.read() if child.stderr else ''}")
+    return child, json.loads(line)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_leaves_nothing(signum: int, host_before: dict[str, str]) -> None:
+    child, info = _deploy_in_subprocess()
+    assert len(netns_of_run(info["run"])) == 3 and all(alive(pid) for pid in info["pids"])
+    child.send_signal(signum)
+    child.communicate(timeout=30)
+    assert child.returncode in (-signum, 1, 128 + signum)
+    assert netns_of_run(info["run"]) == []
+    assert all_gone(info["pids"])
+    assert not list(Path("/run/netpol-harness").glob(info["run"] + "*"))
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_cleanup() -> None:
+    child, info = _deploy_in_subprocess()
+    child.kill()
+    child.communicate(timeout=30)
+    left = netns_of_run(info["run"])
+    assert len(left) == 3  # SIGKILL: nothing could clean up
+    removed = cleanup_leftovers()
+    assert set(left) <= set(removed)
+    assert netns_of_run(info["run"]) == []
+    assert all_gone(info["pids"])
+    assert not list(Path("/run/netpol-harness").glob(info["run"] + "*"))
+
+
+def test_cleanup_leaves_runs_of_live_processes_alone(deployed: EmulatedBackend) -> None:
+    mine = sorted(deployed.network.all_netns)
+    cleanup_leftovers()
+    assert netns_of_run(deployed.network.run.name + "-") == mine
+
+
+def test_missing_tools_are_named_with_the_install_command(tmp_path: Path) -> None:
+    from harness.backends import emulated
+
+    saved = os.environ["PATH"]
+    os.environ["PATH"] = str(tmp_path)  # nothing to find
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            emulated.create(Options())
+    finally:
+        os.environ["PATH"] = saved
+    assert str(info.value) == "the emulated backend needs: apt-get install curl iproute2 netcat-openbsd nftables"
+
+
+def test_without_root_it_says_so() -> None:
+    script = textwrap.dedent("""\
+        import os
+        from harness.backends import emulated
+        from harness.backends.base import Options
+        from harness.errors import BackendUnavailable
+        os.setegid(65534)
+        os.seteuid(65534)  # nobody, from here on
+        try:
+            emulated.create(Options())
+        except BackendUnavailable as err:
+            print(err)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.strip() == (
+        "the emulated backend needs: run as root (e.g. sudo) to create network namespaces and nftables rules"
+    ), done.stderr

@@ -1,0 +1,191 @@
+"""The emulated backend's pure parts: names, the NetworkPolicy → nftables compiler
+and the reading of probe results. No root needed."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from harness.backends.emulated.names import RunId, endpoint_netns_names
+from harness.backends.emulated.probes import ProbeCommand, interpret, probe_command
+from harness.backends.emulated.ruleset import (
+    RulesetInput,
+    block_networks,
+    merge_ranges,
+    render_ruleset,
+    render_self_rulesets,
+)
+from harness.matrix import Outcome
+from harness.policy import IPBlock, NetworkPolicy, parse_policy
+from harness.topology import ExternalHost, NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
+
+pytestmark = pytest.mark.emulated
+
+Net = ipaddress.IPv4Network
+IP = ipaddress.IPv4Address
+
+TOPOLOGY = Topology(
+    namespaces=(NamespaceSpec("x"), NamespaceSpec("y", {"team": "blue"})),
+    pods=(
+        PodSpec("x", "a", {"pod": "a"}, (PortSpec(80),)),
+        PodSpec("x", "b", {"pod": "b"}, (PortSpec(8080, Protocol.TCP, "web"),)),
+        PodSpec("y", "a", {"pod": "a"}, (PortSpec(9090, Protocol.TCP, "web"), PortSpec(53, Protocol.UDP, "web"))),
+    ),
+    externals=(ExternalHost("api", IP("203.0.113.10"), (PortSpec(443),)),),
+)
+ADDRESSES = {"x/a": IP("192.168.1.1"), "x/b": IP("192.168.1.2"), "y/a": IP("192.168.2.1"), "api": IP("203.0.113.10")}
+INTERFACES = {"x/a": "veth0", "x/b": "veth1", "y/a": "veth2", "api": "veth3"}
+
+
+def policy(namespace: str, name: str, spec: dict[str, Any]) -> NetworkPolicy:
+    return parse_policy({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                         "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+
+
+def render(*policies: NetworkPolicy, ipblock_matches_pods: bool = True) -> str:
+    return render_ruleset(RulesetInput("nph-1-abcd", TOPOLOGY, ADDRESSES, INTERFACES, policies, ipblock_matches_pods))
+
+
+def chain(ruleset: str, name: str) -> list[str]:
+    """The rules of chain ``name``, comments removed."""
+    lines = ruleset.split(f"chain {name} {{\n", 1)[1].split("\t}\n", 1)[0].splitlines()
+    return [line.strip().split(' comment "')[0] for line in lines]
+
+
+def test_run_ids_embed_the_owner_pid() -> None:
+    run = RunId(4242, "9f3c")
+    assert (run.name, run.node, run.table) == ("nph-4242-9f3c", "nph-4242-9f3c-node", "nph-4242-9f3c")
+    assert RunId.parse("nph-4242-9f3c-x.a") == run
+    assert RunId.parse("nph-4242-9f3c.json") == run
+    assert RunId.parse("nph-rec-1") is None and RunId.parse("other-1-abcd") is None
+
+
+def test_netns_names_are_readable_and_unique() -> None:
+    topology = Topology(
+        namespaces=(NamespaceSpec("ext"),),
+        pods=(PodSpec("ext", "api"),),
+        externals=(ExternalHost("api", IP("203.0.113.1")),),
+    )
+    names = endpoint_netns_names(RunId(1, "abcd"), topology)
+    assert names == {"ext/api": "nph-1-abcd-ext.api", "api": "nph-1-abcd-ext.api~2"}
+
+
+def test_block_networks_subtract_excepts_and_pods() -> None:
+    block = IPBlock(Net("10.0.0.0/24"), (Net("10.0.0.0/25"),))
+    assert block_networks(block) == [Net("10.0.0.128/25")]
+    assert block_networks(block, [IP("10.0.0.200")]) == [
+        Net("10.0.0.128/26"), Net("10.0.0.192/29"), Net("10.0.0.201/32"), Net("10.0.0.202/31"),
+        Net("10.0.0.204/30"), Net("10.0.0.208/28"), Net("10.0.0.224/27"),
+    ]
+    assert block_networks(IPBlock(Net("10.0.0.0/8")), [IP("192.168.1.1")]) == [Net("10.0.0.0/8")]
+    assert block_networks(IPBlock(ipaddress.IPv6Network("fd00::/64"))) == []
+
+
+def test_merge_ranges() -> None:
+    assert merge_ranges([(90, 95), (80, 80), (81, 85), (84, 88)]) == [(80, 88), (90, 95)]
+
+
+def test_without_policies_nothing_is_isolated() -> None:
+    ruleset = render()
+    assert "vmap" not in ruleset and "drop" not in ruleset
+    assert ruleset.startswith("table inet nph-1-abcd\ndelete table inet nph-1-abcd\ntable inet nph-1-abcd {\n")
+
+
+def test_only_selected_pods_get_chains_and_an_empty_rule_list_drops_all() -> None:
+    ruleset = render(policy("x", "deny-b", {"podSelector": {"matchLabels": {"pod": "b"}}}))
+    assert '\t\toifname vmap { "veth1" : jump ingress-x/b }\n' in ruleset
+    assert "iifname" not in ruleset
+    assert chain(ruleset, "ingress-x/b") == ["drop"]
+
+
+def test_peers_ports_and_ranges() -> None:
+    ruleset = render(policy("x", "b", {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [
+            {"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}], "ports": [{"port": 80}, {"port": 81, "endPort": 90}]},
+            {"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}], "ports": [{"protocol": "UDP"}]},
+            {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "a"}}}]},
+            {"ports": [{"port": "web"}]},
+            {"from": [{"namespaceSelector": {"matchLabels": {"team": "none"}}}]},
+        ],
+    }))
+    assert chain(ruleset, "ingress-x/b") == [
+        "ip saddr { 192.168.1.1 } meta l4proto tcp th dport { 80-90 } return",
+        "ip saddr { 192.168.2.1 } meta l4proto udp return",
+        "ip saddr { 192.168.1.1, 192.168.2.1 } return",
+        "meta l4proto tcp th dport { 8080 } return",  # x/b's own "web"
+        "drop",  # the last rule selects nobody: it allows nothing
+    ]
+
+
+def test_egress_named_ports_resolve_per_destination() -> None:
+    ruleset = render(policy("x", "a", {
+        "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+        "egress": [{"ports": [{"port": "web"}, {"port": "web", "protocol": "UDP"}]},
+                   {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}],
+    }))
+    assert chain(ruleset, "egress-x/a") == [
+        "meta l4proto tcp ip daddr . th dport { 192.168.1.2 . 8080, 192.168.2.1 . 9090 } return",
+        "meta l4proto udp ip daddr . th dport { 192.168.2.1 . 53 } return",
+        "ip daddr { 203.0.113.0/24 } meta l4proto tcp th dport { 443 } return",
+        "drop",
+    ]
+
+
+def test_ip_blocks_match_pods_only_when_asked() -> None:
+    spec = {"podSelector": {"matchLabels": {"pod": "b"}},
+            "ingress": [{"from": [{"ipBlock": {"cidr": "192.168.1.0/24", "except": ["192.168.1.128/25"]}}]}]}
+    assert chain(render(policy("x", "b", spec)), "ingress-x/b")[0] == "ip saddr { 192.168.1.0/25 } return"
+    without_pods = chain(render(policy("x", "b", spec), ipblock_matches_pods=False), "ingress-x/b")[0]
+    # x/a (.1) and x/b (.2) are cut out of the block.
+    assert without_pods == (
+        "ip saddr { 192.168.1.0, 192.168.1.3, 192.168.1.4/30, 192.168.1.8/29, 192.168.1.16/28, "
+        "192.168.1.32/27, 192.168.1.64/26 } return"
+    )
+
+
+def test_self_traffic_tables_for_isolated_pods_only() -> None:
+    data = RulesetInput("nph-1-abcd", TOPOLOGY, ADDRESSES, INTERFACES,
+                        (policy("x", "a", {"podSelector": {"matchLabels": {"pod": "a"}}}),))
+    tables = render_self_rulesets(data)
+    assert tables["x/b"] == "table inet nph-1-abcd\ndelete table inet nph-1-abcd\n"
+    assert "\t\tip saddr 192.168.1.1 ip daddr 192.168.1.1 jump ingress-x/a\n" in tables["x/a"]
+    assert chain(tables["x/a"], "ingress-x/a") == ["drop"]
+
+
+def _tcp(identity: str = "x/b") -> ProbeCommand:
+    return probe_command("ns", Protocol.TCP, "192.168.1.2", 80, identity, 1.0)
+
+
+def _udp() -> ProbeCommand:
+    return probe_command("ns", Protocol.UDP, "192.168.1.2", 80, "x/b", 1.0)
+
+
+@pytest.mark.parametrize(("command", "returncode", "stdout", "stderr", "elapsed", "expected"), [
+    (_tcp(), 0, b"x/b", b"", 0.01, (Outcome.ALLOWED, "")),
+    (_tcp(), 0, b"x/c", b"", 0.01, (Outcome.WRONG_RESPONDER, "answered by 'x/c', expected 'x/b'")),
+    (_tcp(), 28, b"", b"* Connection timed out after 1001 milliseconds\ncurl: (28) Connection timed out", 1.0,
+     (Outcome.BLOCKED, "timeout")),
+    (_tcp(), 7, b"", b"* connect to 192.168.1.2 port 80 failed: Connection refused\ncurl: (7) Failed", 0.0,
+     (Outcome.REFUSED, "connection refused")),
+    (_tcp(), 7, b"", b"* Immediate connect fail for 10.0.0.1: Network is unreachable\ncurl: (7) x", 0.0,
+     (Outcome.ERROR, "network is unreachable")),
+    (_tcp(), 56, b"", b"curl: (56) Recv failure: Connection reset by peer", 0.1,
+     (Outcome.ERROR, "curl exit 56: curl: (56) Recv failure: Connection reset by peer")),
+    (_tcp(), None, b"", b"", 3.0, (Outcome.ERROR, "curl did not finish within 3s and was killed")),
+    (_udp(), 0, b"x/b", b"", 0.01, (Outcome.ALLOWED, "")),
+    (_udp(), 0, b"", b"", 1.0, (Outcome.BLOCKED, "timeout")),
+    (_udp(), 0, b"", b"", 0.01, (Outcome.REFUSED, "port unreachable")),
+    (_udp(), 1, b"", b"nc: getaddrinfo: bad", 0.01, (Outcome.ERROR, "nc exit 1: nc: getaddrinfo: bad")),
+])
+def test_reading_probe_results(command: ProbeCommand, returncode: int | None, stdout: bytes, stderr: bytes,
+                               elapsed: float, expected: tuple[Outcome, str]) -> None:
+    assert interpret(command, returncode, stdout, stderr, elapsed) == expected
+
+
+def test_udp_waits_are_whole_seconds() -> None:
+    command = probe_command("ns", Protocol.UDP, "192.168.1.2", 53, "x/b", 1.5)
+    assert command.shell == "echo probe | ip netns exec ns nc -u -n -W 1 -w 2 192.168.1.2 53"
+    assert command.limit == 4.0
