@@ -17,8 +17,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any, TypeVar
 
 from harness import __version__
 from harness.errors import BaselineError, HarnessError
+from harness.files import write_atomic
 from harness.matrix import (
     LEGEND,
     Cell,
@@ -188,15 +187,7 @@ def write_baseline(baseline: Baseline, directory: Path, key: str | None = None) 
     path = baseline_path(directory, key or baseline.scenario)
     text = json.dumps(baseline.to_json(), indent=2, ensure_ascii=False) + "\n"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{baseline.scenario}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text)
     except OSError as err:
         raise BaselineError(f"cannot write baseline {path}: {err.strerror or err}") from None
     return path

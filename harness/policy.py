@@ -16,14 +16,13 @@ from typing import Any
 
 from harness.errors import PolicyError
 from harness.selectors import LabelSelector, SelectorSyntaxError, parse_selector
-from harness.topology import Protocol
+from harness.topology import PORT_NAME_FORM, Protocol, check_port_name
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
-_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
 
 
 class PolicyType(enum.Enum):
@@ -183,12 +182,9 @@ def _port(ctx: _Context, raw: object, path: str) -> PolicyPort:
         if not 1 <= port <= 65535:
             raise ctx.fail(f"{path}.port", f"{port} is outside 1-65535", "a port number 1-65535 or a port name")
     elif isinstance(port, str):
-        if len(port) > 15 or not _IANA_SVC_NAME.match(port) or "--" in port or not re.search("[a-z]", port):
-            raise ctx.fail(
-                f"{path}.port",
-                f"{port!r} is not a valid port name",
-                "a number, or an IANA service name: up to 15 lowercase letters, digits and '-', with a letter",
-            )
+        problem = check_port_name(port)
+        if problem:
+            raise ctx.fail(f"{path}.port", problem, f"a number, or {PORT_NAME_FORM}")
     end = raw.get("endPort")
     if end is not None:
         if isinstance(end, bool) or not isinstance(end, int):

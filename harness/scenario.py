@@ -23,6 +23,7 @@ from harness.policy import NetworkPolicy, parse_policy
 from harness.selectors import LabelSelector, SelectorSyntaxError, check_label_key, check_label_value, parse_selector
 from harness.topology import (
     POD_CIDR,
+    PORT_NAME_FORM,
     ExternalHost,
     NamespaceSpec,
     PodSpec,
@@ -31,6 +32,7 @@ from harness.topology import (
     Protocol,
     Topology,
     apply_label_changes,
+    check_port_name,
 )
 from harness.yamlload import load_all, load_one, read_text
 
@@ -268,18 +270,9 @@ def _port_spec(r: _Reader, raw: object, path: str) -> PortSpec:
         raise r.fail(f"{path}.protocol", f"got {_kind(proto_raw)}", "TCP, UDP or SCTP") from None
     name = spec.get("name")
     if name is not None:
-        if (
-            not isinstance(name, str)
-            or len(name) > 15
-            or not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z", name)
-            or "--" in name
-            or not re.search("[a-z]", name)
-        ):
-            raise r.fail(
-                f"{path}.name",
-                f"{name!r} is not a valid port name",
-                "up to 15 lowercase letters, digits and '-', with at least one letter",
-            )
+        problem = check_port_name(name)
+        if problem:
+            raise r.fail(f"{path}.name", problem, PORT_NAME_FORM)
     return PortSpec(number, protocol, name)
 
 

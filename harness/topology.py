@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -21,6 +22,25 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 #: Pod range of the kind + Calico cluster (Calico's default IP pool) and of the
 #: emulated backend, so that a scenario's ipBlocks mean the same on both.
 POD_CIDR = ipaddress.IPv4Network("192.168.0.0/16")
+
+
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
+
+
+def check_port_name(name: object) -> str | None:
+    """Why ``name`` is not a valid container port name (an IANA service name), or None."""
+    if (
+        not isinstance(name, str)
+        or len(name) > 15
+        or not _IANA_SVC_NAME.match(name)
+        or "--" in name
+        or not re.search("[a-z]", name)
+    ):
+        return f"{name!r} is not a valid port name"
+    return None
+
+
+PORT_NAME_FORM = "an IANA service name: up to 15 lowercase letters, digits and '-', with at least one letter"
 
 
 class Protocol(enum.Enum):

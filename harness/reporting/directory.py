@@ -4,12 +4,11 @@ scenario, ``index.html`` for the run."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.files import write_atomic
 from harness.reporting.html import index_html
 from harness.reporting.markdown import scenario_markdown
 from harness.reporting.records import RunSummary, ScenarioRecord
@@ -64,14 +63,6 @@ class ReportDirectory:
 def _write(path: Path, text: str) -> None:
     """Replace ``path`` atomically: a browser or CI step never reads half a file."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text)
     except OSError as err:
         raise HarnessError(f"cannot write report {path}: {err.strerror or err}") from None
