@@ -481,6 +481,8 @@ def probed_ports(topology: Topology, expectation: Expectation) -> tuple[PortProt
 def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expectation:
     doc = r.mapping(raw, path, ["ports", "default", "rules", "matrix", "model"])
     forms = [f for f in ("rules", "matrix", "model") if f in doc]
+    if not forms and "default" in doc:
+        forms = ["rules"]  # `default` alone: every cell has that outcome
     if len(forms) != 1:
         raise r.fail(
             path,
@@ -517,7 +519,7 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
     if form is ExpectationForm.RULES:
         default = _result(r, doc.get("default", "allowed"), f"{path}.default")
         rules = []
-        for i, rule_raw in enumerate(r.seq(doc["rules"], f"{path}.rules")):
+        for i, rule_raw in enumerate(r.seq(doc.get("rules", []), f"{path}.rules")):
             rp = f"{path}.rules[{i}]"
             rule = r.mapping(rule_raw, rp, ["from", "to", "port", "result"], ["from", "to", "result"])
             rules.append(
