@@ -86,17 +86,24 @@ def main() -> int:
     topology = upstream_topology()
     probes = [Probe(src, dst, key) for key in topology.port_keys() for src in topology.pods for dst in topology.pods]
     print(f"machine: {machine()}; {load()} before")
-    print(f"probes per round: {len(probes)} ({len(topology.pods)} sources x {len(topology.pods)} destinations x "
-          f"{len(topology.port_keys())} ports, self included); workers: {backend.probe_workers}")
+    print(
+        f"probes per round: {len(probes)} ({len(topology.pods)} sources x {len(topology.pods)} destinations x "
+        f"{len(topology.port_keys())} ports, self included); workers: {backend.probe_workers}"
+    )
     met = True
     with backend:
         started = time.monotonic()
         backend.deploy(topology)
         print(f"deploy: {time.monotonic() - started:.2f}s")
         deny = [
-            parse_policy({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                          "metadata": {"name": "default-deny", "namespace": ns},
-                          "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}})
+            parse_policy(
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": "default-deny", "namespace": ns},
+                    "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+                }
+            )
             for ns in "xyz"
         ]
         for case in TARGETS:
@@ -115,9 +122,11 @@ def main() -> int:
             target = TARGETS[case]
             ok = max(times) <= target
             met &= ok
-            print(f"{case:>12}: median {statistics.median(times):.2f}s, min {min(times):.2f}s, max {max(times):.2f}s "
-                  f"over {args.rounds} rounds (target <= {target:g}s: {'met' if ok else 'NOT met'}); "
-                  f"CPU per round {statistics.median(cpu):.2f}s; last round: {dict(sorted(counts.items()))}")
+            print(
+                f"{case:>12}: median {statistics.median(times):.2f}s, min {min(times):.2f}s, max {max(times):.2f}s "
+                f"over {args.rounds} rounds (target <= {target:g}s: {'met' if ok else 'NOT met'}); "
+                f"CPU per round {statistics.median(cpu):.2f}s; last round: {dict(sorted(counts.items()))}"
+            )
     print(f"{load()} after")
     return 0 if met else 1
 

@@ -53,9 +53,7 @@ def test_changes_name_each_cell_whose_outcome_differs() -> None:
     before = [("main", {CELL: Observation(Outcome.ALLOWED), other: Observation(Outcome.BLOCKED)})]
     after = [("main", {CELL: Observation(Outcome.BLOCKED, "timeout"), other: Observation(Outcome.BLOCKED)})]
     changes = variant_changes("s", "calico-3.30", before, "calico-3.31", after)
-    assert [c.line() for c in changes] == [
-        "s/main: x/a → x/b:80/TCP calico-3.30 allowed, calico-3.31 blocked (timeout)"
-    ]
+    assert [c.line() for c in changes] == ["s/main: x/a → x/b:80/TCP calico-3.30 allowed, calico-3.31 blocked (timeout)"]
     assert variant_changes("s", "a", before, "b", before) == []
 
 

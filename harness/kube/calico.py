@@ -165,8 +165,11 @@ def wait_until_available(target: CalicoTarget, release: CalicoRelease, progress:
     what = f"Calico {release.version}"
     wait_until(
         lambda: ("calico" in target.tigera_statuses(), "not created yet"),
-        limit=timeouts.tigerastatus_created, poll=timeouts.poll, progress=progress,
-        message=f"{what}: waiting for the operator to create tigerastatus/calico", diagnostics=target.diagnostics,
+        limit=timeouts.tigerastatus_created,
+        poll=timeouts.poll,
+        progress=progress,
+        message=f"{what}: waiting for the operator to create tigerastatus/calico",
+        diagnostics=target.diagnostics,
     )
 
     def available() -> tuple[bool, str]:
@@ -175,8 +178,12 @@ def wait_until_available(target: CalicoTarget, release: CalicoRelease, progress:
         return (not pending and "calico" in statuses), f"not yet available: {', '.join(pending) or 'calico'}"
 
     wait_until(
-        available, limit=timeouts.calico_available, poll=timeouts.poll, progress=progress,
-        message=f"{what}: waiting for every component to be Available", diagnostics=target.diagnostics,
+        available,
+        limit=timeouts.calico_available,
+        poll=timeouts.poll,
+        progress=progress,
+        message=f"{what}: waiting for every component to be Available",
+        diagnostics=target.diagnostics,
     )
 
     def nodes() -> tuple[bool, str]:
@@ -184,7 +191,11 @@ def wait_until_available(target: CalicoTarget, release: CalicoRelease, progress:
         return (total > 0 and ready == total), f"{ready}/{total} nodes Ready"
 
     wait_until(
-        nodes, limit=timeouts.nodes_ready, poll=timeouts.poll, progress=progress,
-        message=f"{what}: waiting for every node to be Ready", diagnostics=target.diagnostics,
+        nodes,
+        limit=timeouts.nodes_ready,
+        poll=timeouts.poll,
+        progress=progress,
+        message=f"{what}: waiting for every node to be Ready",
+        diagnostics=target.diagnostics,
     )
     progress(f"{what} is available")

@@ -114,6 +114,7 @@ class KubeClient:
 
     def node_readiness(self) -> tuple[int, int]:
         nodes = self.nodes()
+
         def is_ready(node: dict[str, Any]) -> bool:
             conditions = (node.get("status") or {}).get("conditions") or []
             return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

@@ -143,8 +143,9 @@ class ClusterBackend(Backend):
                 raise BackendError(f"namespace {real} already exists on the cluster and was not created by this run")
         nodes = schedulable_nodes(self.kube.nodes())
         placement = spread_over_nodes(topology.pods, nodes)
-        self.progress(f"creating {len(topology.pods)} pod(s) in {len(topology.namespaces)} namespace(s) "
-                      f"on {len(nodes) or 'any'} node(s)")
+        self.progress(
+            f"creating {len(topology.pods)} pod(s) in {len(topology.namespaces)} namespace(s) on {len(nodes) or 'any'} node(s)"
+        )
         for pod in topology.pods:
             real = self.names.real(pod.namespace)
             self.kube.create_pod(pod_manifest(pod, real, self.image, self.run_id, placement[pod.id]))
@@ -190,8 +191,13 @@ class ClusterBackend(Backend):
             left = [n for n in names if self.kube.read_namespace(n) is not None]
             return not left, f"still terminating: {', '.join(left)}"
 
-        wait_until(gone, limit=self.namespace_gone_timeout, poll=self.poll, progress=self.progress,
-                   message=f"waiting for {len(names)} namespace(s) to be deleted")
+        wait_until(
+            gone,
+            limit=self.namespace_gone_timeout,
+            poll=self.poll,
+            progress=self.progress,
+            message=f"waiting for {len(names)} namespace(s) to be deleted",
+        )
 
     def _wait_for_pods(self, topology: Topology) -> None:
         expected = {(self.names.real(p.namespace), p.name): p for p in topology.pods}
@@ -209,13 +215,20 @@ class ClusterBackend(Backend):
                 self._raise_if_failed(key, pod)
             waiting = [f"{ns}/{name}" for (ns, name) in expected if not _is_ready(snapshot.get((ns, name)))]
             return not waiting, f"{len(expected) - len(waiting)}/{len(expected)} Ready, waiting for {', '.join(waiting[:5])}" + (
-                " ..." if len(waiting) > 5 else "")
+                " ..." if len(waiting) > 5 else ""
+            )
 
         def diagnostics() -> str:
             return "\n".join(f"  {ns}/{name}: {_pod_state(snapshot.get((ns, name)))}" for ns, name in expected)
 
-        wait_until(ready, limit=self.pods_ready_timeout, poll=self.poll, progress=self.progress,
-                   message=f"waiting for {len(expected)} pod(s) to be Ready", diagnostics=diagnostics)
+        wait_until(
+            ready,
+            limit=self.pods_ready_timeout,
+            poll=self.poll,
+            progress=self.progress,
+            message=f"waiting for {len(expected)} pod(s) to be Ready",
+            diagnostics=diagnostics,
+        )
         for key, spec in expected.items():
             status = snapshot[key].get("status") or {}
             try:
@@ -228,8 +241,14 @@ class ClusterBackend(Backend):
         where = f"pod {key[0]}/{key[1]}"
         if status.get("phase") == "Failed":
             reason = status.get("reason") or ""
-            hint = (" (the kubelet does not allow the sysctl net.ipv4.ip_unprivileged_port_start, which pods with "
-                    "ports below 1024 need)") if reason == "SysctlForbidden" else ""
+            hint = (
+                (
+                    " (the kubelet does not allow the sysctl net.ipv4.ip_unprivileged_port_start, which pods with "
+                    "ports below 1024 need)"
+                )
+                if reason == "SysctlForbidden"
+                else ""
+            )
             raise BackendError(f"{where} failed: {reason} {status.get('message') or ''}{hint}".strip())
         for cs in status.get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
@@ -240,9 +259,11 @@ class ClusterBackend(Backend):
                     "Make the image reachable from the nodes (a mirror, or preload it on the nodes)"
                 )
             if reason in _CONTAINER_FAILURES:
-                last = ((cs.get("lastState") or {}).get("terminated") or {})
-                raise BackendError(f"{where}: {reason}: {waiting.get('message') or last.get('message') or ''} "
-                                   f"(last exit code {last.get('exitCode', '?')})")
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                raise BackendError(
+                    f"{where}: {reason}: {waiting.get('message') or last.get('message') or ''} "
+                    f"(last exit code {last.get('exitCode', '?')})"
+                )
 
     def _check_client_tools(self, topology: Topology) -> None:
         """One exec before the first probe: fails early when exec is not allowed,
@@ -250,11 +271,14 @@ class ClusterBackend(Backend):
         if not topology.pods:
             return
         pod = topology.pods[0]
-        result = self.kube.exec(self.names.real(pod.namespace), pod.name, CONTAINER,
-                                ["sh", "-c", "command -v socat || echo missing"], 60)
+        result = self.kube.exec(
+            self.names.real(pod.namespace), pod.name, CONTAINER, ["sh", "-c", "command -v socat || echo missing"], 60
+        )
         if result.exit_code is None:
-            raise BackendError(f"cannot run commands in pod {pod.id} ({result.error or result.stderr.strip()}); "
-                               "probing needs the pods/exec permission")
+            raise BackendError(
+                f"cannot run commands in pod {pod.id} ({result.error or result.stderr.strip()}); "
+                "probing needs the pods/exec permission"
+            )
         self._socat = "missing" not in result.stdout
 
     # -- policies and labels ------------------------------------------------------------
@@ -329,17 +353,22 @@ class ClusterBackend(Backend):
             ProbeTarget(i, p.port.protocol, str(self._addresses[p.destination.id]), p.port.port) for i, p in enumerate(probes)
         ]
         result = self.kube.exec(
-            self.names.real(source.namespace), source.name, CONTAINER,
-            script_command(targets, timeout), round_timeout(len(targets), timeout),
+            self.names.real(source.namespace),
+            source.name,
+            CONTAINER,
+            script_command(targets, timeout),
+            round_timeout(len(targets), timeout),
         )
         lines, problems = parse_output(result.stdout)
         missing = "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"exec in {source.id}: {result.error}" if result.error else "",
                 f"exit code {result.exit_code}" if result.exit_code not in (0, None) else "",
                 result.stderr.strip()[-300:],
                 *problems,
-            ) if part
+            )
+            if part
         )
         return {
             probe: observation(lines.get(i), probe.destination.id, self.reproduce_command(probe), missing)
@@ -402,8 +431,13 @@ class ClusterBackend(Backend):
             left = [f"{ns}/{name}" for ns, name in pods if (ns, name) in names]
             return not left, f"still terminating: {', '.join(left)}"
 
-        wait_until(gone, limit=self.namespace_gone_timeout, poll=self.poll, progress=self.progress,
-                   message=f"waiting for {len(pods)} pod(s) to be deleted")
+        wait_until(
+            gone,
+            limit=self.namespace_gone_timeout,
+            poll=self.poll,
+            progress=self.progress,
+            message=f"waiting for {len(pods)} pod(s) to be deleted",
+        )
 
     def close_namespaces(self) -> None:
         """Delete what this run created (without waiting), once."""
@@ -421,8 +455,10 @@ def _is_ready(pod: Mapping[str, Any] | None) -> bool:
         return False
     status = pod.get("status") or {}
     conditions = status.get("conditions") or []
-    return status.get("phase") == "Running" and bool(status.get("podIP")) and any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+    return (
+        status.get("phase") == "Running"
+        and bool(status.get("podIP"))
+        and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     )
 
 

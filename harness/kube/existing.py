@@ -63,6 +63,8 @@ def create_existing_backend(options: OptionSource, progress: Progress | None = N
         kube.close()
         raise
     run_id = new_run_id()
-    report(f"using the cluster of context {kube.context or '(current)'} at {kube.server} (Kubernetes {version}); "
-           f"namespaces of this run are named nph-{run_id}-<namespace>")
+    report(
+        f"using the cluster of context {kube.context or '(current)'} at {kube.server} (Kubernetes {version}); "
+        f"namespaces of this run are named nph-{run_id}-<namespace>"
+    )
     return ExistingBackend(kube, image, report, version, run_id)

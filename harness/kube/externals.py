@@ -95,9 +95,18 @@ def plan_networks(
 
 def network_create_command(docker: Path, cluster: str, network: ExternalNetwork) -> list[str]:
     return [
-        str(docker), "network", "create", "--driver", "bridge",
-        "--subnet", str(network.subnet), "--gateway", str(network.gateway),
-        "--label", f"{LABEL}={cluster}", network.name,
+        str(docker),
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        str(network.subnet),
+        "--gateway",
+        str(network.gateway),
+        "--label",
+        f"{LABEL}={cluster}",
+        network.name,
     ]
 
 
@@ -109,11 +118,24 @@ def container_run_command(docker: Path, cluster: str, network: ExternalNetwork, 
     """The external host: agnhost porter at the host's address, unprivileged and
     read-only, answering with the host's name."""
     args = [
-        str(docker), "run", "--detach", "--name", container_name(cluster, host),
-        "--label", f"{LABEL}={cluster}",
-        "--network", network.name, "--ip", str(host.ip),
-        "--user", f"{RUN_AS_USER}:{RUN_AS_USER}", "--read-only", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
+        str(docker),
+        "run",
+        "--detach",
+        "--name",
+        container_name(cluster, host),
+        "--label",
+        f"{LABEL}={cluster}",
+        "--network",
+        network.name,
+        "--ip",
+        str(host.ip),
+        "--user",
+        f"{RUN_AS_USER}:{RUN_AS_USER}",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
     ]
     if needs_low_ports(host.ports):
         args += ["--sysctl", f"{UNPRIVILEGED_PORT_SYSCTL}=0"]
@@ -171,14 +193,17 @@ class ExternalHosts:
         networks = plan_networks(self.cluster, externals, nodes, self.docker_subnets())
         self.current = tuple(externals)  # from here on, stop() has something to remove
         for network in networks:
-            self.progress(f"external hosts: Docker network {network.name} ({network.subnet}) for "
-                          f"{', '.join(h.name for h in network.hosts)}")
+            self.progress(
+                f"external hosts: Docker network {network.name} ({network.subnet}) for {', '.join(h.name for h in network.hosts)}"
+            )
             self._run(network_create_command(self.docker, self.cluster, network), f"create Docker network {network.subnet}")
             for node in nodes:
                 self._run(network_connect_command(self.docker, network, node), f"attach node {node} to {network.subnet}")
             for host in network.hosts:
-                self._run(container_run_command(self.docker, self.cluster, network, host, self.image),
-                          f"start external host {host.name} at {host.ip}")
+                self._run(
+                    container_run_command(self.docker, self.cluster, network, host, self.image),
+                    f"start external host {host.name} at {host.ip}",
+                )
 
     def stop(self) -> None:
         """Remove every container and network this harness made for the cluster,

@@ -59,7 +59,7 @@ class NamespaceMap:
             return real
         if real in self._reverse:
             return self._reverse[real]
-        return real[len(self.prefix):] if real.startswith(self.prefix) else None
+        return real[len(self.prefix) :] if real.startswith(self.prefix) else None
 
     def owns(self, real: str) -> bool:
         return bool(self.prefix) and real.startswith(self.prefix)

@@ -99,7 +99,7 @@ def parse_output(text: str) -> tuple[dict[int, ProbeLine], list[str]]:
     problems: list[str] = []
     for raw in text.splitlines():
         if raw.startswith(MARKER + "-ERROR"):
-            problems.append(raw[len(MARKER) + len("-ERROR"):].strip())
+            problems.append(raw[len(MARKER) + len("-ERROR") :].strip())
             continue
         if not raw.startswith(MARKER + " "):
             continue

@@ -63,7 +63,9 @@ TOPOLOGY = Topology(
     pods=(
         PodSpec("x", "a", {"pod": "a"}, _ports((80, TCP), (80, UDP), (80, SCTP))),
         PodSpec(
-            "x", "b", {"pod": "b"},
+            "x",
+            "b",
+            {"pod": "b"},
             _ports((80, TCP), (81, TCP), (82, TCP), (83, TCP), (8080, TCP, "web"), (9090, TCP), (80, UDP)),
         ),
         PodSpec("y", "a", {"pod": "a"}, _ports((80, TCP), (8080, TCP), (9090, TCP, "web"), (80, UDP))),
@@ -75,8 +77,12 @@ TOPOLOGY = Topology(
 
 def policy(namespace: str, name: str, spec: dict[str, Any]) -> NetworkPolicy:
     return parse_policy(
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
     )
 
 
@@ -123,8 +129,9 @@ def alive(pid: int) -> bool:
 def all_gone(pids: Sequence[int]) -> bool:
     """True once none of ``pids`` runs (a SIGKILL takes a moment to land)."""
     try:
-        Retrying(stop=stop_after_delay(5), wait=wait_fixed(0.05), retry=retry_if_result(lambda ok: not ok),
-                 reraise=True)(lambda: not any(alive(pid) for pid in pids))
+        Retrying(stop=stop_after_delay(5), wait=wait_fixed(0.05), retry=retry_if_result(lambda ok: not ok), reraise=True)(
+            lambda: not any(alive(pid) for pid in pids)
+        )
     except RetryError:
         return False
     return True
@@ -135,8 +142,7 @@ def wait_until_udp_port_listens(netns: str, port: int) -> None:
         out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-lnu"], capture_output=True, text=True).stdout
         return f":{port} " in out
 
-    Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.05), retry=retry_if_result(lambda ok: not ok),
-             reraise=True)(listening)
+    Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.05), retry=retry_if_result(lambda ok: not ok), reraise=True)(listening)
 
 
 @pytest.fixture(scope="module")
@@ -171,16 +177,21 @@ DENY_ALL_X = policy("x", "deny-all", {"podSelector": {}, "policyTypes": ["Ingres
 
 
 def test_without_policies_every_served_port_answers_with_its_identity(backend: EmulatedBackend) -> None:
-    results = probe_cells(backend, [
-        ("x/a", "x/b", "80/TCP"), ("x/a", "x/b", "80/UDP"), ("y/b", "x/a", "80/TCP"),
-        ("x/b", "api", "443/TCP"), ("x/a", "x/a", "80/TCP"),
-    ])
+    results = probe_cells(
+        backend,
+        [
+            ("x/a", "x/b", "80/TCP"),
+            ("x/a", "x/b", "80/UDP"),
+            ("y/b", "x/a", "80/TCP"),
+            ("x/b", "api", "443/TCP"),
+            ("x/a", "x/a", "80/TCP"),
+        ],
+    )
     assert {cell: obs.outcome for cell, obs in results.items()} == dict.fromkeys(results, Outcome.ALLOWED)
     tcp = results[("x/a", "x/b", "80/TCP")]
     address = backend.network.addresses["x/b"]
     assert tcp.command == (
-        f"ip netns exec {backend.network.netns['x/a']} curl -q -sS -v --noproxy '*' "
-        f"--connect-timeout 1 -m 1 http://{address}:80/"
+        f"ip netns exec {backend.network.netns['x/a']} curl -q -sS -v --noproxy '*' --connect-timeout 1 -m 1 http://{address}:80/"
     )
     assert 0 < tcp.elapsed < 1
     assert results[("x/a", "x/b", "80/UDP")].command == (
@@ -223,12 +234,18 @@ def test_describe(backend: EmulatedBackend) -> None:
 
 def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: EmulatedBackend) -> None:
     backend.apply_policies([DENY_ALL_X])
-    results = probe_cells(backend, [
-        ("x/a", "x/b", "80/TCP"), ("x/a", "x/b", "80/UDP"),  # egress and ingress of x
-        ("y/a", "x/b", "80/TCP"), ("x/b", "y/a", "80/TCP"), ("x/a", "api", "443/TCP"),
-        ("y/a", "y/b", "80/TCP"),  # y is not isolated
-        ("x/a", "x/a", "80/TCP"),  # a pod reaching itself never leaves it (as in Calico)
-    ])
+    results = probe_cells(
+        backend,
+        [
+            ("x/a", "x/b", "80/TCP"),
+            ("x/a", "x/b", "80/UDP"),  # egress and ingress of x
+            ("y/a", "x/b", "80/TCP"),
+            ("x/b", "y/a", "80/TCP"),
+            ("x/a", "api", "443/TCP"),
+            ("y/a", "y/b", "80/TCP"),  # y is not isolated
+            ("x/a", "x/a", "80/TCP"),  # a pod reaching itself never leaves it (as in Calico)
+        ],
+    )
     got = {cell: (obs.outcome.value, obs.detail) for cell, obs in results.items()}
     assert got == {
         ("x/a", "x/b", "80/TCP"): ("blocked", "timeout"),
@@ -253,10 +270,18 @@ CELLS_TO_XB = [("x/a", "x/b", "80/TCP"), ("y/a", "x/b", "80/TCP"), ("y/b", "x/b"
 
 
 def test_pod_selector_peer_means_pods_of_the_policy_namespace(backend: EmulatedBackend) -> None:
-    backend.apply_policies([policy("x", "from-a", {
-        "podSelector": {"matchLabels": {"pod": "b"}},
-        "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}],
-    })])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "from-a",
+                {
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}],
+                },
+            )
+        ]
+    )
     assert outcomes(backend, CELLS_TO_XB) == {
         ("x/a", "x/b", "80/TCP"): "allowed",
         ("y/a", "x/b", "80/TCP"): "blocked",  # pod=a, but in another namespace
@@ -265,10 +290,18 @@ def test_pod_selector_peer_means_pods_of_the_policy_namespace(backend: EmulatedB
 
 
 def test_namespace_selector_peer_means_every_pod_of_matching_namespaces(backend: EmulatedBackend) -> None:
-    backend.apply_policies([policy("x", "from-blue", {
-        "podSelector": {"matchLabels": {"pod": "b"}},
-        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
-    })])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "from-blue",
+                {
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
+                },
+            )
+        ]
+    )
     assert outcomes(backend, CELLS_TO_XB) == {
         ("x/a", "x/b", "80/TCP"): "blocked",
         ("y/a", "x/b", "80/TCP"): "allowed",
@@ -277,13 +310,27 @@ def test_namespace_selector_peer_means_every_pod_of_matching_namespaces(backend:
 
 
 def test_both_selectors_in_one_peer_must_both_match(backend: EmulatedBackend) -> None:
-    backend.apply_policies([policy("x", "from-y-a", {
-        "podSelector": {"matchLabels": {"pod": "b"}},
-        "ingress": [{"from": [{
-            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "y"}},
-            "podSelector": {"matchLabels": {"pod": "a"}},
-        }]}],
-    })])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "from-y-a",
+                {
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "y"}},
+                                    "podSelector": {"matchLabels": {"pod": "a"}},
+                                }
+                            ]
+                        }
+                    ],
+                },
+            )
+        ]
+    )
     assert outcomes(backend, CELLS_TO_XB) == {
         ("x/a", "x/b", "80/TCP"): "blocked",  # pod=a, wrong namespace
         ("y/a", "x/b", "80/TCP"): "allowed",
@@ -292,13 +339,20 @@ def test_both_selectors_in_one_peer_must_both_match(backend: EmulatedBackend) ->
 
 
 def test_traffic_needs_the_sources_egress_and_the_destinations_ingress(backend: EmulatedBackend) -> None:
-    backend.apply_policies([
-        policy("x", "a-egress-to-y", {
-            "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
-            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
-        }),
-        policy("y", "b-ingress-from-nobody", {"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Ingress"]}),
-    ])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "a-egress-to-y",
+                {
+                    "podSelector": {"matchLabels": {"pod": "a"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
+                },
+            ),
+            policy("y", "b-ingress-from-nobody", {"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Ingress"]}),
+        ]
+    )
     assert outcomes(backend, [("x/a", "y/a", "80/TCP"), ("x/a", "y/b", "80/TCP"), ("x/a", "x/b", "80/TCP")]) == {
         ("x/a", "y/a", "80/TCP"): "allowed",
         ("x/a", "y/b", "80/TCP"): "blocked",  # egress allows it, ingress does not
@@ -307,13 +361,28 @@ def test_traffic_needs_the_sources_egress_and_the_destinations_ingress(backend: 
 
 
 def test_egress_to_an_external_host_only_on_443_by_ip_block(backend: EmulatedBackend) -> None:
-    backend.apply_policies([policy("x", "a-to-api-443", {
-        "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
-        "egress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}],
-    })])
-    assert outcomes(backend, [
-        ("x/a", "api", "443/TCP"), ("x/a", "api", "80/TCP"), ("x/a", "x/b", "80/TCP"), ("x/b", "api", "80/TCP"),
-    ]) == {
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "a-to-api-443",
+                {
+                    "podSelector": {"matchLabels": {"pod": "a"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}],
+                },
+            )
+        ]
+    )
+    assert outcomes(
+        backend,
+        [
+            ("x/a", "api", "443/TCP"),
+            ("x/a", "api", "80/TCP"),
+            ("x/a", "x/b", "80/TCP"),
+            ("x/b", "api", "80/TCP"),
+        ],
+    ) == {
         ("x/a", "api", "443/TCP"): "allowed",
         ("x/a", "api", "80/TCP"): "blocked",
         ("x/a", "x/b", "80/TCP"): "blocked",
@@ -323,10 +392,18 @@ def test_egress_to_an_external_host_only_on_443_by_ip_block(backend: EmulatedBac
 
 def test_ip_block_except_and_whether_it_matches_pods(backend: EmulatedBackend) -> None:
     xa = backend.network.addresses["x/a"]
-    backend.apply_policies([policy("x", "b-from-pod-range", {
-        "podSelector": {"matchLabels": {"pod": "b"}},
-        "ingress": [{"from": [{"ipBlock": {"cidr": "192.168.0.0/16", "except": [f"{xa}/32"]}}]}],
-    })])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "b-from-pod-range",
+                {
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                    "ingress": [{"from": [{"ipBlock": {"cidr": "192.168.0.0/16", "except": [f"{xa}/32"]}}]}],
+                },
+            )
+        ]
+    )
     cells = [("x/a", "x/b", "80/TCP"), ("y/a", "x/b", "80/TCP")]
     # As in Calico, an ipBlock also matches pod addresses.
     assert outcomes(backend, cells) == {cells[0]: "blocked", cells[1]: "allowed"}
@@ -336,10 +413,18 @@ def test_ip_block_except_and_whether_it_matches_pods(backend: EmulatedBackend) -
 
 
 def test_self_traffic_is_always_allowed_unless_the_scenario_says_policy(backend: EmulatedBackend) -> None:
-    backend.apply_policies([policy("x", "a-from-b", {
-        "podSelector": {"matchLabels": {"pod": "a"}},
-        "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}],
-    })])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "a-from-b",
+                {
+                    "podSelector": {"matchLabels": {"pod": "a"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}],
+                },
+            )
+        ]
+    )
     cells = [("x/a", "x/a", "80/TCP"), ("x/a", "x/a", "80/UDP"), ("x/b", "x/b", "80/TCP"), ("x/b", "x/a", "80/TCP")]
     assert outcomes(backend, cells) == dict.fromkeys(cells, "allowed")  # Calico: self traffic never leaves the pod
     backend.use_settings(ModelSettings(self_traffic=SelfTraffic.POLICY))
@@ -354,20 +439,38 @@ def test_self_traffic_is_always_allowed_unless_the_scenario_says_policy(backend:
 
 
 def test_named_ports_resolve_on_each_destination_pod(backend: EmulatedBackend) -> None:
-    backend.apply_policies([
-        policy("x", "a-egress-web", {
-            "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
-            "egress": [{"ports": [{"port": "web"}]}],
-        }),
-        policy("x", "b-ingress-web", {
-            "podSelector": {"matchLabels": {"pod": "b"}},
-            "ingress": [{"ports": [{"port": "web", "protocol": "TCP"}]}],
-        }),
-    ])
-    assert outcomes(backend, [
-        ("x/a", "x/b", "8080/TCP"), ("x/a", "x/b", "9090/TCP"), ("x/a", "y/a", "9090/TCP"), ("x/a", "y/a", "8080/TCP"),
-        ("y/b", "x/b", "8080/TCP"), ("y/b", "x/b", "80/TCP"),
-    ]) == {
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "a-egress-web",
+                {
+                    "podSelector": {"matchLabels": {"pod": "a"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"ports": [{"port": "web"}]}],
+                },
+            ),
+            policy(
+                "x",
+                "b-ingress-web",
+                {
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                    "ingress": [{"ports": [{"port": "web", "protocol": "TCP"}]}],
+                },
+            ),
+        ]
+    )
+    assert outcomes(
+        backend,
+        [
+            ("x/a", "x/b", "8080/TCP"),
+            ("x/a", "x/b", "9090/TCP"),
+            ("x/a", "y/a", "9090/TCP"),
+            ("x/a", "y/a", "8080/TCP"),
+            ("y/b", "x/b", "8080/TCP"),
+            ("y/b", "x/b", "80/TCP"),
+        ],
+    ) == {
         ("x/a", "x/b", "8080/TCP"): "allowed",  # web is 8080 on x/b
         ("x/a", "x/b", "9090/TCP"): "blocked",
         ("x/a", "y/a", "9090/TCP"): "allowed",  # ... and 9090 on y/a
@@ -378,10 +481,18 @@ def test_named_ports_resolve_on_each_destination_pod(backend: EmulatedBackend) -
 
 
 def test_end_port_allows_a_range(backend: EmulatedBackend) -> None:
-    backend.apply_policies([policy("x", "b-81-82", {
-        "podSelector": {"matchLabels": {"pod": "b"}},
-        "ingress": [{"ports": [{"port": 81, "endPort": 82}]}],
-    })])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "b-81-82",
+                {
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                    "ingress": [{"ports": [{"port": 81, "endPort": 82}]}],
+                },
+            )
+        ]
+    )
     assert outcomes(backend, [("y/a", "x/b", f"{port}/TCP") for port in (80, 81, 82, 83)]) == {
         ("y/a", "x/b", "80/TCP"): "blocked",
         ("y/a", "x/b", "81/TCP"): "allowed",
@@ -391,10 +502,18 @@ def test_end_port_allows_a_range(backend: EmulatedBackend) -> None:
 
 
 def test_ports_are_per_protocol(backend: EmulatedBackend) -> None:
-    backend.apply_policies([policy("x", "b-udp-only", {
-        "podSelector": {"matchLabels": {"pod": "b"}},
-        "ingress": [{"ports": [{"port": 80, "protocol": "UDP"}]}],
-    })])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "b-udp-only",
+                {
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                    "ingress": [{"ports": [{"port": 80, "protocol": "UDP"}]}],
+                },
+            )
+        ]
+    )
     assert outcomes(backend, [("y/a", "x/b", "80/UDP"), ("y/a", "x/b", "80/TCP")]) == {
         ("y/a", "x/b", "80/UDP"): "allowed",
         ("y/a", "x/b", "80/TCP"): "blocked",
@@ -406,7 +525,10 @@ def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: EmulatedBack
     # through, yet the probe must not call the port open.
     silent = subprocess.Popen(
         ["ip", "netns", "exec", backend.network.netns["y/b"], "nc", "-u", "-l", "-n", "-W", "1", "7777"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
     try:
         wait_until_udp_port_listens(backend.network.netns["y/b"], 7777)
@@ -432,11 +554,27 @@ def test_a_host_answering_for_another_address_is_a_wrong_responder(backend: Emul
 
 
 def test_relabelling_changes_what_a_policy_selects(backend: EmulatedBackend) -> None:
-    backend.apply_policies([policy("x", "b-from-green", {
-        "podSelector": {"matchLabels": {"pod": "b"}},
-        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "green"}},
-                               "podSelector": {"matchLabels": {"role": "client"}}}]}],
-    })])
+    backend.apply_policies(
+        [
+            policy(
+                "x",
+                "b-from-green",
+                {
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {"matchLabels": {"team": "green"}},
+                                    "podSelector": {"matchLabels": {"role": "client"}},
+                                }
+                            ]
+                        }
+                    ],
+                },
+            )
+        ]
+    )
     cell = ("y/a", "x/b", "80/TCP")
     assert outcomes(backend, [cell]) == {cell: "blocked"}
     backend.set_namespace_labels("y", {"team": "green", NAMESPACE_NAME_LABEL: "y"})
@@ -470,10 +608,18 @@ def test_unowned_addresses_are_unreachable_and_the_host_is_untouched(
     backend: EmulatedBackend, host_before: dict[str, str]
 ) -> None:
     nowhere = ExternalHost("nowhere", ipaddress.IPv4Address("198.51.100.7"), _ports((80, TCP), (80, UDP)))
-    unused_pod_ip = ExternalHost("unused", ipaddress.IPv4Address("192.168.9.9"), _ports((80, TCP),))
-    probes = [Probe(TOPOLOGY.pod("x/a"), nowhere, PortProtocol(80, TCP)),
-              Probe(TOPOLOGY.pod("x/a"), unused_pod_ip, PortProtocol(80, TCP)),
-              Probe(TOPOLOGY.pod("x/a"), nowhere, PortProtocol(80, UDP))]
+    unused_pod_ip = ExternalHost(
+        "unused",
+        ipaddress.IPv4Address("192.168.9.9"),
+        _ports(
+            (80, TCP),
+        ),
+    )
+    probes = [
+        Probe(TOPOLOGY.pod("x/a"), nowhere, PortProtocol(80, TCP)),
+        Probe(TOPOLOGY.pod("x/a"), unused_pod_ip, PortProtocol(80, TCP)),
+        Probe(TOPOLOGY.pod("x/a"), nowhere, PortProtocol(80, UDP)),
+    ]
     results = backend.probe(probes, 1.0)
     assert [(results[p].outcome, results[p].detail) for p in probes] == [
         (Outcome.ERROR, "network is unreachable"),
@@ -481,8 +627,9 @@ def test_unowned_addresses_are_unreachable_and_the_host_is_untouched(
         (Outcome.BLOCKED, "timeout"),  # nc ignores the ICMP error: it just gets no reply
     ]
     # The node routes only to emulated hosts: no default route, nothing towards the host.
-    node_routes = subprocess.run(["ip", "-n", backend.network.run.node, "-4", "route", "show"],
-                                 capture_output=True, text=True, check=True).stdout.splitlines()
+    node_routes = subprocess.run(
+        ["ip", "-n", backend.network.run.node, "-4", "route", "show"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     owned = {str(a) for a in backend.network.addresses.values()}
     assert sorted(line.split()[0] for line in node_routes) == sorted(owned)
     # While the deployment runs, the host namespace is exactly as before it.
@@ -493,8 +640,9 @@ def test_namespaces_and_table_carry_the_run_prefix(backend: EmulatedBackend) -> 
     run = backend.network.run
     assert run.name.startswith(f"nph-{os.getpid()}-")
     assert netns_of_run(run.name + "-") == sorted(backend.network.all_netns)
-    tables = subprocess.run(["ip", "netns", "exec", run.node, "nft", "list", "tables"],
-                            capture_output=True, text=True, check=True).stdout
+    tables = subprocess.run(
+        ["ip", "netns", "exec", run.node, "nft", "list", "tables"], capture_output=True, text=True, check=True
+    ).stdout
     assert tables.strip() == f"table inet {run.name}"
     assert json.loads(run.state_file.read_text())["pid"] == os.getpid()
 
@@ -554,8 +702,9 @@ DEPLOY_AND_WAIT = textwrap.dedent("""\
 
 def _deploy_in_subprocess() -> tuple[subprocess.Popen[str], dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", DEPLOY_AND_WAIT], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", DEPLOY_AND_WAIT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     assert child.stdout is not None
     line = child.stdout.readline()
     if not line:
@@ -621,8 +770,9 @@ def test_without_root_it_says_so() -> None:
         except BackendUnavailable as err:
             print(err)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert done.stdout.strip() == (
         "the emulated backend needs: run as root (e.g. sudo) to create network namespaces and nftables rules"
     ), done.stderr

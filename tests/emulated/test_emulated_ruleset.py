@@ -40,8 +40,14 @@ INTERFACES = {"x/a": "veth0", "x/b": "veth1", "y/a": "veth2", "api": "veth3"}
 
 
 def policy(namespace: str, name: str, spec: dict[str, Any]) -> NetworkPolicy:
-    return parse_policy({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                         "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    return parse_policy(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
 
 
 def render(*policies: NetworkPolicy, ipblock_matches_pods: bool = True) -> str:
@@ -76,8 +82,13 @@ def test_block_networks_subtract_excepts_and_pods() -> None:
     block = IPBlock(Net("10.0.0.0/24"), (Net("10.0.0.0/25"),))
     assert block_networks(block) == [Net("10.0.0.128/25")]
     assert block_networks(block, [IP("10.0.0.200")]) == [
-        Net("10.0.0.128/26"), Net("10.0.0.192/29"), Net("10.0.0.201/32"), Net("10.0.0.202/31"),
-        Net("10.0.0.204/30"), Net("10.0.0.208/28"), Net("10.0.0.224/27"),
+        Net("10.0.0.128/26"),
+        Net("10.0.0.192/29"),
+        Net("10.0.0.201/32"),
+        Net("10.0.0.202/31"),
+        Net("10.0.0.204/30"),
+        Net("10.0.0.208/28"),
+        Net("10.0.0.224/27"),
     ]
     assert block_networks(IPBlock(Net("10.0.0.0/8")), [IP("192.168.1.1")]) == [Net("10.0.0.0/8")]
     assert block_networks(IPBlock(ipaddress.IPv6Network("fd00::/64"))) == []
@@ -101,16 +112,25 @@ def test_only_selected_pods_get_chains_and_an_empty_rule_list_drops_all() -> Non
 
 
 def test_peers_ports_and_ranges() -> None:
-    ruleset = render(policy("x", "b", {
-        "podSelector": {"matchLabels": {"pod": "b"}},
-        "ingress": [
-            {"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}], "ports": [{"port": 80}, {"port": 81, "endPort": 90}]},
-            {"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}], "ports": [{"protocol": "UDP"}]},
-            {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "a"}}}]},
-            {"ports": [{"port": "web"}]},
-            {"from": [{"namespaceSelector": {"matchLabels": {"team": "none"}}}]},
-        ],
-    }))
+    ruleset = render(
+        policy(
+            "x",
+            "b",
+            {
+                "podSelector": {"matchLabels": {"pod": "b"}},
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": {"pod": "a"}}}],
+                        "ports": [{"port": 80}, {"port": 81, "endPort": 90}],
+                    },
+                    {"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}], "ports": [{"protocol": "UDP"}]},
+                    {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "a"}}}]},
+                    {"ports": [{"port": "web"}]},
+                    {"from": [{"namespaceSelector": {"matchLabels": {"team": "none"}}}]},
+                ],
+            },
+        )
+    )
     assert chain(ruleset, "ingress-x/b") == [
         "ip saddr { 192.168.1.1 } meta l4proto tcp th dport { 80-90 } return",
         "ip saddr { 192.168.2.1 } meta l4proto udp return",
@@ -121,11 +141,20 @@ def test_peers_ports_and_ranges() -> None:
 
 
 def test_egress_named_ports_resolve_per_destination() -> None:
-    ruleset = render(policy("x", "a", {
-        "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
-        "egress": [{"ports": [{"port": "web"}, {"port": "web", "protocol": "UDP"}]},
-                   {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}],
-    }))
+    ruleset = render(
+        policy(
+            "x",
+            "a",
+            {
+                "podSelector": {"matchLabels": {"pod": "a"}},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {"ports": [{"port": "web"}, {"port": "web", "protocol": "UDP"}]},
+                    {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]},
+                ],
+            },
+        )
+    )
     assert chain(ruleset, "egress-x/a") == [
         "meta l4proto tcp ip daddr . th dport { 192.168.1.2 . 8080, 192.168.2.1 . 9090 } return",
         "meta l4proto udp ip daddr . th dport { 192.168.2.1 . 53 } return",
@@ -135,8 +164,10 @@ def test_egress_named_ports_resolve_per_destination() -> None:
 
 
 def test_ip_blocks_match_pods_only_when_asked() -> None:
-    spec = {"podSelector": {"matchLabels": {"pod": "b"}},
-            "ingress": [{"from": [{"ipBlock": {"cidr": "192.168.1.0/24", "except": ["192.168.1.128/25"]}}]}]}
+    spec = {
+        "podSelector": {"matchLabels": {"pod": "b"}},
+        "ingress": [{"from": [{"ipBlock": {"cidr": "192.168.1.0/24", "except": ["192.168.1.128/25"]}}]}],
+    }
     assert chain(render(policy("x", "b", spec)), "ingress-x/b")[0] == "ip saddr { 192.168.1.0/25 } return"
     without_pods = chain(render(policy("x", "b", spec), ipblock_matches_pods=False), "ingress-x/b")[0]
     # x/a (.1) and x/b (.2) are cut out of the block.
@@ -147,8 +178,9 @@ def test_ip_blocks_match_pods_only_when_asked() -> None:
 
 
 def test_self_traffic_tables_for_isolated_pods_only() -> None:
-    data = RulesetInput("nph-1-abcd", TOPOLOGY, ADDRESSES, INTERFACES,
-                        (policy("x", "a", {"podSelector": {"matchLabels": {"pod": "a"}}}),))
+    data = RulesetInput(
+        "nph-1-abcd", TOPOLOGY, ADDRESSES, INTERFACES, (policy("x", "a", {"podSelector": {"matchLabels": {"pod": "a"}}}),)
+    )
     tables = render_self_rulesets(data)
     assert tables["x/b"] == "table inet nph-1-abcd\ndelete table inet nph-1-abcd\n"
     assert "\t\tip saddr 192.168.1.1 ip daddr 192.168.1.1 jump ingress-x/a\n" in tables["x/a"]
@@ -163,25 +195,53 @@ def _udp() -> ProbeCommand:
     return probe_command("ns", Protocol.UDP, "192.168.1.2", 80, "x/b", 1.0)
 
 
-@pytest.mark.parametrize(("command", "returncode", "stdout", "stderr", "elapsed", "expected"), [
-    (_tcp(), 0, b"x/b", b"", 0.01, (Outcome.ALLOWED, "")),
-    (_tcp(), 0, b"x/c", b"", 0.01, (Outcome.WRONG_RESPONDER, "answered by 'x/c', expected 'x/b'")),
-    (_tcp(), 28, b"", b"* Connection timed out after 1001 milliseconds\ncurl: (28) Connection timed out", 1.0,
-     (Outcome.BLOCKED, "timeout")),
-    (_tcp(), 7, b"", b"* connect to 192.168.1.2 port 80 failed: Connection refused\ncurl: (7) Failed", 0.0,
-     (Outcome.REFUSED, "connection refused")),
-    (_tcp(), 7, b"", b"* Immediate connect fail for 10.0.0.1: Network is unreachable\ncurl: (7) x", 0.0,
-     (Outcome.ERROR, "network is unreachable")),
-    (_tcp(), 56, b"", b"curl: (56) Recv failure: Connection reset by peer", 0.1,
-     (Outcome.ERROR, "curl exit 56: curl: (56) Recv failure: Connection reset by peer")),
-    (_tcp(), None, b"", b"", 3.0, (Outcome.ERROR, "curl did not finish within 3s and was killed")),
-    (_udp(), 0, b"x/b", b"", 0.01, (Outcome.ALLOWED, "")),
-    (_udp(), 0, b"", b"", 1.0, (Outcome.BLOCKED, "timeout")),
-    (_udp(), 0, b"", b"", 0.01, (Outcome.REFUSED, "port unreachable")),
-    (_udp(), 1, b"", b"nc: getaddrinfo: bad", 0.01, (Outcome.ERROR, "nc exit 1: nc: getaddrinfo: bad")),
-])
-def test_reading_probe_results(command: ProbeCommand, returncode: int | None, stdout: bytes, stderr: bytes,
-                               elapsed: float, expected: tuple[Outcome, str]) -> None:
+@pytest.mark.parametrize(
+    ("command", "returncode", "stdout", "stderr", "elapsed", "expected"),
+    [
+        (_tcp(), 0, b"x/b", b"", 0.01, (Outcome.ALLOWED, "")),
+        (_tcp(), 0, b"x/c", b"", 0.01, (Outcome.WRONG_RESPONDER, "answered by 'x/c', expected 'x/b'")),
+        (
+            _tcp(),
+            28,
+            b"",
+            b"* Connection timed out after 1001 milliseconds\ncurl: (28) Connection timed out",
+            1.0,
+            (Outcome.BLOCKED, "timeout"),
+        ),
+        (
+            _tcp(),
+            7,
+            b"",
+            b"* connect to 192.168.1.2 port 80 failed: Connection refused\ncurl: (7) Failed",
+            0.0,
+            (Outcome.REFUSED, "connection refused"),
+        ),
+        (
+            _tcp(),
+            7,
+            b"",
+            b"* Immediate connect fail for 10.0.0.1: Network is unreachable\ncurl: (7) x",
+            0.0,
+            (Outcome.ERROR, "network is unreachable"),
+        ),
+        (
+            _tcp(),
+            56,
+            b"",
+            b"curl: (56) Recv failure: Connection reset by peer",
+            0.1,
+            (Outcome.ERROR, "curl exit 56: curl: (56) Recv failure: Connection reset by peer"),
+        ),
+        (_tcp(), None, b"", b"", 3.0, (Outcome.ERROR, "curl did not finish within 3s and was killed")),
+        (_udp(), 0, b"x/b", b"", 0.01, (Outcome.ALLOWED, "")),
+        (_udp(), 0, b"", b"", 1.0, (Outcome.BLOCKED, "timeout")),
+        (_udp(), 0, b"", b"", 0.01, (Outcome.REFUSED, "port unreachable")),
+        (_udp(), 1, b"", b"nc: getaddrinfo: bad", 0.01, (Outcome.ERROR, "nc exit 1: nc: getaddrinfo: bad")),
+    ],
+)
+def test_reading_probe_results(
+    command: ProbeCommand, returncode: int | None, stdout: bytes, stderr: bytes, elapsed: float, expected: tuple[Outcome, str]
+) -> None:
     assert interpret(command, returncode, stdout, stderr, elapsed) == expected
 
 

@@ -129,12 +129,21 @@ class InMemoryCluster:
 
     # -- nodes and pods
     def nodes(self) -> list[dict[str, Any]]:
-        nodes = [{"metadata": {"name": "control-plane", "labels": {}},
-                  "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]},
-                  "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]
+        nodes = [
+            {
+                "metadata": {"name": "control-plane", "labels": {}},
+                "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            }
+        ]
         for name in self.node_names:
-            nodes.append({"metadata": {"name": name, "labels": {}}, "spec": {},
-                          "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+            nodes.append(
+                {
+                    "metadata": {"name": name, "labels": {}},
+                    "spec": {},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                }
+            )
         return nodes
 
     def create_pod(self, manifest: Mapping[str, Any]) -> None:
@@ -161,8 +170,9 @@ class InMemoryCluster:
             status = pod["status"]
             status["polls"] += 1
             if self.pod_waiting_reason:
-                status["containerStatuses"] = [{"state": {"waiting": {"reason": self.pod_waiting_reason,
-                                                                     "message": "rpc error: not found"}}}]
+                status["containerStatuses"] = [
+                    {"state": {"waiting": {"reason": self.pod_waiting_reason, "message": "rpc error: not found"}}}
+                ]
             elif status["polls"] >= self.ready_after:
                 status["phase"] = "Running"
                 status["conditions"] = [{"type": "Ready", "status": "True"}]

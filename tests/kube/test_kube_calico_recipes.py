@@ -84,7 +84,9 @@ def test_install_runs_the_recipe_in_order_and_waits_until_available(versions, re
     messages: list[str] = []
     install_calico(cluster, release, messages.append, FAST)
     assert [c[:1] + (c[-1].rsplit("/", 1)[1],) for c in cluster.commands] == [
-        ("create", "operator-crds.yaml"), ("create", "tigera-operator.yaml"), ("create", "custom-resources.yaml"),
+        ("create", "operator-crds.yaml"),
+        ("create", "tigera-operator.yaml"),
+        ("create", "custom-resources.yaml"),
     ]
     assert cluster.polls >= 5
     assert any("not yet available: apiserver, calico" in m for m in messages)

@@ -42,16 +42,18 @@ TOPOLOGY = Topology(
     ),
     externals=(ExternalHost("public-api", ipaddress.IPv4Address("203.0.113.10"), (PortSpec(443),)),),
 )
-POLICY = parse_policy({
-    "apiVersion": "networking.k8s.io/v1",
-    "kind": "NetworkPolicy",
-    "metadata": {"name": "dns-only", "namespace": "shop"},
-    "spec": {
-        "podSelector": {},
-        "policyTypes": ["Egress"],
-        "egress": [{"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}}}]}],
-    },
-})
+POLICY = parse_policy(
+    {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "dns-only", "namespace": "shop"},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}}}]}],
+        },
+    }
+)
 
 
 class SharedClusterBackend(ClusterBackend):
@@ -96,24 +98,35 @@ def test_deploy_probe_relabel_reset_close_on_a_shared_cluster(cluster):
     assert str(deployment.addresses["shop/web"]).startswith("127.0.")
     assert any("waiting for 3 pod(s) to be Ready" in m for m in messages)
 
-    cells = probes(TOPOLOGY, ("shop/web", "shop/api", "8080/TCP"), ("shop/api", "shop/web", "8080/TCP"),
-                   ("shop/web", "kube-system/dns", "5353/UDP"), ("kube-system/dns", "shop/web", "8080/TCP"),
-                   ("shop/web", "public-api", "443/TCP"))
+    cells = probes(
+        TOPOLOGY,
+        ("shop/web", "shop/api", "8080/TCP"),
+        ("shop/api", "shop/web", "8080/TCP"),
+        ("shop/web", "kube-system/dns", "5353/UDP"),
+        ("kube-system/dns", "shop/web", "8080/TCP"),
+        ("shop/web", "public-api", "443/TCP"),
+    )
     seen = backend.probe(cells, timeout=1.0)
     assert [seen[c].outcome for c in cells] == [Outcome.ALLOWED] * 4 + [Outcome.UNSUPPORTED]
     # One exec per source pod, plus the one that looks for socat after deploying.
     assert sorted(c for c in cluster.calls if c.startswith("exec")) == [
-        "exec nph-r1-kube-system/dns", "exec nph-r1-shop/api", "exec nph-r1-shop/web", "exec nph-r1-shop/web"]
+        "exec nph-r1-kube-system/dns",
+        "exec nph-r1-shop/api",
+        "exec nph-r1-shop/web",
+        "exec nph-r1-shop/web",
+    ]
     web_to_api = seen[cells[0]].command
-    assert web_to_api.startswith("kubectl --kubeconfig /tmp/kubeconfig-of-the-double --context double "
-                                 "exec -n nph-r1-shop web -c agnhost -- sh -c ")
+    assert web_to_api.startswith(
+        "kubectl --kubeconfig /tmp/kubeconfig-of-the-double --context double exec -n nph-r1-shop web -c agnhost -- sh -c "
+    )
     assert f"TCP4:{deployment.addresses['shop/api']}:8080" in web_to_api
     assert web_to_api == backend.reproduce_command(cells[0])
 
     backend.apply_policies([POLICY])
     applied = cluster.policies[("nph-r1-shop", "dns-only")]
     assert applied["spec"]["egress"][0]["to"][0]["namespaceSelector"] == {
-        "matchLabels": {NAMESPACE_NAME_LABEL: "nph-r1-kube-system"}}
+        "matchLabels": {NAMESPACE_NAME_LABEL: "nph-r1-kube-system"}
+    }
     backend.set_namespace_labels("shop", {"env": "dev", NAMESPACE_NAME_LABEL: "shop"})
     backend.set_pod_labels("shop/web", {"app": "legacy"})
     assert cluster.namespaces["nph-r1-shop"]["metadata"]["labels"] == {"env": "dev", NAMESPACE_NAME_LABEL: "nph-r1-shop"}
@@ -164,8 +177,9 @@ def test_someone_elses_server_is_a_wrong_responder():
 
 
 def test_own_cluster_adopts_existing_namespaces_and_gives_them_back(cluster):
-    cluster.namespaces["kube-system"] = {"metadata": {"name": "kube-system",
-                                                      "labels": {NAMESPACE_NAME_LABEL: "kube-system", "team": "core"}}}
+    cluster.namespaces["kube-system"] = {
+        "metadata": {"name": "kube-system", "labels": {NAMESPACE_NAME_LABEL: "kube-system", "team": "core"}}
+    }
     backend = backend_on(cluster, adopt=True)
     backend.deploy(TOPOLOGY)
     assert "create namespace kube-system" not in cluster.calls

@@ -61,11 +61,27 @@ def test_network_and_broadcast_addresses_are_refused():
 def test_docker_command_lines():
     (net,) = plan_networks("pytest-kind", [SITE], NODES)
     assert network_create_command(DOCKER, "pytest-kind", net) == [
-        "/usr/bin/docker", "network", "create", "--driver", "bridge", "--subnet", "198.51.100.0/24",
-        "--gateway", "198.51.100.254", "--label", f"{LABEL}=pytest-kind", "nph-pytest-kind-198-51-100-0",
+        "/usr/bin/docker",
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        "198.51.100.0/24",
+        "--gateway",
+        "198.51.100.254",
+        "--label",
+        f"{LABEL}=pytest-kind",
+        "nph-pytest-kind-198-51-100-0",
     ]
     assert network_connect_command(DOCKER, net, "pytest-kind-worker") == [
-        "/usr/bin/docker", "network", "connect", "--ip", "198.51.100.252", "nph-pytest-kind-198-51-100-0", "pytest-kind-worker",
+        "/usr/bin/docker",
+        "network",
+        "connect",
+        "--ip",
+        "198.51.100.252",
+        "nph-pytest-kind-198-51-100-0",
+        "pytest-kind-worker",
     ]
     image = "registry.k8s.io/e2e-test-images/agnhost:2.66.0"
     run = container_run_command(DOCKER, "pytest-kind", net, SITE, image)

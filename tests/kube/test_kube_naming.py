@@ -19,19 +19,31 @@ POLICY = {
         "podSelector": {"matchLabels": {"app": "web"}},
         "policyTypes": ["Ingress", "Egress"],
         "ingress": [
-            {"from": [
-                {"namespaceSelector": {"matchExpressions": [
-                    {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": ["dev", "test"]},
-                    {"key": "env", "operator": "In", "values": ["prod"]},
-                ]}},
-                {"podSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "shop"}}},
-            ]},
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [
+                                {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": ["dev", "test"]},
+                                {"key": "env", "operator": "In", "values": ["prod"]},
+                            ]
+                        }
+                    },
+                    {"podSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "shop"}}},
+                ]
+            },
         ],
         "egress": [
-            {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system", "team": "a"}},
-                     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}},
-                    {"ipBlock": {"cidr": "10.0.0.0/8"}}],
-             "ports": [{"protocol": "UDP", "port": 53}]},
+            {
+                "to": [
+                    {
+                        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system", "team": "a"}},
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    },
+                    {"ipBlock": {"cidr": "10.0.0.0/8"}},
+                ],
+                "ports": [{"protocol": "UDP", "port": 53}],
+            },
         ],
     },
     "status": {},
@@ -86,14 +98,17 @@ def test_translated_policy_is_still_a_valid_policy():
     kubernetes_validate.validate(out, "1.33.0", strict=True)
 
 
-@pytest.mark.parametrize("selector", [
-    {"matchLabels": {NAMESPACE_NAME_LABEL: "shop"}},
-    {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": ["shop", "dev"]}]},
-    {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": ["shop"]}]},
-    {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "Exists"}]},
-    {"matchLabels": {"env": "prod"}},
-    {},
-])
+@pytest.mark.parametrize(
+    "selector",
+    [
+        {"matchLabels": {NAMESPACE_NAME_LABEL: "shop"}},
+        {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": ["shop", "dev"]}]},
+        {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": ["shop"]}]},
+        {"matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "Exists"}]},
+        {"matchLabels": {"env": "prod"}},
+        {},
+    ],
+)
 def test_a_selector_picks_the_same_namespaces_before_and_after_the_rename(selector):
     names = NamespaceMap("r1")
     namespaces = {"shop": {"env": "prod"}, "dev": {"env": "dev"}, "kube-system": {}}

@@ -206,8 +206,9 @@ def test_calico_version_option_is_a_list(pytester):
     result.assert_outcomes(passed=1)
 
 
-@pytest.mark.skipif(DOCKER is None or KUBECTL is None or shutil.which("false") is None,
-                    reason="needs the docker client, kubectl and false")
+@pytest.mark.skipif(
+    DOCKER is None or KUBECTL is None or shutil.which("false") is None, reason="needs the docker client, kubectl and false"
+)
 def test_a_failing_cluster_creation_leaves_nothing_behind(workdir, clusters):
     # `false` stands in for a kind whose every command fails: the cluster is not
     # created, its deletion fails too, and still no file of the run is left.
@@ -221,7 +222,6 @@ def test_a_failing_cluster_creation_leaves_nothing_behind(workdir, clusters):
     tools = KindTools(Path(shutil.which("false")), Path(KUBECTL), Path(DOCKER))
     messages: list[str] = []
     with pytest.raises(BackendError, match="`kind create cluster` failed"):
-        _bring_up("nph-test", False, None, "kindest/node:v1.33.4", "agnhost", release, tools, False, clusters,
-                  messages.append)
+        _bring_up("nph-test", False, None, "kindest/node:v1.33.4", "agnhost", release, tools, False, clusters, messages.append)
     assert list(workdir.iterdir()) == []
     assert messages[0].startswith("creating kind cluster nph-test")

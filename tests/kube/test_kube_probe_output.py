@@ -52,8 +52,17 @@ def test_recorded_socat_lines_parse():
     lines, problems = parse_output(RECORDED)
     assert problems == []
     assert [lines[i].klass for i in range(11)] == [
-        ProbeClass.OK, ProbeClass.REFUSED, ProbeClass.TIMEOUT, ProbeClass.OK, ProbeClass.NOREPLY, ProbeClass.OK,
-        ProbeClass.TIMEOUT, ProbeClass.REFUSED, ProbeClass.DNS, ProbeClass.UNKNOWN, ProbeClass.OTHER,
+        ProbeClass.OK,
+        ProbeClass.REFUSED,
+        ProbeClass.TIMEOUT,
+        ProbeClass.OK,
+        ProbeClass.NOREPLY,
+        ProbeClass.OK,
+        ProbeClass.TIMEOUT,
+        ProbeClass.REFUSED,
+        ProbeClass.DNS,
+        ProbeClass.UNKNOWN,
+        ProbeClass.OTHER,
     ]
     assert lines[5].elapsed == 1.050
     assert lines[0].responder == "x/a"
@@ -122,7 +131,18 @@ def test_script_arguments():
     args = script_command(targets, 1.5, parallel=8)
     assert args[:2] == ["sh", "-c"]
     assert args[3:] == [
-        "netpol-harness-probe", "1.5", "1500", "8", "0", "TCP", "192.168.1.5", "80", "1", "SCTP", "192.168.2.9", "9000",
+        "netpol-harness-probe",
+        "1.5",
+        "1500",
+        "8",
+        "0",
+        "TCP",
+        "192.168.1.5",
+        "80",
+        "1",
+        "SCTP",
+        "192.168.2.9",
+        "9000",
     ]
     assert "NPH" in args[2]
     assert seconds_arg(1.0) == "1" and seconds_arg(0.25) == "0.25"
@@ -132,17 +152,28 @@ def test_script_arguments():
 
 def test_reproduce_command_is_a_pasteable_kubectl_exec():
     command = kubectl_exec_command(
-        "/home/me/.pytest-kind/pytest-kind/kubeconfig", "kind-pytest-kind", "shop", "web", "agnhost",
+        "/home/me/.pytest-kind/pytest-kind/kubeconfig",
+        "kind-pytest-kind",
+        "shop",
+        "web",
+        "agnhost",
         single_probe_command(Protocol.TCP, "192.168.1.7", 8080, 1.0),
     )
-    assert command.startswith("kubectl --kubeconfig /home/me/.pytest-kind/pytest-kind/kubeconfig --context kind-pytest-kind "
-                              "exec -n shop web -c agnhost -- sh -c ")
+    assert command.startswith(
+        "kubectl --kubeconfig /home/me/.pytest-kind/pytest-kind/kubeconfig --context kind-pytest-kind "
+        "exec -n shop web -c agnhost -- sh -c "
+    )
     argv = shlex.split(command)
     assert argv[-1] == "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -T1 -t1 - TCP4:192.168.1.7:8080,connect-timeout=1"
     udp = single_probe_command(Protocol.UDP, "192.168.1.7", 53, 0.5)
     assert udp[-1] == "printf 'hostname\\n' | socat -T0.5 -t0.5 - UDP4:192.168.1.7:53"
     assert single_probe_command(Protocol.SCTP, "192.168.1.7", 9000, 1.0) == [
-        "/agnhost", "connect", "192.168.1.7:9000", "--timeout=1000ms", "--protocol=sctp"]
+        "/agnhost",
+        "connect",
+        "192.168.1.7:9000",
+        "--timeout=1000ms",
+        "--protocol=sctp",
+    ]
     assert single_probe_command(Protocol.TCP, "10.0.0.1", 80, 1.0, socat=False)[0] == "/agnhost"
     plain = kubectl_exec_command(None, None, "nph-r1-shop", "web", "agnhost", ["true"])
     assert plain == "kubectl exec -n nph-r1-shop web -c agnhost -- true"

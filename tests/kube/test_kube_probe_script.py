@@ -48,7 +48,9 @@ def netns():
         run("ip", "netns", "exec", name, "nft", "add", "rule", "inet", "nph_probe", "input", "tcp", "dport", "18082", "drop")
         server = subprocess.Popen(
             ["ip", "netns", "exec", name, sys.executable, str(HERE / "probe_servers.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         ready, _, _ = select.select([server.stdout], [], [], 20)
         assert ready and server.stdout.readline().strip() == "ready", "probe servers did not start"
@@ -93,7 +95,9 @@ def probe_round(netns, shell, targets, timeout=1.0, parallel=32):
     started = time.monotonic()
     result = subprocess.run(
         ["ip", "netns", "exec", netns, "env", f"PATH={path}", *argv, "-c", *args[2:]],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return result, time.monotonic() - started
 
@@ -122,15 +126,31 @@ def test_one_round_classifies_every_kind_of_result(netns, shell):
     assert sorted(lines) == list(range(len(ROUND)))
     classes = {i: lines[i].klass for i in lines}
     assert classes == {
-        0: ProbeClass.OK, 1: ProbeClass.REFUSED, 2: ProbeClass.TIMEOUT, 3: ProbeClass.OK, 4: ProbeClass.NOREPLY,
-        5: ProbeClass.OK, 6: ProbeClass.TIMEOUT, 7: ProbeClass.REFUSED, 8: ProbeClass.DNS, 9: ProbeClass.UNKNOWN,
+        0: ProbeClass.OK,
+        1: ProbeClass.REFUSED,
+        2: ProbeClass.TIMEOUT,
+        3: ProbeClass.OK,
+        4: ProbeClass.NOREPLY,
+        5: ProbeClass.OK,
+        6: ProbeClass.TIMEOUT,
+        7: ProbeClass.REFUSED,
+        8: ProbeClass.DNS,
+        9: ProbeClass.UNKNOWN,
         10: ProbeClass.OTHER,
     }
     outcomes = {i: observation(lines[i], "x/a", "").outcome for i in lines}
     assert outcomes == {
-        0: Outcome.ALLOWED, 1: Outcome.REFUSED, 2: Outcome.BLOCKED, 3: Outcome.WRONG_RESPONDER,
-        4: Outcome.WRONG_RESPONDER, 5: Outcome.ALLOWED, 6: Outcome.BLOCKED, 7: Outcome.REFUSED,
-        8: Outcome.ERROR, 9: Outcome.ERROR, 10: Outcome.ERROR,
+        0: Outcome.ALLOWED,
+        1: Outcome.REFUSED,
+        2: Outcome.BLOCKED,
+        3: Outcome.WRONG_RESPONDER,
+        4: Outcome.WRONG_RESPONDER,
+        5: Outcome.ALLOWED,
+        6: Outcome.BLOCKED,
+        7: Outcome.REFUSED,
+        8: Outcome.ERROR,
+        9: Outcome.ERROR,
+        10: Outcome.ERROR,
     }
     assert lines[3].responder == "y/b"
     # A dropped SYN waits for the timeout; a refused connection does not.
@@ -154,7 +174,9 @@ def test_leftover_arguments_are_reported(netns, shell):
     args = script_command([T(0, Protocol.TCP, "127.0.0.1", 18080)], 1.0)
     result = subprocess.run(
         ["ip", "netns", "exec", netns, "env", f"PATH={path}", *argv, "-c", *args[2:], "1", "TCP"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     lines, problems = parse_output(result.stdout)
     assert lines[0].klass is ProbeClass.OK

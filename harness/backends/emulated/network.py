@@ -129,9 +129,7 @@ class EmulatedNetwork:
             run(["ip", "netns", "exec", self.run.node, "nft", "-f", "-"], "loading the nftables ruleset", stdin=ruleset)
         except BackendError as err:
             if "Operation not supported" in str(err) or "Protocol not supported" in str(err):
-                raise BackendUnavailable(
-                    f"{err}. The kernel lacks nf_tables support (modprobe nf_tables nft_ct)"
-                ) from None
+                raise BackendUnavailable(f"{err}. The kernel lacks nf_tables support (modprobe nf_tables nft_ct)") from None
             raise
 
     def load_endpoint_rulesets(self, rulesets: Mapping[str, str]) -> None:
@@ -155,7 +153,11 @@ def _run_all(commands: Mapping[str, tuple[list[str], str]], what: str) -> None:
     started = []
     for label, (argv, stdin) in commands.items():
         process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env=child_environment(),
         )
         started.append((label, process, stdin))

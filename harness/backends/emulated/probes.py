@@ -72,8 +72,16 @@ def probe_command(netns: str, protocol: Protocol, address: str, port: int, ident
     if protocol is Protocol.TCP:
         seconds = _seconds(timeout)
         argv: tuple[str, ...] = (
-            "curl", "-q", "-sS", "-v", "--noproxy", "*",
-            "--connect-timeout", seconds, "-m", seconds,
+            "curl",
+            "-q",
+            "-sS",
+            "-v",
+            "--noproxy",
+            "*",
+            "--connect-timeout",
+            seconds,
+            "-m",
+            seconds,
             f"http://{address}:{port}/",
         )
         return ProbeCommand(netns, argv, None, protocol, identity, timeout)
@@ -94,9 +102,7 @@ def _identity_outcome(reply: str, identity: str) -> tuple[Outcome, str]:
     return Outcome.WRONG_RESPONDER, f"answered by {reply!r}, expected {identity!r}"
 
 
-def interpret(
-    command: ProbeCommand, returncode: int | None, stdout: bytes, stderr: bytes, elapsed: float
-) -> tuple[Outcome, str]:
+def interpret(command: ProbeCommand, returncode: int | None, stdout: bytes, stderr: bytes, elapsed: float) -> tuple[Outcome, str]:
     """Outcome and detail of a finished probe. ``returncode`` None: it was killed
     after overrunning its timeout."""
     out = stdout.decode(errors="replace").strip()

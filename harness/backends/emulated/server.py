@@ -24,12 +24,7 @@ _BACKLOG = 1024
 
 def http_response(identity: str) -> bytes:
     body = identity.encode()
-    head = (
-        "HTTP/1.1 200 OK\r\n"
-        "Content-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     return head.encode() + body
 
 
@@ -74,10 +69,7 @@ async def serve(identity: str, tcp_ports: list[int], udp_ports: list[int]) -> No
             pass
 
     loop = asyncio.get_running_loop()
-    servers = [
-        await asyncio.start_server(answer, "0.0.0.0", port, backlog=_BACKLOG, reuse_address=True)
-        for port in tcp_ports
-    ]
+    servers = [await asyncio.start_server(answer, "0.0.0.0", port, backlog=_BACKLOG, reuse_address=True) for port in tcp_ports]
     transports = []
     for port in udp_ports:
         transport, _ = await loop.create_datagram_endpoint(

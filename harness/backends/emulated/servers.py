@@ -34,8 +34,18 @@ class _Server:
 
 
 def server_argv(netns: str, endpoint: Endpoint) -> list[str]:
-    argv = ["ip", "netns", "exec", netns, sys.executable, "-S", "-m", "harness.backends.emulated.server",
-            "--identity", endpoint.id]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        sys.executable,
+        "-S",
+        "-m",
+        "harness.backends.emulated.server",
+        "--identity",
+        endpoint.id,
+    ]
     for spec in endpoint.ports:
         if spec.protocol is Protocol.TCP:
             argv += ["--tcp", str(spec.port)]

@@ -22,9 +22,7 @@ def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float
     """Run a command to completion; its stdout, or a :class:`BackendError` naming
     ``what`` was being done, the command and its stderr."""
     try:
-        done = subprocess.run(
-            list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, env=child_environment()
-        )
+        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, env=child_environment())
     except FileNotFoundError:
         raise BackendError(f"{what}: {argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:

@@ -82,8 +82,9 @@ class KindCalicoTarget:
 
     def installed_version(self) -> str | None:
         """``status.calicoVersion`` of the operator's Installation, None without Calico."""
-        result = run(self.command("get", "installations.operator.tigera.io", "default", "-o",
-                                  "jsonpath={.status.calicoVersion}"), 30)
+        result = run(
+            self.command("get", "installations.operator.tigera.io", "default", "-o", "jsonpath={.status.calicoVersion}"), 30
+        )
         if result.returncode != 0:
             return None
         return result.stdout.strip() or None
@@ -175,9 +176,11 @@ class KindBackend(ClusterBackend):
             self.close_namespaces()
         finally:
             if self.keep:
-                self.progress(f"kept kind cluster {self.cluster.name}; reuse it with --cluster-name "
-                              f"{self.cluster.name} --keep-cluster, delete it with "
-                              f"`kind delete cluster --name {self.cluster.name}`")
+                self.progress(
+                    f"kept kind cluster {self.cluster.name}; reuse it with --cluster-name "
+                    f"{self.cluster.name} --keep-cluster, delete it with "
+                    f"`kind delete cluster --name {self.cluster.name}`"
+                )
             else:
                 remove_paths(self.cleanup_paths)  # the kubeconfig written for a borrowed cluster
 
@@ -245,8 +248,10 @@ def create_kind_backend(options: OptionSource, progress: Progress | None = None)
 
     # Seconds, not minutes: every tool and image is checked before anything slow starts.
     tools = check_kind_tools(
-        options.getoption("kind_bin", None), options.getoption("kind_kubectl_bin", None),
-        versions.kind_version, versions.kubectl_version,
+        options.getoption("kind_bin", None),
+        options.getoption("kind_kubectl_bin", None),
+        versions.kind_version,
+        versions.kubectl_version,
     )
     exists = name in existing_clusters(tools.kind)
     check_images(tools.docker, [image] if exists else [node_image, image])
@@ -300,8 +305,11 @@ def _bring_up(
             kubeconfig.parent.mkdir(parents=True, exist_ok=True)
             kubeconfig.write_text(result.stdout, encoding="utf-8")
             os.chmod(kubeconfig, 0o600)
-        message = (f"reusing kind cluster {name}" if exists
-                   else f"creating kind cluster {name} ({node_image}, 1 control plane + 2 workers)")
+        message = (
+            f"reusing kind cluster {name}"
+            if exists
+            else f"creating kind cluster {name} ({node_image}, 1 control plane + 2 workers)"
+        )
         with heartbeat(report, message):
             try:
                 cluster.create(directory / KIND_CONFIG)
@@ -312,9 +320,18 @@ def _bring_up(
         target = KindCalicoTarget(tools.kubectl, kubeconfig, kube)
         prepare_calico(target, release, exists, report)
         backend = KindBackend(
-            kube, cluster, tools, target, release,
-            created=created, keep=keep, node_image=node_image, kind_version=kind_binary_version(tools.kind),
-            image=image, progress=report, cleanup_paths=cleanup,
+            kube,
+            cluster,
+            tools,
+            target,
+            release,
+            created=created,
+            keep=keep,
+            node_image=node_image,
+            kind_version=kind_binary_version(tools.kind),
+            image=image,
+            progress=report,
+            cleanup_paths=cleanup,
         )
         backend.stop_externals()  # leftovers of an interrupted run on a kept cluster
         return backend
@@ -358,4 +375,3 @@ def prepare_calico(target: KindCalicoTarget, release: CalicoRelease, reused: boo
         upgrade_calico(target, release, report)
     else:
         wait_until_available(target, release, report, Timeouts())
-
