@@ -20,7 +20,7 @@ def plan_addresses(topology: Topology) -> dict[str, ipaddress.IPv4Address]:
     for i, ns in enumerate(topology.namespaces):
         pods = topology.pods_in(ns.name)
         if i + 1 > 255 or len(pods) + _FIRST_HOST > 255:
-            raise HarnessError(f"too many namespaces or pods in {ns.name} to plan addresses (at most 254 namespaces of 245 pods)")
+            raise HarnessError(f"too many namespaces or pods in {ns.name} to plan addresses (at most 255 namespaces of 245 pods)")
         for j, pod in enumerate(pods):
             addresses[pod.id] = ipaddress.IPv4Address(base + (i + 1) * 256 + _FIRST_HOST + j)
     for ext in topology.externals:

@@ -24,7 +24,7 @@ from harness.model import ModelSettings
 from harness.policy import NetworkPolicy, parse_policy
 from harness.probing import ProbeEngine, ProbeSettings
 from harness.scenario import parse_expectation, parse_topology, probed_ports
-from harness.topology import PortProtocol, Topology
+from harness.topology import Topology
 
 
 class ReachabilityMismatch(AssertionError):
@@ -75,6 +75,8 @@ class PolicyTest:
 
     def apply(self, *manifests: Mapping[str, Any] | NetworkPolicy) -> None:
         policies = [m if isinstance(m, NetworkPolicy) else parse_policy(m, "<python>") for m in manifests]
+        for policy in policies:
+            self.state.topology.namespace(policy.namespace)  # a declared namespace, or UnknownName
         self.backend.apply_policies(policies)
         self._state = self.state.with_policies(policies)
 
@@ -106,23 +108,24 @@ class PolicyTest:
             expectation, plan, topology, self.state.policies.values(), self.deployment.addresses, self.model_settings
         )
 
+    def _observe(self, expected: ReachabilityMatrix) -> ReachabilityMatrix:
+        """Probe the cells of ``expected``, re-probing those that differ from it."""
+        topology = self.state.topology
+        probes = [Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in expected.cells]
+        observed = self.engine.run(probes, {c: o.outcome for c, o in expected.cells.items()})
+        return ReachabilityMatrix(expected.sources, expected.destinations, expected.ports, observed)
+
     def probe(self, ports: Sequence[str] | None = None, expect: Mapping[str, Any] | None = None) -> ReachabilityMatrix:
         """Probe every cell (optionally only ``ports``) and return what was observed.
-        With ``expect``, cells differing from it are re-probed until the deadline."""
-        topology = self.state.topology
-        keys = tuple(PortProtocol.parse(p) for p in ports) if ports else topology.port_keys()
-        plan = plan_probes(topology, keys)
-        expected = self._expected(expect or {"model": True}, ports)
-        probes = [Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in plan.cells]
-        observed = self.engine.run(probes, {c: o.outcome for c, o in expected.cells.items()})
-        return ReachabilityMatrix(plan.sources, plan.destinations, plan.ports, observed)
+        Cells that differ from ``expect`` (default: the reference model) are re-probed
+        until the deadline on backends that need it."""
+        return self._observe(self._expected(expect or {"model": True}, ports))
 
     def assert_reachability(self, expect: Mapping[str, Any], ports: Sequence[str] | None = None) -> Comparison:
         """Probe and compare with ``expect`` (the scenario format's ``expect:``
         forms: rules, matrix or model). Raises :class:`ReachabilityMismatch`."""
         expected = self._expected(expect, ports)
-        observed = self.probe(ports, expect)
-        comparison = compare(expected, observed)
+        comparison = compare(expected, self._observe(expected))
         if not comparison.ok:
             raise ReachabilityMismatch(comparison)
         return comparison

@@ -42,6 +42,14 @@ class PolicyError(ScenarioError):
         super().__init__(source, field, f"NetworkPolicy {policy}: {message}", expected)
 
 
+class UnknownName(HarnessError, KeyError):
+    """A namespace, pod or endpoint that the topology does not declare. Also a
+    KeyError, since it is a failed lookup."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class BackendUnavailable(HarnessError):
     """The selected backend cannot run on this machine (missing tool, no root, ...).
 

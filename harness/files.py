@@ -1,4 +1,5 @@
-"""Writing files so that an interrupted run never leaves half of one behind."""
+"""Files: written so that an interrupted run never leaves half of one behind, and
+shown relative to where the user started the run."""
 
 from __future__ import annotations
 
@@ -20,3 +21,12 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def display_path(path: Path) -> Path:
+    """``path`` relative to the working directory when below it, so that messages and
+    reproduce commands are short and can be pasted where pytest was started."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -23,6 +24,7 @@ from harness.api import PolicyTest
 from harness.backends import BACKENDS, DEFAULT_BACKEND, available_backend_modules, backend_module
 from harness.backends.base import Backend
 from harness.errors import BackendUnavailable, HarnessError, ScenarioError
+from harness.files import display_path
 from harness.probing import ProbeSettings
 from harness.runner import ScenarioResult, ScenarioRunner
 from harness.scenario import Scenario, load_scenario
@@ -67,6 +69,7 @@ class BackendManager:
         self.upgrades: list[tuple[str, str, float]] = []
         self._backend: Backend | None = None
         self._variant: BackendVariant | None = None
+        self._previous_sigterm: Any = None
 
     def get(self, variant: BackendVariant = DEFAULT_VARIANT) -> Backend:
         progress = _progress(self.config, always=True)
@@ -83,10 +86,26 @@ class BackendManager:
             self.close()
         if self._backend is None:
             options = self.config if variant == DEFAULT_VARIANT else VariantOptions(self.config, variant)
+            self._catch_sigterm()
             # Cluster creation and CNI installation take minutes: always show progress.
             self._backend = backend_module(self.name).create(options, progress=progress)
             self._variant = variant
         return self._backend
+
+    def start(self, variant: BackendVariant = DEFAULT_VARIANT) -> Backend:
+        """:meth:`get`, ending the run with one message when the backend cannot start."""
+        try:
+            return self.get(variant)
+        except BackendUnavailable as err:
+            pytest.exit(f"backend {self.name} is not available: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+        except HarnessError as err:
+            pytest.exit(f"backend {self.name} could not start: {err}", returncode=pytest.ExitCode.TESTS_FAILED)
+
+    def _catch_sigterm(self) -> None:
+        """While a backend lives, SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so
+        that what the backend created is removed."""
+        if self._previous_sigterm is None and hasattr(signal, "SIGTERM"):
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
 
     @property
     def started(self) -> bool:
@@ -94,8 +113,13 @@ class BackendManager:
 
     def close(self) -> None:
         backend, self._backend = self._backend, None
-        if backend is not None:
-            backend.close()
+        try:
+            if backend is not None:
+                backend.close()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+                self._previous_sigterm = None
 
 
 manager_key = pytest.StashKey[BackendManager]()
@@ -178,7 +202,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so pytest_unconfigure cleans up.
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -206,14 +229,31 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"in {config.inipath or 'pytest.ini/pyproject.toml'} or pass the scenario files as arguments"
             )
         config.args = [str(d) for d in dirs]
-    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove what the backend created while the run can still report a failure."""
+    manager = session.config.stash.get(manager_key, None)
+    if manager is None:
+        return
+    try:
+        manager.close()
+    except HarnessError as err:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"netpol-harness: cleanup failed: {err}", red=True)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # After an interrupted session; a no-op when sessionfinish closed the backend.
     manager = config.stash.get(manager_key, None)
     if manager is not None:
-        manager.close()
+        try:
+            manager.close()
+        except HarnessError as err:
+            sys.stderr.write(f"netpol-harness: cleanup failed: {err}\n")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -242,7 +282,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            scenario = load_scenario(_display_path(self.path))
+            scenario = load_scenario(display_path(self.path))
         except ScenarioError as err:
             # Reported against this file; the other scenarios still run.
             yield BrokenScenarioItem.from_parent(self, name=self.path.stem, error=err)
@@ -258,15 +298,6 @@ class ScenarioFile(pytest.File):
             yield item
 
 
-def _display_path(path: Path) -> Path:
-    """The path relative to the working directory when below it, so that messages
-    and reproduce commands are short and can be pasted where pytest was started."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
-
-
 class ScenarioItem(pytest.Item):
     def __init__(self, *, scenario: Scenario, variant: BackendVariant = DEFAULT_VARIANT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -274,11 +305,7 @@ class ScenarioItem(pytest.Item):
         self.variant = variant
 
     def runtest(self) -> None:
-        manager = self.config.stash[manager_key]
-        try:
-            backend = manager.get(self.variant)
-        except BackendUnavailable as err:
-            pytest.exit(f"backend {manager.name} is not available: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+        backend = self.config.stash[manager_key].start(self.variant)
         runner = ScenarioRunner(backend, self.config.stash[probe_settings_key], _progress(self.config))
         try:
             result = runner.run(self.scenario)
@@ -368,6 +395,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         manager.get(first.variant)
     except BackendUnavailable as err:
         raise pytest.UsageError(f"backend {manager.name} is not available: {err}") from None
+    except HarnessError as err:
+        raise pytest.UsageError(f"backend {manager.name} could not start: {err}") from None
 
 
 def _flag_duplicate_names(items: list[pytest.Item]) -> None:
@@ -442,11 +471,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 @pytest.fixture(scope="session")
 def netpol_backend(pytestconfig: pytest.Config) -> Backend:
     """The backend chosen with --backend, created once per run."""
-    manager = pytestconfig.stash[manager_key]
-    try:
-        return manager.get()
-    except BackendUnavailable as err:
-        pytest.exit(f"backend {manager.name} is not available: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+    return pytestconfig.stash[manager_key].start()
 
 
 @pytest.fixture

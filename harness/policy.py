@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import PolicyError
 from harness.selectors import LabelSelector, SelectorSyntaxError, parse_selector
-from harness.topology import PORT_NAME_FORM, Protocol, check_port_name
+from harness.topology import PORT_NAME_FORM, Protocol, check_port_name, is_dns_label, is_dns_subdomain
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 
 
 class PolicyType(enum.Enum):
@@ -234,14 +231,14 @@ def parse_policy(manifest: object, source: str = "<inline>", default_namespace: 
     if not isinstance(meta, Mapping):
         raise ctx.fail("metadata", "required field is missing", "a mapping with name (and namespace)")
     name = meta.get("name")
-    if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    if not is_dns_subdomain(name):
         raise ctx.fail("metadata.name", f"{name!r} is not a valid name", "a lowercase DNS subdomain such as allow-db")
     namespace = meta.get("namespace", default_namespace)
     if namespace is None:
         raise ctx.fail(
             "metadata.namespace", "no namespace given", "metadata.namespace, or namespace: next to the policy in the scenario"
         )
-    if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace):
+    if not is_dns_label(namespace):
         raise ctx.fail("metadata.namespace", f"{namespace!r} is not a valid namespace name", "a lowercase DNS label")
     ctx.policy = f"{namespace}/{name}"
     spec = _mapping(ctx, manifest.get("spec"), "spec", {"podSelector", "policyTypes", "ingress", "egress"})

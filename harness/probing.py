@@ -43,8 +43,16 @@ class ProbeEngine:
 
     def _round(self, probes: Sequence[Probe]) -> dict[Cell, Observation]:
         self.rounds += 1
-        results = self.backend.probe(probes, self.settings.timeout)
-        return {p.cell: results[p] for p in probes}
+        supported = [p for p in probes if p.port.protocol in self.backend.protocols]
+        results = self.backend.probe(supported, self.settings.timeout) if supported else {}
+        observed = {p.cell: results[p] for p in supported}
+        for probe in probes:
+            if probe.cell not in observed:
+                note = self.backend.unsupported_note or (
+                    f"{probe.port.protocol} is not supported by the {self.backend.name} backend"
+                )
+                observed[probe.cell] = Observation(Outcome.UNSUPPORTED, note)
+        return observed
 
     def run(
         self,

@@ -33,10 +33,10 @@ from harness.topology import (
     Topology,
     apply_label_changes,
     check_port_name,
+    is_dns_label,
 )
 from harness.yamlload import load_all, load_one, read_text
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _EXTERNAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
 T = TypeVar("T")
 
@@ -281,15 +281,17 @@ def _ports(r: _Reader, raw: object, path: str) -> tuple[PortSpec, ...]:
         return ()
     ports = r.each(raw, path, lambda item, p: _port_spec(r, item, p))
     seen: dict[PortProtocol, int] = {}
-    names: dict[tuple[str, Protocol], int] = {}
+    names: dict[str, int] = {}
     for i, spec in enumerate(ports):
         if spec.key in seen:
             raise r.fail(f"{path}[{i}]", f"{spec.key} is declared twice (also {path}[{seen[spec.key]}])")
         seen[spec.key] = i
         if spec.name is not None:
-            if (spec.name, spec.protocol) in names:
-                raise r.fail(f"{path}[{i}].name", f"port name {spec.name!r} is used twice")
-            names[(spec.name, spec.protocol)] = i
+            # As the API server: container port names are unique within a pod,
+            # whatever their protocol.
+            if spec.name in names:
+                raise r.fail(f"{path}[{i}].name", f"port name {spec.name!r} is used twice (also {path}[{names[spec.name]}])")
+            names[spec.name] = i
     return ports
 
 
@@ -301,14 +303,14 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
         raise r.fail("namespaces", "no namespace declared", "at least one namespace with pods")
     for ns_name, ns_raw in raw_ns.items():
         path = f"namespaces.{ns_name}"
-        if not isinstance(ns_name, str) or len(ns_name) > 63 or not _DNS_LABEL.match(ns_name):
+        if not is_dns_label(ns_name):
             raise r.fail(path, f"{ns_name!r} is not a valid namespace name", "a lowercase DNS label such as production")
         ns_raw = r.mapping(ns_raw if ns_raw is not None else {}, path, ["labels", "pods"])
         namespaces.append(NamespaceSpec(ns_name, r.labels(ns_raw.get("labels"), f"{path}.labels")))
         raw_pods = r.mapping(ns_raw.get("pods") if ns_raw.get("pods") is not None else {}, f"{path}.pods")
         for pod_name, pod_raw in raw_pods.items():
             ppath = f"{path}.pods.{pod_name}"
-            if not isinstance(pod_name, str) or len(pod_name) > 63 or not _DNS_LABEL.match(pod_name):
+            if not is_dns_label(pod_name):
                 raise r.fail(ppath, f"{pod_name!r} is not a valid pod name", "a lowercase DNS label such as db")
             pod_raw = r.mapping(pod_raw if pod_raw is not None else {}, ppath, ["labels", "ports"])
             pods.append(
@@ -338,7 +340,7 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
                 raise r.fail(f"{path}.ip", f"got {_kind(ext_raw['ip'])}", "an IPv4 address such as 203.0.113.10") from None
             if ip in POD_CIDR:
                 raise r.fail(f"{path}.ip", f"{ip} is inside the pod range {POD_CIDR}", "an address outside the cluster")
-            if ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_link_local:
+            if ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_link_local or ip.is_reserved:
                 raise r.fail(f"{path}.ip", f"{ip} cannot be a host address", "a unicast address such as 203.0.113.10")
             if ip in seen_ips:
                 raise r.fail(f"{path}.ip", f"{ip} is already used by external.{seen_ips[ip]}")

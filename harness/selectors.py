@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.topology import frozen_labels
+from harness.topology import frozen_labels, is_dns_subdomain
 
 # Qualified name: optional DNS-subdomain prefix and a name part (validation.go).
 _NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
 
 
@@ -105,7 +104,7 @@ def check_label_key(key: object) -> str | None:
     if not isinstance(key, str) or not key:
         return "a label key must be a non-empty string"
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if slash and not is_dns_subdomain(prefix):
         return f"label key {key!r} has an invalid prefix (a DNS subdomain such as example.com)"
     if len(name) > 63 or not _NAME_PART.match(name):
         return (

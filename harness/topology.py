@@ -13,8 +13,9 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TypeGuard
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UnknownName
 
 #: Label every namespace carries on a real cluster (set by the API server).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -22,6 +23,20 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 #: Pod range of the kind + Calico cluster (Calico's default IP pool) and of the
 #: emulated backend, so that a scenario's ipBlocks mean the same on both.
 POD_CIDR = ipaddress.IPv4Network("192.168.0.0/16")
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+
+
+def is_dns_label(name: object) -> TypeGuard[str]:
+    """A Kubernetes namespace or pod name: up to 63 lowercase letters, digits and '-'."""
+    return isinstance(name, str) and len(name) <= 63 and bool(_DNS_LABEL.match(name))
+
+
+def is_dns_subdomain(name: object) -> TypeGuard[str]:
+    """A Kubernetes object name or label prefix: dot-separated DNS labels, up to 253."""
+    return isinstance(name, str) and len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
 
 
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
@@ -165,19 +180,20 @@ class Topology:
         for ns in self.namespaces:
             if ns.name == name:
                 return ns
-        raise KeyError(name)
+        raise UnknownName(f"no namespace {name!r} is declared; namespaces: {', '.join(n.name for n in self.namespaces)}")
 
     def pod(self, pod_id: str) -> PodSpec:
         for pod in self.pods:
             if pod.id == pod_id:
                 return pod
-        raise KeyError(pod_id)
+        raise UnknownName(f"no pod {pod_id!r} is declared; pods: {', '.join(p.id for p in self.pods)}")
 
     def endpoint(self, endpoint_id: str) -> Endpoint:
         for ep in self.endpoints():
             if ep.id == endpoint_id:
                 return ep
-        raise KeyError(endpoint_id)
+        known = ", ".join(ep.id for ep in self.endpoints())
+        raise UnknownName(f"no pod or external host {endpoint_id!r} is declared; endpoints: {known}")
 
     def endpoints(self) -> Iterator[Endpoint]:
         yield from self.pods

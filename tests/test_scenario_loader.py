@@ -920,6 +920,13 @@ TOPOLOGY_ERRORS = [
         ["port name 'http' is used twice"],
         id="duplicate-port-name",
     ),
+    pytest.param(
+        "description: x\nnamespaces: {x: {pods: {a: {ports: [{port: 53, protocol: UDP, name: dns}, "
+        "{port: 53, protocol: TCP, name: dns}]}}}}\nexpect: {model: true}\n",
+        "namespaces.x.pods.a.ports[1].name",
+        ["port name 'dns' is used twice", "ports[0]"],
+        id="duplicate-port-name-across-protocols",
+    ),
     # external hosts
     pytest.param(
         "description: x\nnamespaces: {x: {pods: {a: {}}}}\nexternal: {api: {ip: 192.168.3.4}}\nexpect: {model: true}\n",
@@ -932,6 +939,12 @@ TOPOLOGY_ERRORS = [
         "external.api.ip",
         ["cannot be a host address"],
         id="external-loopback",
+    ),
+    pytest.param(
+        "description: x\nnamespaces: {x: {pods: {a: {}}}}\nexternal: {api: {ip: 240.0.0.1}}\nexpect: {model: true}\n",
+        "external.api.ip",
+        ["cannot be a host address"],
+        id="external-reserved",
     ),
     pytest.param(
         "description: x\nnamespaces: {x: {pods: {a: {}}}}\nexternal: {api: {ip: 203.0.113.300}}\nexpect: {model: true}\n",

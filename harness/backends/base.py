@@ -73,8 +73,10 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     #: True when probing gives the same answer every time (no retries needed).
     deterministic: ClassVar[bool] = False
-    #: Protocols this backend can probe; others are observed as UNSUPPORTED.
-    protocols: frozenset[Protocol] = frozenset(Protocol)
+    #: Protocols this backend can probe; the probe engine observes the others as
+    #: UNSUPPORTED, with ``unsupported_note`` (or a generic note) as the detail.
+    protocols: ClassVar[frozenset[Protocol]] = frozenset(Protocol)
+    unsupported_note: ClassVar[str] = ""
 
     @abc.abstractmethod
     def deploy(self, topology: Topology) -> Deployment:

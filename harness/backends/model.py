@@ -28,6 +28,7 @@ class ModelBackend(Backend):
 
     def __init__(self) -> None:
         self._state: ClusterState | None = None
+        self._declared: Topology | None = None
         self._addresses: dict[str, ipaddress.IPv4Address] = {}
         self._settings = ModelSettings()
         self._context: tuple[str, str] | None = None
@@ -43,6 +44,7 @@ class ModelBackend(Backend):
 
     def deploy(self, topology: Topology) -> Deployment:
         self._state = ClusterState(topology)
+        self._declared = topology
         self._addresses = plan_addresses(topology)
         return Deployment(topology, self._addresses)
 
@@ -80,8 +82,8 @@ class ModelBackend(Backend):
         return " ".join(shlex.quote(a) for a in args)
 
     def reset(self) -> None:
-        if self._state is not None:
-            self._state = ClusterState(self._state.topology)
+        if self._declared is not None:
+            self._state = ClusterState(self._declared)
 
     def close(self) -> None:
         self._state = None

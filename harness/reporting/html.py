@@ -285,7 +285,7 @@ def _legend() -> str:
 
 def index_html(summary: RunSummary, title: str = "netpol-harness report") -> str:
     records = summary.records
-    when = summary.started.strftime("%Y-%m-%d %H:%M UTC")
+    when = summary.finished.strftime("%Y-%m-%d %H:%M UTC")
     backends = "; ".join(summary.backends) or "no backend"
     run = (
         f"{escape(summary.headline())} · {plural(summary.probes, 'probe')}, {plural(summary.mismatches, 'wrong cell')} · "

@@ -15,11 +15,12 @@ import pytest
 
 from harness.baseline import BaselineDiff, backend_label, baseline_failure, check_baseline, record_baseline
 from harness.errors import BaselineError, HarnessError
+from harness.files import display_path
 from harness.matrix import Outcome
 from harness.plugin import OPTION_GROUP, BrokenScenarioItem, ScenarioItem, ScenarioMismatch, result_key
 from harness.reporting.directory import ReportDirectory
 from harness.reporting.markdown import run_summary_markdown
-from harness.reporting.records import RunSummary, ScenarioRecord, Status, as_path_text
+from harness.reporting.records import RunSummary, ScenarioRecord, Status
 from harness.reporting.terminal import render_summary
 from harness.runner import ScenarioResult
 
@@ -205,7 +206,7 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> ScenarioRecord:
     status = _status(report)
     return ScenarioRecord(
         name=item.name,
-        path=as_path_text(item.path),
+        path=str(display_path(item.path)),
         status=status,
         result=result,
         message=report.longreprtext if report.failed or status is Status.XFAILED else "",

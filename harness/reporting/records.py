@@ -9,7 +9,6 @@ import datetime
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -182,7 +181,8 @@ class RunSummary:
     """Counts and context of a whole run, for headings."""
 
     records: tuple[ScenarioRecord, ...]
-    started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
+    #: When the summary was made, at the end of the run.
+    finished: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
 
     @property
     def counts(self) -> dict[Status, int]:
@@ -266,11 +266,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return [_plain(v) for v in value]
     return value
-
-
-def as_path_text(path: Path) -> str:
-    """A path for display: relative to the working directory when below it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
