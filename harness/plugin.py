@@ -61,8 +61,9 @@ class BackendManager:
         self.name: str = config.getoption("netpol_backend") or config.getini("netpol_backend") or DEFAULT_BACKEND
         self.upgrade = bool(config.getoption("calico_upgrade", False))
         if self.name == "kind":
+            kind = backend_module("kind")
             self.variants = calico_variants(
-                config.getoption("calico_version", None), config.getoption("cluster_name", None), not self.upgrade
+                config.getoption("calico_version", None), kind.cluster_name(config), not self.upgrade
             )
         else:
             self.variants = [DEFAULT_VARIANT]

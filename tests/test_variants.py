@@ -89,6 +89,10 @@ class StandInKind(ModelBackend):
         return {"backend": "kind", "cni": "calico", "cni_version": self.version}
 
 
+def cluster_name(options):
+    return options.getoption("cluster_name") or "netpol-harness"
+
+
 def create(options, progress=None):
     return StandInKind(options.getoption("calico_version")[0])
 '''

@@ -1,31 +1,61 @@
 """A thin wrapper around the official ``kubernetes`` client: the calls the
-cluster backends make, with the client's exceptions turned into the harness's.
+cluster backends make, each through one guard that turns whatever the client
+raises (an API answer, a refused or reset connection, a broken exec stream, a
+reply that is not the API's JSON) into a :class:`~harness.errors.BackendError`
+saying what failed and against which API server.
 
 Imported only when a cluster backend is created (the client is slow to import).
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
+from websocket import (
+    WebSocketBadStatusException,
+    WebSocketConnectionClosedException,
+    WebSocketException,
+    WebSocketTimeoutException,
+)
 
 from harness.errors import BackendError, BackendUnavailable
 
 log = logging.getLogger("harness.kube")
 
+T = TypeVar("T")
+
 #: Field manager of every server-side apply the harness makes.
 FIELD_MANAGER = "netpol-harness"
 #: Seconds one API request may take.
 REQUEST_TIMEOUT = 30.0
+#: Content type of a server-side apply (a JSON body is valid YAML).
+APPLY_PATCH = "application/apply-patch+yaml"
+
+#: A request that got no answer: refused, reset, TLS, timed out (urllib3 and
+#: sockets), or an exec stream that broke (websocket).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+    WebSocketException,
+)
+#: An answer that is not the API's JSON (a proxy's HTML page, a truncated body): the
+#: client fails while decoding it. AttributeError as well, because the client raises
+#: one of its own when an exec cannot connect (it decodes an error body that is None).
+REPLY_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -38,14 +68,65 @@ class ExecResult:
     error: str = ""
 
 
-def _reason(err: ApiException) -> str:
-    import json
+def _one_line(text: object, limit: int = 200) -> str:
+    """``text`` on one line of printable characters, shortened."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
+
+def _message_of(body: object, fallback: object) -> str:
+    """The ``message`` of the API's Status object in ``body``, else ``fallback``."""
     try:
-        body = json.loads(err.body or "{}")
-        return str(body.get("message") or err.reason)
-    except (ValueError, TypeError):
-        return str(err.reason or err)
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        message = json.loads(text or "{}").get("message") if isinstance(text, str) else None
+    except (ValueError, TypeError, AttributeError):
+        message = None
+    return _one_line(message or fallback)
+
+
+def _reason(err: ApiException) -> str:
+    return _message_of(err.body, err.reason or err)
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """The error that says why. When an exec cannot connect, the client wraps the
+    websocket's error in an ApiException with status 0, and then, handling that,
+    raises an AttributeError of its own."""
+    if isinstance(err, AttributeError) and isinstance(err.__context__, ApiException):
+        err = err.__context__
+    if isinstance(err, ApiException) and not err.status and err.__context__ is not None:
+        err = err.__context__
+    for _ in range(5):  # urllib3: retries exhausted → protocol or connection error → the socket's
+        if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason is not None:
+            err = err.reason
+        elif isinstance(err, urllib3.exceptions.ProtocolError) and len(err.args) > 1 and isinstance(err.args[1], BaseException):
+            err = err.args[1]
+        elif isinstance(err, urllib3.exceptions.NewConnectionError) and isinstance(err.__cause__, OSError):
+            err = err.__cause__  # refused, unreachable: the socket's own words
+        else:
+            break
+    return err
+
+
+def describe_failure(err: BaseException, server: str) -> str:
+    """Why a request to ``server`` failed, in one line."""
+    err = _unwrap(err)
+    said = f"{type(err).__name__}: {_one_line(err)}"
+    if isinstance(err, ApiException) and err.status:
+        return f"the API server at {server} answered {err.status}: {_reason(err)}"
+    if isinstance(err, WebSocketBadStatusException):
+        message = _message_of(err.resp_body, err.status_message)
+        return f"the API server at {server} answered {err.status_code} instead of opening the exec stream: {message}"
+    if isinstance(err, ApiException):
+        return f"no answer from the API server at {server} ({_one_line(err.reason)})"
+    if (isinstance(err, http.client.HTTPException) and not isinstance(err, ConnectionError)) or (
+        isinstance(err, WebSocketException)
+        and not isinstance(err, WebSocketConnectionClosedException | WebSocketTimeoutException)
+    ):
+        return f"the API server at {server} answered with something that is not HTTP ({said})"
+    if isinstance(err, TRANSPORT_ERRORS):
+        return f"no answer from the API server at {server} ({said})"
+    return f"the API server at {server} sent a reply that is not a Kubernetes API response ({said})"
 
 
 class KubeClient:
@@ -75,7 +156,6 @@ class KubeClient:
         self.networking = k8s.NetworkingV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self.apps = k8s.AppsV1Api(self.api)
-        self._policy_resource: Any = None
 
     @staticmethod
     def _current_context(kubeconfig: str | None) -> str | None:
@@ -96,17 +176,53 @@ class KubeClient:
         result = self.api.sanitize_for_serialization(obj)
         return result if isinstance(result, dict) else {}
 
+    # -- the guard --------------------------------------------------------------------
+
+    def _guard(self, what: str, action: Callable[[], T]) -> T:
+        """Run one API call; every way it can fail becomes a BackendError naming
+        ``what`` (``delete namespace shop``) and the API server."""
+        try:
+            return action()
+        except BackendError:
+            raise
+        except (ApiException, *TRANSPORT_ERRORS, *REPLY_ERRORS) as err:
+            raise BackendError(f"cannot {what}: {describe_failure(err, self.server)}") from None
+
+    def _guard_absent(self, what: str, action: Callable[[], T], absent: Collection[int] = (404,)) -> T | None:
+        """:meth:`_guard`, with None when the API server answers one of ``absent``."""
+
+        def attempt() -> T | None:
+            try:
+                return action()
+            except ApiException as err:
+                if err.status in absent:
+                    return None
+                raise
+
+        return self._guard(what, attempt)
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        return self._guard(what, lambda: fn(*args, **kwargs))
+
+    def _call_absent(
+        self, what: str, fn: Callable[..., T], *args: Any, absent: Collection[int] = (404,), **kwargs: Any
+    ) -> T | None:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        return self._guard_absent(what, lambda: fn(*args, **kwargs), absent)
+
+    def _not_api_reply(self, what: str, expected: str) -> BackendError:
+        return BackendError(f"cannot {what}: the API server at {self.server} sent a reply that is not {expected}")
+
     # -- cluster ----------------------------------------------------------------------
 
     def server_version(self, timeout: float = REQUEST_TIMEOUT) -> str:
         try:
-            return str(k8s.VersionApi(self.api).get_code(_request_timeout=timeout).git_version)
-        except ApiException as err:
-            raise BackendUnavailable(f"the API server at {self.server} answered {err.status}: {_reason(err)}") from None
-        except Exception as err:  # urllib3 raises many kinds: refused, TLS, timeout
+            info = self._call("ask for the Kubernetes version", k8s.VersionApi(self.api).get_code, _request_timeout=timeout)
+            return str(info.git_version)
+        except BackendError as err:
             raise BackendUnavailable(
-                f"cannot reach the API server at {self.server}: {type(err).__name__}: {err}. "
-                "Check that the cluster runs and that the kubeconfig and context are the right ones"
+                f"{err}. Check that the cluster runs and that the kubeconfig and context are the right ones"
             ) from None
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -122,53 +238,62 @@ class KubeClient:
         return sum(1 for n in nodes if is_ready(n)), len(nodes)
 
     def tigera_statuses(self) -> dict[str, bool]:
-        try:
-            listing = self.custom.list_cluster_custom_object(
-                "operator.tigera.io", "v1", "tigerastatuses", _request_timeout=REQUEST_TIMEOUT
-            )
-        except ApiException as err:
-            if err.status == 404:  # the CRD is not there yet
-                return {}
-            raise BackendError(f"cannot list tigerastatuses: {_reason(err)}") from None
+        """TigeraStatus name → Available; empty while the CRD does not exist yet."""
+        what = "list tigerastatuses"
+        listing = self._call_absent(what, self.custom.list_cluster_custom_object, "operator.tigera.io", "v1", "tigerastatuses")
+        if listing is None:
+            return {}
+        if not isinstance(listing, dict) or not isinstance(listing.get("items", []), list):
+            raise self._not_api_reply(what, "a list of TigeraStatus objects")
         statuses = {}
         for item in listing.get("items", []):
-            conditions = (item.get("status") or {}).get("conditions") or []
-            statuses[str(item["metadata"]["name"])] = any(
-                c.get("type") == "Available" and c.get("status") == "True" for c in conditions
-            )
+            name = ((item or {}).get("metadata") or {}).get("name")
+            if not name:
+                continue
+            conditions = ((item or {}).get("status") or {}).get("conditions") or []
+            statuses[str(name)] = any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
         return statuses
 
     def daemonset_images(self, names: tuple[str, ...], namespaces: tuple[str, ...]) -> dict[str, str]:
-        """Image of the first container of each DaemonSet found, by name."""
+        """Image of the first container of each DaemonSet found, by name. A DaemonSet
+        that is not there, or that this user may not read, is skipped."""
         found: dict[str, str] = {}
         for namespace in namespaces:
             for name in names:
-                try:
-                    ds = self.apps.read_namespaced_daemon_set(name, namespace, _request_timeout=REQUEST_TIMEOUT)
-                except ApiException:
-                    continue
-                found.setdefault(name, str(ds.spec.template.spec.containers[0].image))
+                read = self._call_absent(
+                    f"read DaemonSet {namespace}/{name}",
+                    self.apps.read_namespaced_daemon_set,
+                    name,
+                    namespace,
+                    absent=(403, 404),
+                )
+                template = ((self.to_dict(read) if read is not None else {}).get("spec") or {}).get("template") or {}
+                containers = (template.get("spec") or {}).get("containers") or []
+                if containers and containers[0].get("image"):
+                    found.setdefault(name, str(containers[0]["image"]))
         return found
 
     # -- namespaces -------------------------------------------------------------------
 
     def read_namespace(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.to_dict(self.core.read_namespace(name, _request_timeout=REQUEST_TIMEOUT))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise BackendError(f"cannot read namespace {name}: {_reason(err)}") from None
+        what = f"read namespace {name}"
+        found = self._call_absent(what, self.core.read_namespace, name)
+        if found is None:
+            return None
+        namespace = self.to_dict(found)
+        if (namespace.get("metadata") or {}).get("name") != name:
+            raise self._not_api_reply(what, f"the Namespace {name}")
+        return namespace
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        return [self.to_dict(n) for n in self._call("list namespaces", self.core.list_namespace).items]
 
     def create_namespace(self, manifest: Mapping[str, Any]) -> None:
         self._call(f"create namespace {manifest['metadata']['name']}", self.core.create_namespace, dict(manifest))
 
     def delete_namespace(self, name: str) -> None:
-        try:
-            self.core.delete_namespace(name, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as err:
-            if err.status != 404:
-                raise BackendError(f"cannot delete namespace {name}: {_reason(err)}") from None
+        """Start deleting a namespace; one that is not there is no error."""
+        self._call_absent(f"delete namespace {name}", self.core.delete_namespace, name)
 
     def set_namespace_labels(self, name: str, labels: Mapping[str, str]) -> None:
         patch = [{"op": "add", "path": "/metadata/labels", "value": dict(labels)}]
@@ -185,11 +310,9 @@ class KubeClient:
         return [self.to_dict(p) for p in self._call(f"list pods in {namespace}", self.core.list_namespaced_pod, namespace).items]
 
     def delete_pod(self, namespace: str, name: str) -> None:
-        try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as err:
-            if err.status != 404:
-                raise BackendError(f"cannot delete pod {namespace}/{name}: {_reason(err)}") from None
+        """Delete a pod at once; one that is not there is no error."""
+        what = f"delete pod {namespace}/{name}"
+        self._call_absent(what, self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0)
 
     def set_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
         # A JSON patch "add" replaces the whole map: labels not given are removed.
@@ -197,92 +320,77 @@ class KubeClient:
         self._call(f"relabel pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace, patch)
 
     def exec(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> ExecResult:
-        """Run ``command`` in a container and wait at most ``timeout`` seconds. Each
-        call has its own ApiClient: ``stream`` patches the client it is given, so
-        concurrent execs must not share one."""
+        """Run ``command`` in a container and wait at most ``timeout`` seconds. A
+        failed exec is a result with ``error`` set (the guard's message), so that a
+        probe round reports it per cell. Each call has its own ApiClient: ``stream``
+        patches the client it is given, so concurrent execs must not share one."""
+        what = f"run a command in pod {namespace}/{pod}"
         api = k8s.ApiClient(self.configuration)
+        resp: Any = None
         try:
-            resp = stream(
-                k8s.CoreV1Api(api).connect_get_namespaced_pod_exec,
-                pod,
-                namespace,
-                container=container,
-                command=command,
-                stderr=True,
-                stdin=False,
-                stdout=True,
-                tty=False,
-                _preload_content=False,
+            resp = self._guard(
+                what,
+                lambda: stream(
+                    k8s.CoreV1Api(api).connect_get_namespaced_pod_exec,
+                    pod,
+                    namespace,
+                    container=container,
+                    command=command,
+                    stderr=True,
+                    stdin=False,
+                    stdout=True,
+                    tty=False,
+                    _preload_content=False,
+                ),
             )
-        except ApiException as err:
-            api.close()
-            return ExecResult(None, "", "", f"exec failed: {err.reason or err}")
-        try:
-            resp.run_forever(timeout=timeout)
-            finished = not resp.is_open()
-            stdout = resp.read_stdout() or ""
-            stderr = resp.read_stderr() or ""
-            if not finished:
-                return ExecResult(None, stdout, stderr, f"no exit after {timeout:.0f}s")
-            try:
-                code = resp.returncode
-            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
-                return ExecResult(None, stdout, stderr, f"exec ended without an exit code ({err!r})")
-            return ExecResult(code, stdout, stderr)
+            return self._guard(what, lambda: _collect(resp, timeout))
+        except BackendError as err:
+            return ExecResult(None, "", "", str(err))
         finally:
-            resp.close()
+            if resp is not None:
+                with suppress(*TRANSPORT_ERRORS):
+                    resp.close()
             api.close()
 
     # -- policies ---------------------------------------------------------------------
 
-    def _policies(self) -> Any:
-        if self._policy_resource is None:
-            from kubernetes.dynamic import DynamicClient
-
-            dynamic = self._guard("discover the API", lambda: DynamicClient(self.api))
-            self._policy_resource = dynamic.resources.get(api_version="networking.k8s.io/v1", kind="NetworkPolicy")
-        return self._policy_resource
-
     def apply_policy(self, manifest: Mapping[str, Any]) -> None:
         """Server-side apply, owned by the harness's field manager."""
         meta = manifest["metadata"]
-        resource = self._policies()
-        self._call(
-            f"apply NetworkPolicy {meta['namespace']}/{meta['name']}",
-            resource.server_side_apply,
-            body=dict(manifest),
-            namespace=meta["namespace"],
+        what = f"apply NetworkPolicy {meta['namespace']}/{meta['name']}"
+        applied = self._call(
+            what,
+            self.networking.patch_namespaced_network_policy,
+            meta["name"],
+            meta["namespace"],
+            dict(manifest),
             field_manager=FIELD_MANAGER,
-            force_conflicts=True,
+            force=True,
+            _content_type=APPLY_PATCH,
         )
+        if (self.to_dict(applied).get("metadata") or {}).get("name") != meta["name"]:
+            raise self._not_api_reply(what, "the NetworkPolicy applied")
 
     def delete_policy(self, namespace: str, name: str) -> bool:
         """False when there was no such policy."""
-        try:
-            self.networking.delete_namespaced_network_policy(name, namespace, _request_timeout=REQUEST_TIMEOUT)
-            return True
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise BackendError(f"cannot delete NetworkPolicy {namespace}/{name}: {_reason(err)}") from None
+        what = f"delete NetworkPolicy {namespace}/{name}"
+        return self._call_absent(what, self.networking.delete_namespaced_network_policy, name, namespace) is not None
 
     def delete_all_policies(self, namespace: str) -> None:
         what = f"delete the NetworkPolicies of {namespace}"
         self._call(what, self.networking.delete_collection_namespaced_network_policy, namespace)
 
-    # -- helpers ----------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-        return self._guard(what, lambda: fn(*args, **kwargs))
-
-    @staticmethod
-    def _guard(what: str, action: Any) -> Any:
-        try:
-            return action()
-        except ApiException as err:
-            raise BackendError(f"cannot {what}: {err.status} {_reason(err)}") from None
-        except BackendError:
-            raise
-        except Exception as err:  # connection errors from urllib3
-            raise BackendError(f"cannot {what}: {type(err).__name__}: {err}") from None
+def _collect(resp: Any, timeout: float) -> ExecResult:
+    """Wait for an exec stream to end and read what it left."""
+    resp.run_forever(timeout=timeout)
+    finished = not resp.is_open()
+    stdout = resp.read_stdout() or ""
+    stderr = resp.read_stderr() or ""
+    if not finished:
+        return ExecResult(None, stdout, stderr, f"no exit after {timeout:.0f}s")
+    try:
+        code = resp.returncode
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        return ExecResult(None, stdout, stderr, f"exec ended without an exit code ({err!r})")
+    return ExecResult(code, stdout, stderr)

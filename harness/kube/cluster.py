@@ -10,14 +10,16 @@ ports): between scenarios only policies are removed and labels restored.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from harness.backends.base import Backend, Deployment, Probe
-from harness.errors import BackendError, BackendUnavailable
+from harness.errors import BackendError, BackendUnavailable, HarnessError
 from harness.kube.client import KubeClient
 from harness.kube.manifests import (
     ANNOTATION_RUN,
@@ -31,16 +33,17 @@ from harness.kube.naming import NamespaceMap
 from harness.kube.probe_script import (
     ProbeTarget,
     kubectl_exec_command,
+    kubectl_line,
     observation,
     parse_output,
     round_timeout,
     script_command,
     single_probe_command,
 )
-from harness.kube.progress import Progress
 from harness.kube.waiting import wait_until
 from harness.matrix import Observation, Outcome
 from harness.policy import NetworkPolicy
+from harness.runner import Progress
 from harness.topology import ExternalHost, PodSpec, Protocol, Topology
 
 log = logging.getLogger("harness.kube")
@@ -137,7 +140,7 @@ class ClusterBackend(Backend):
             elif self.adopt_existing_namespaces:
                 # kube-system, default...: used as they are, and given back as they were.
                 before = ((existing.get("metadata") or {}).get("labels")) or {}
-                self._adopted[real] = self.names.namespace_labels(before)
+                self._adopted.setdefault(real, self.names.namespace_labels(before))
                 self.kube.set_namespace_labels(real, labels)
             else:
                 raise BackendError(f"namespace {real} already exists on the cluster and was not created by this run")
@@ -275,10 +278,9 @@ class ClusterBackend(Backend):
             self.names.real(pod.namespace), pod.name, CONTAINER, ["sh", "-c", "command -v socat || echo missing"], 60
         )
         if result.exit_code is None:
-            raise BackendError(
-                f"cannot run commands in pod {pod.id} ({result.error or result.stderr.strip()}); "
-                "probing needs the pods/exec permission"
-            )
+            why = result.error or result.stderr.strip() or "no reason given"
+            hint = "; probing runs commands in the pods, which needs the pods/exec permission" if "answered 403" in why else ""
+            raise BackendError(f"cannot run commands in pod {pod.id}: {why}{hint}")
         self._socat = "missing" not in result.stdout
 
     # -- policies and labels ------------------------------------------------------------
@@ -387,40 +389,64 @@ class ClusterBackend(Backend):
 
     def _teardown(self, wait: bool) -> None:
         """Remove what this backend put on the cluster; with ``wait``, until the
-        namespaces are gone (their names are about to be reused)."""
-        errors = []
-        self.stop_externals()
-        created, self._created = self._created, []
-        for real in created:
+        namespaces are gone (their names are about to be reused).
+
+        One failed call does not stop the others. What could not be removed stays
+        recorded, so a later teardown tries again, and the error lists it with the
+        commands that remove it by hand."""
+        problems: list[str] = []
+
+        def done(action: Callable[[], object]) -> bool:
             try:
-                self.kube.delete_namespace(real)
-            except BackendError as err:
-                errors.append(str(err))
-        for real, name in self._pods_in_adopted:
-            try:
-                self.kube.delete_pod(real, name)
-            except BackendError as err:
-                errors.append(str(err))
-        for real, name in sorted(self._applied):
-            if real in self._adopted:
-                try:
-                    self.kube.delete_policy(real, name)
-                except BackendError as err:
-                    errors.append(str(err))
-        for real, labels in self._adopted.items():
-            try:
-                self.kube.set_namespace_labels(real, labels)
-            except BackendError as err:
-                errors.append(str(err))
-        adopted_pods = list(self._pods_in_adopted)
-        self._pods_in_adopted, self._adopted, self._applied = [], {}, set()
+                action()
+            except HarnessError as err:
+                problems.append(str(err))
+                return False
+            return True
+
+        done(self.stop_externals)
+        created = list(self._created)
+        deleted = [real for real in created if done(partial(self.kube.delete_namespace, real))]
+        self._created = [real for real in created if real not in deleted]
+        removed_pods = [pod for pod in self._pods_in_adopted if done(partial(self.kube.delete_pod, *pod))]
+        self._pods_in_adopted = [pod for pod in self._pods_in_adopted if pod not in removed_pods]
+        # Policies in namespaces this backend created go with the namespace (now or on a later try).
+        self._applied = {
+            (real, name)
+            for real, name in sorted(self._applied)
+            if real not in created and not done(partial(self.kube.delete_policy, real, name))
+        }
+        self._adopted = {
+            real: labels
+            for real, labels in self._adopted.items()
+            if not done(partial(self.kube.set_namespace_labels, real, labels))
+        }
         self._addresses = {}
         self._topology = None
-        if errors:
-            raise BackendError("cleanup was incomplete:\n" + "\n".join(f"  - {e}" for e in errors))
+        if problems:
+            raise BackendError(
+                "cleanup was incomplete:\n" + "\n".join(f"  - {problem}" for problem in problems) + self._leftovers_text()
+            )
         if wait:
-            self._wait_namespaces_gone(created)
-            self._wait_pods_gone(adopted_pods)
+            self._wait_namespaces_gone(deleted)
+            self._wait_pods_gone(removed_pods)
+
+    def _leftovers_text(self) -> str:
+        """What a failed teardown left on the cluster, with a command per object."""
+        kubeconfig, context = self.kubectl_target()
+        lines: list[str] = []
+        for real in self._created:
+            lines.append(kubectl_line(kubeconfig, context, ["delete", "namespace", real]))
+        for real, name in self._pods_in_adopted:
+            lines.append(kubectl_line(kubeconfig, context, ["delete", "pod", "-n", real, name]))
+        for real, name in sorted(self._applied):
+            lines.append(kubectl_line(kubeconfig, context, ["delete", "networkpolicy", "-n", real, name]))
+        for real, labels in self._adopted.items():
+            patch = json.dumps([{"op": "add", "path": "/metadata/labels", "value": labels}], sort_keys=True)
+            lines.append(kubectl_line(kubeconfig, context, ["patch", "namespace", real, "--type=json", "-p", patch]))
+        if not lines:
+            return ""
+        return "\nleft on the cluster; remove it with:\n" + "\n".join(f"  {line}" for line in lines)
 
     def _wait_pods_gone(self, pods: Sequence[tuple[str, str]]) -> None:
         if not pods:

@@ -9,16 +9,27 @@ a shared cluster has no place to start them, so probes to them are reported as
 unsupported. The cluster must allow the safe sysctl
 ``net.ipv4.ip_unprivileged_port_start`` for pods that serve ports below 1024, and
 pods/exec for the harness's user.
+
+A run that is killed outright (SIGKILL, a lost machine) cannot clean up; its
+namespaces stay. ``--sweep-leftovers`` deletes them before the run: every
+``nph-`` namespace whose run annotation names another run. Only on request, since
+on a shared cluster another run of the harness may still be using its own.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness.backends.base import OptionSource
+from harness.errors import BackendError, HarnessError
 from harness.kube.client import KubeClient
 from harness.kube.cluster import ClusterBackend, new_run_id
-from harness.kube.naming import NamespaceMap
-from harness.kube.progress import Progress, reporter
+from harness.kube.manifests import ANNOTATION_RUN
+from harness.kube.naming import PREFIX, NamespaceMap
+from harness.kube.probe_script import kubectl_line
+from harness.kube.progress import reporter
 from harness.kube.versions import load_versions
+from harness.runner import Progress
 
 
 class ExistingBackend(ClusterBackend):
@@ -41,6 +52,49 @@ class ExistingBackend(ClusterBackend):
 
     def close(self) -> None:
         self.close_namespaces()
+
+    def sweep_leftovers(self) -> list[str]:
+        """Delete the namespaces that earlier runs of the harness left behind (named
+        ``nph-…``, annotated with a run id other than this run's); return their names.
+        Every one is tried; those that could not be deleted are listed in one error."""
+        stale = [(ns, run) for ns in self.kube.list_namespaces() if (run := leftover_run(ns, self.run_id))]
+        swept: list[str] = []
+        left: list[str] = []
+        problems: list[str] = []
+        for ns, run in stale:
+            meta = ns.get("metadata") or {}
+            name = str(meta["name"])
+            if meta.get("deletionTimestamp"):
+                self.progress(f"namespace {name} of run {run} is already being deleted")
+                continue
+            try:
+                self.kube.delete_namespace(name)
+            except HarnessError as err:
+                problems.append(str(err))
+                left.append(name)
+                continue
+            self.progress(f"deleting namespace {name}, left over by run {run}")
+            swept.append(name)
+        if problems:
+            kubeconfig, context = self.kubectl_target()
+            raise BackendError(
+                "--sweep-leftovers could not delete every namespace left by earlier runs:\n"
+                + "\n".join(f"  - {problem}" for problem in problems)
+                + "\ndelete them with:\n"
+                + "\n".join(f"  {kubectl_line(kubeconfig, context, ['delete', 'namespace', name])}" for name in left)
+            )
+        return swept
+
+
+def leftover_run(namespace: dict[str, Any], current_run: str) -> str | None:
+    """The run id of a namespace that another run of the harness created, else None
+    (a namespace that is not the harness's, or one of this run's). Both marks must
+    agree: the name ``nph-<run id>-…`` and the annotation with that run id."""
+    meta = namespace.get("metadata") or {}
+    run = str((meta.get("annotations") or {}).get(ANNOTATION_RUN) or "")
+    if not run or run == current_run or not str(meta.get("name", "")).startswith(f"{PREFIX}-{run}-"):
+        return None
+    return run
 
 
 def detect_cni(kube: KubeClient) -> dict[str, str]:
@@ -67,4 +121,12 @@ def create_existing_backend(options: OptionSource, progress: Progress | None = N
         f"using the cluster of context {kube.context or '(current)'} at {kube.server} (Kubernetes {version}); "
         f"namespaces of this run are named nph-{run_id}-<namespace>"
     )
-    return ExistingBackend(kube, image, report, version, run_id)
+    backend = ExistingBackend(kube, image, report, version, run_id)
+    if options.getoption("sweep_leftovers", False):
+        try:
+            swept = backend.sweep_leftovers()
+        except BaseException:
+            kube.close()
+            raise
+        report(f"--sweep-leftovers: deleted {len(swept)} namespace(s) of earlier runs" if swept else "--sweep-leftovers: none")
+    return backend

@@ -1,17 +1,26 @@
 """Destinations outside the cluster (``topology.externals``) on a kind cluster.
 
-Each external host is an agnhost porter container at its declared IPv4 address,
-so egress scenarios are hermetic: nothing leaves the machine. An address such as
-203.0.113.10 is not in the ``kind`` Docker network, so the harness creates one
-Docker bridge network per /24 that holds external hosts (203.0.113.0/24), attaches
-every kind node to it with an address of its own, and starts the hosts there.
+Each external host is an agnhost porter container at its declared IPv4 address.
+An address such as 203.0.113.10 is not in the ``kind`` Docker network, so the
+harness creates one Docker bridge network per /24 that holds external hosts
+(203.0.113.0/24), attaches every kind node to it with an address of its own, and
+starts the hosts there.
 
-A pod's packet to 203.0.113.10 then leaves its node through that network's
-interface (the node has a connected route to the /24), with the pod's address
-translated to the node's by Calico's ``natOutgoing`` (on in Calico's default IP
-pool), so the reply comes straight back. Egress policy is enforced at the source
-pod, before that translation. The gateway of each network (the host bridge) and
-the node addresses are taken from the top of the /24, below the hosts' own.
+These networks are created ``--internal``: Docker gives them no route off the
+machine (no masquerading, no forwarding to other interfaces, and no default
+gateway for the containers on them), so an external host answers the kind nodes
+and nothing else, and a probe sent to one never leaves the machine.
+
+The reply path stays on-link. A pod's packet to 203.0.113.10 leaves its node
+through the interface on that network (the node has a connected route to the
+/24), with the pod's address translated to the node's address on that interface by
+Calico's ``natOutgoing`` (on in Calico's default IP pool; it masquerades traffic
+from the pool to any address outside it). The host answers that address, which is
+in its own /24, so the reply goes straight back to the node over the bridge, where
+the translation is undone. Nothing is routed through the gateway, which an internal
+network does not forward anyway. Egress policy is enforced at the source pod, before
+that translation. The gateway of each network (the host bridge) and the node
+addresses are taken from the top of the /24, below the hosts' own.
 """
 
 from __future__ import annotations
@@ -24,8 +33,8 @@ from types import MappingProxyType
 
 from harness.errors import BackendError
 from harness.kube.manifests import RUN_AS_USER, UNPRIVILEGED_PORT_SYSCTL, needs_low_ports, porter_env
-from harness.kube.progress import Progress
 from harness.kube.tools import last_line, run
+from harness.runner import Progress
 from harness.topology import ExternalHost
 
 LABEL = "netpol-harness.cluster"
@@ -100,6 +109,8 @@ def network_create_command(docker: Path, cluster: str, network: ExternalNetwork)
         "create",
         "--driver",
         "bridge",
+        # No route off the machine: the hosts answer the nodes on the same bridge only.
+        "--internal",
         "--subnet",
         str(network.subnet),
         "--gateway",

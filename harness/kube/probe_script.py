@@ -143,13 +143,17 @@ def observation(line: ProbeLine | None, expected_identity: str, command: str, mi
 
 
 def single_probe_command(protocol: Protocol, address: str, port: int, timeout: float, socat: bool = True) -> list[str]:
-    """The in-pod command that repeats one probe by hand, as the script runs it."""
+    """The in-pod command that repeats one probe by hand, as the script runs it.
+    ``address`` is quoted inside the ``sh -c`` script: a placeholder such as
+    ``<address of shop/api>`` stays one word instead of becoming a redirection."""
     t = seconds_arg(timeout)
     if socat and protocol is Protocol.TCP:
         request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
-        return ["sh", "-c", f"{request} | socat -T{t} -t{t} - TCP4:{address}:{port},connect-timeout={t}"]
+        target = shlex.quote(f"TCP4:{address}:{port},connect-timeout={t}")
+        return ["sh", "-c", f"{request} | socat -T{t} -t{t} - {target}"]
     if socat and protocol is Protocol.UDP:
-        return ["sh", "-c", f"printf 'hostname\\n' | socat -T{t} -t{t} - UDP4:{address}:{port}"]
+        target = shlex.quote(f"UDP4:{address}:{port}")
+        return ["sh", "-c", f"printf 'hostname\\n' | socat -T{t} -t{t} - {target}"]
     ms = max(1, round(timeout * 1000))
     return ["/agnhost", "connect", f"{address}:{port}", f"--timeout={ms}ms", f"--protocol={protocol.value.lower()}"]
 
@@ -163,10 +167,14 @@ def kubectl_exec_command(
     command: Iterable[str],
 ) -> str:
     """A ``kubectl exec`` line a user can paste."""
-    args = ["kubectl"]
+    return kubectl_line(kubeconfig, context, ["exec", "-n", namespace, pod, "-c", container, "--", *command])
+
+
+def kubectl_line(kubeconfig: str | None, context: str | None, args: Iterable[str]) -> str:
+    """A ``kubectl`` line a user can paste, quoted for a POSIX shell."""
+    words = ["kubectl"]
     if kubeconfig:
-        args += ["--kubeconfig", kubeconfig]
+        words += ["--kubeconfig", kubeconfig]
     if context:
-        args += ["--context", context]
-    args += ["exec", "-n", namespace, pod, "-c", container, "--", *command]
-    return shlex.join(args)
+        words += ["--context", context]
+    return shlex.join([*words, *args])

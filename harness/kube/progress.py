@@ -1,8 +1,9 @@
 """Progress reporting for steps that take longer than a few seconds.
 
-A backend reports through a ``Progress`` callback (the plugin prints it on the
-terminal) and through ``logging``. ``heartbeat`` repeats a message while a
-blocking call (``kind create cluster``) runs, so a long step never looks hung.
+A backend reports through a :data:`harness.runner.Progress` callback (the plugin
+prints it on the terminal) and through ``logging``: :func:`reporter` does both.
+:func:`heartbeat` repeats a message while a blocking call (``kind create
+cluster``) runs, so a long step never looks hung.
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-Progress = Callable[[str], None]
+from harness.runner import Progress
 
 log = logging.getLogger("harness.kube")
-
-
-def quiet(message: str) -> None:
-    """A progress callback that only logs."""
 
 
 def reporter(callback: Progress | None) -> Progress:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from harness.errors import BackendError
-from harness.kube.progress import Progress
+from harness.runner import Progress
 
 #: ``check()`` returns (done, what is still missing).
 Check = Callable[[], tuple[bool, str]]

@@ -1,7 +1,11 @@
 """An in-memory stand-in for the Kubernetes API server (none can run here), with
 the interface of harness.kube.client.KubeClient. Everything else is real: exec
 runs the probe command on this machine, where every pod's address is a loopback
-address served by real sockets answering as agnhost porter does."""
+address served by real sockets answering as agnhost porter does.
+
+Calls named in ``broken_calls`` (``"delete namespace nph-r1-shop"``) go instead to
+``broken``, a real KubeClient whose API server fails them, so they raise exactly
+the error the client raises."""
 
 from __future__ import annotations
 
@@ -92,7 +96,13 @@ class InMemoryCluster:
         self.pod_waiting_reason: str | None = None
         self.servers = PodServers()
         self.identity_override: dict[str, str] = {}
+        self.node_labels: dict[str, str] = {}
+        self.broken: Any = None
+        self.broken_calls: set[str] = set()
         self.closed = False
+
+    def _fails(self, call: str) -> bool:
+        return call in self.broken_calls and self.broken is not None
 
     # -- namespaces
     def read_namespace(self, name: str) -> dict[str, Any] | None:
@@ -113,7 +123,12 @@ class InMemoryCluster:
         self.namespaces[name] = ns
         self.calls.append(f"create namespace {name}")
 
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(ns) for name, ns in sorted(self.namespaces.items()) if name not in self.terminating]
+
     def delete_namespace(self, name: str) -> None:
+        if self._fails(f"delete namespace {name}"):
+            self.broken.delete_namespace(name)
         self.calls.append(f"delete namespace {name}")
         self.deleted_namespaces.append(name)
         if name in self.namespaces:
@@ -124,6 +139,8 @@ class InMemoryCluster:
             del self.policies[key]
 
     def set_namespace_labels(self, name: str, labels: Mapping[str, str]) -> None:
+        if self._fails(f"relabel namespace {name}"):
+            self.broken.set_namespace_labels(name, labels)
         # Like the API server: the name label is always there.
         self.namespaces[name]["metadata"]["labels"] = {**labels, NAME_LABEL: name}
 
@@ -131,7 +148,7 @@ class InMemoryCluster:
     def nodes(self) -> list[dict[str, Any]]:
         nodes = [
             {
-                "metadata": {"name": "control-plane", "labels": {}},
+                "metadata": {"name": "control-plane", "labels": dict(self.node_labels)},
                 "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]},
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]},
             }
@@ -139,7 +156,7 @@ class InMemoryCluster:
         for name in self.node_names:
             nodes.append(
                 {
-                    "metadata": {"name": name, "labels": {}},
+                    "metadata": {"name": name, "labels": dict(self.node_labels)},
                     "spec": {},
                     "status": {"conditions": [{"type": "Ready", "status": "True"}]},
                 }
@@ -180,6 +197,8 @@ class InMemoryCluster:
         return out
 
     def delete_pod(self, namespace: str, name: str) -> None:
+        if self._fails(f"delete pod {namespace}/{name}"):
+            self.broken.delete_pod(namespace, name)
         self.calls.append(f"delete pod {namespace}/{name}")
         self.pods.pop((namespace, name), None)
 
@@ -202,6 +221,8 @@ class InMemoryCluster:
         self.policies[(meta["namespace"], meta["name"])] = copy.deepcopy(dict(manifest))
 
     def delete_policy(self, namespace: str, name: str) -> bool:
+        if self._fails(f"delete NetworkPolicy {namespace}/{name}"):
+            self.broken.delete_policy(namespace, name)
         return self.policies.pop((namespace, name), None) is not None
 
     def delete_all_policies(self, namespace: str) -> None:

@@ -5,13 +5,18 @@ probe script with socat, against servers at each pod's loopback address."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import shlex
 import shutil
+import subprocess
 
 import pytest
-from cluster_double import InMemoryCluster  # the helper module beside this file
+from cluster_double import InMemoryCluster  # the helper modules beside this file
+from loopback_api import LoopbackApiServer
 
 from harness.backends.base import Probe
 from harness.errors import BackendError, BackendUnavailable
+from harness.kube.client import KubeClient
 from harness.kube.cluster import ClusterBackend
 from harness.kube.manifests import ANNOTATION_RUN
 from harness.kube.naming import NamespaceMap
@@ -242,3 +247,101 @@ def test_a_failed_deploy_leaves_reset_harmless_and_close_complete(cluster):
     assert cluster.calls.count("delete namespace nph-r1-shop") == 1
     backend.close()
     assert cluster.calls.count("delete namespace nph-r1-shop") == 2
+
+
+# -- teardown when the API server fails ---------------------------------------------------
+
+
+@pytest.fixture
+def broken_api(tmp_path):
+    """A real client whose API server resets every connection."""
+    server = LoopbackApiServer()
+    client = KubeClient(str(server.kubeconfig(tmp_path)))
+    yield client
+    client.close()
+    server.close()
+
+
+KUBECTL = "kubectl --kubeconfig /tmp/kubeconfig-of-the-double --context double"
+
+
+def borrowed_kube_system(cluster):
+    cluster.namespaces["kube-system"] = {
+        "metadata": {"name": "kube-system", "labels": {NAMESPACE_NAME_LABEL: "kube-system", "team": "core"}}
+    }
+
+
+def test_one_failed_deletion_does_not_stop_the_cleanup_and_is_tried_again(cluster, broken_api):
+    borrowed_kube_system(cluster)
+    backend = backend_on(cluster, adopt=True)
+    backend.deploy(TOPOLOGY)
+    backend.apply_policies([parse_policy({**POLICY.manifest, "metadata": {"name": "p", "namespace": "kube-system"}})])
+    cluster.broken = broken_api
+    cluster.broken_calls = {"delete namespace shop", "delete NetworkPolicy kube-system/p"}
+
+    smaller = Topology(namespaces=(NamespaceSpec("shop"),), pods=(PodSpec("shop", "web", {}, (HTTP,)),))
+    with pytest.raises(BackendError) as err:
+        backend.deploy(smaller)
+    message = str(err.value)
+    server = broken_api.server
+    assert message == (
+        "cleanup was incomplete:\n"
+        f"  - cannot delete namespace shop: no answer from the API server at {server} "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer)\n"
+        f"  - cannot delete NetworkPolicy kube-system/p: no answer from the API server at {server} "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer)\n"
+        "left on the cluster; remove it with:\n"
+        f"  {KUBECTL} delete namespace shop\n"
+        f"  {KUBECTL} delete networkpolicy -n kube-system p"
+    )
+    # Everything else was still removed or given back.
+    assert "delete pod kube-system/dns" in cluster.calls
+    assert cluster.namespaces["kube-system"]["metadata"]["labels"] == {NAMESPACE_NAME_LABEL: "kube-system", "team": "core"}
+    assert "shop" in cluster.namespaces and ("kube-system", "p") in cluster.policies
+
+    cluster.broken_calls = set()  # the API server answers again: the next deploy finishes the job first
+    calls_before = len(cluster.calls)
+    backend.deploy(smaller)
+    retried = cluster.calls[calls_before:]
+    assert retried.index("delete namespace shop") < retried.index("create namespace shop")
+    assert ("kube-system", "p") not in cluster.policies
+    backend.close()
+    assert cluster.calls.count("delete namespace shop") == 2
+
+
+def test_labels_that_could_not_be_given_back_come_with_the_command_that_restores_them(cluster, broken_api):
+    borrowed_kube_system(cluster)
+    backend = backend_on(cluster, adopt=True)
+    backend.deploy(TOPOLOGY)
+    cluster.broken = broken_api
+    cluster.broken_calls = {"relabel namespace kube-system"}
+    with pytest.raises(BackendError, match="cannot relabel namespace kube-system: no answer from the API server") as err:
+        backend.close()
+    assert cluster.deleted_namespaces == ["shop"]
+    command = str(err.value).splitlines()[-1].strip()
+    words = shlex.split(command)
+    assert words[:-2] == [*KUBECTL.split(), "patch", "namespace", "kube-system", "--type=json"]
+    assert words[-2] == "-p"
+    assert json.loads(words[-1]) == [{"op": "add", "path": "/metadata/labels", "value": {"team": "core"}}]
+
+
+def test_reproduce_command_for_an_endpoint_without_address_is_safe_to_paste(cluster, tmp_path):
+    backend = backend_on(cluster)
+    backend.deploy(Topology(namespaces=(NamespaceSpec("shop"),), pods=(PodSpec("shop", "web", {}, (HTTP,)),)))
+    elsewhere = PodSpec("shop", "api", {}, (HTTP,))
+    command = backend.reproduce_command(Probe(TOPOLOGY.pod("shop/web"), elsewhere, PortProtocol.parse("8080/TCP")))
+    backend.close()
+    script = shlex.split(command)[-1]
+    assert shlex.split(script)[-1] == "TCP4:<address of shop/api>:8080,connect-timeout=1"
+    # Run by a real shell with socat replaced by a function that prints its arguments:
+    # the placeholder is one argument, and no redirection creates or reads a file.
+    shown = subprocess.run(
+        ["sh", "-c", 'socat() { printf "%s\\n" "$@"; }; ' + script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    assert shown.stdout.splitlines()[-1] == "TCP4:<address of shop/api>:8080,connect-timeout=1"
+    assert list(tmp_path.iterdir()) == []

@@ -66,6 +66,7 @@ def test_docker_command_lines():
         "create",
         "--driver",
         "bridge",
+        "--internal",
         "--subnet",
         "198.51.100.0/24",
         "--gateway",

@@ -27,3 +27,10 @@ def test_reporter_logs_and_forwards(caplog):
         reporter(None)("only logged")
     assert seen == ["Calico v3.31.7 is available"]
     assert [r.getMessage() for r in caplog.records] == ["Calico v3.31.7 is available", "only logged"]
+
+
+def test_progress_is_the_runners_callback_type():
+    from harness.kube import progress
+    from harness.runner import Progress
+
+    assert progress.Progress is Progress

@@ -4,6 +4,7 @@ every version from clusters/versions.env."""
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -107,3 +108,33 @@ def test_e2e_publishes_reports_and_a_summary_even_on_failure(workflows):
     assert upload["with"]["path"].startswith("reports")
     summary = next(s for s in steps(job) if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
     assert summary["if"] == "always()"
+
+
+def test_e2e_upgrades_one_cluster_between_the_two_newest_pinned_minors(workflows, versions, recipes, repo, tmp_path):
+    data, _ = workflows["e2e"]
+    job = data["jobs"]["calico-upgrade"]
+    script = run_text(job)
+    command = re.search(r"^\s*(pytest .*\\\n.*)$", script, re.MULTILINE).group(1)
+    assert (
+        'pytest scenarios/ --backend kind --calico-version "$CALICO_FROM" --calico-version "$CALICO_TO" --calico-upgrade'
+        in command
+    )
+    assert "--report-dir reports" in command and "set -o pipefail" in script
+    assert "releases/download/${KIND_VERSION}/kind-linux-amd64" in script and script.count("sha256sum --check") == 2
+    # The step that picks the versions, run for real against clusters/versions.env.
+    pick = next(s["run"] for s in steps(job) if "CALICO_FROM" in s.get("run", "") and "GITHUB_ENV" in s["run"])
+    env_file = tmp_path / "github_env"
+    subprocess.run(["bash", "-c", pick], cwd=repo, env={"GITHUB_ENV": str(env_file), "PATH": "/usr/bin:/bin"}, check=True)
+    picked = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert [picked["CALICO_FROM"], picked["CALICO_TO"]] == supported_minors(versions, recipes)[-2:]
+    assert picked["KIND_VERSION"] == versions.kind_version
+
+
+def test_e2e_upgrade_job_publishes_the_differences_even_on_failure(workflows):
+    data, _ = workflows["e2e"]
+    job = data["jobs"]["calico-upgrade"]
+    summary = next(s for s in steps(job) if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert summary["if"] == "always()"
+    assert "differences between CNI versions" in summary["run"]
+    upload = next(s for s in steps(job) if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()" and upload["with"]["path"].startswith("reports")

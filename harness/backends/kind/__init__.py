@@ -9,13 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 from harness.backends.base import Backend, OptionSource
-from harness.kube.progress import Progress
+from harness.runner import Progress
+
+#: The cluster's name when --cluster-name is not given. Several --calico-version
+#: values without --calico-upgrade make one cluster per version, ``<name>-<version>``.
+DEFAULT_CLUSTER_NAME = "netpol-harness"
+#: pytest-kind-ng's own default for --cluster-name: pytest reports it when the option
+#: is not given, so it stands for "not given" (a cluster of that name is usually
+#: pytest-kind-ng's, with its own CNI).
+PYTEST_KIND_DEFAULT_NAME = "pytest-kind"
+
+
+def cluster_name(options: OptionSource) -> str:
+    """The kind cluster to create or reuse: --cluster-name, else the harness's own name."""
+    name = options.getoption("cluster_name", None)
+    return DEFAULT_CLUSTER_NAME if not name or name == PYTEST_KIND_DEFAULT_NAME else str(name)
 
 
 def add_options(group: Any) -> None:
     """Options of the kind backend. The cluster options (``--cluster-name``,
     ``--keep-cluster``, ``--kubeconfig``, ``--kind-image``, ``--kind-bin``,
-    ``--kind-kubectl-bin``) are pytest-kind-ng's and are read, not declared, here."""
+    ``--kind-kubectl-bin``) are pytest-kind-ng's and are read, not declared, here;
+    see :func:`cluster_name` for the name's default."""
     group.addoption(
         "--calico-version",
         action="append",
@@ -34,7 +49,8 @@ def add_options(group: Any) -> None:
         dest="calico_upgrade",
         help="with several --calico-version values, install the first, run the scenarios, upgrade the "
         "same cluster in place to the next (server-side apply, as Calico documents), run them again, "
-        "and so on; instead of one new cluster per version.",
+        "and so on; instead of one new cluster per version. Give the versions oldest first: Calico "
+        "cannot be downgraded in place.",
     )
 
 

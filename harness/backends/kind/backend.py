@@ -5,10 +5,16 @@ Calico, the probe image and the external hosts.
 or reuses the cluster, loads the probe image, installs Calico and waits for it.
 Whatever goes wrong on the way, including Ctrl-C, a cluster it created is deleted
 again; a cluster it did not create is never deleted.
+
+Clusters the harness creates are marked: ``clusters/kind-calico.yaml`` gives every
+node the label ``netpol-harness.io/cluster=kind-calico``. Only a marked cluster
+gets Calico installed or upgraded; an unmarked one (pytest-kind-ng's, someone's
+kindnet cluster) is used only if it already runs the Calico asked for.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import re
@@ -17,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import OptionSource
+from harness.backends.kind import cluster_name
 from harness.errors import BackendError, BackendUnavailable, HarnessError
 from harness.kube.calico import (
     CalicoRelease,
@@ -31,16 +38,18 @@ from harness.kube.client import KubeClient
 from harness.kube.cluster import ClusterBackend
 from harness.kube.externals import ExternalHosts
 from harness.kube.naming import NamespaceMap
-from harness.kube.progress import Progress, heartbeat, reporter
+from harness.kube.progress import heartbeat, reporter
 from harness.kube.tools import KindTools, check_images, check_kind_tools, image_is_local, last_line, run, url_problem
 from harness.kube.versions import clusters_dir, kubernetes_version_of, load_versions
+from harness.runner import Progress
 from harness.topology import ExternalHost
 
 log = logging.getLogger("harness.kube")
 
-#: pytest-kind-ng's default for --cluster-name.
-DEFAULT_CLUSTER_NAME = "pytest-kind"
 KIND_CONFIG = "kind-calico.yaml"
+#: The node label that ``clusters/kind-calico.yaml`` sets: the cluster was made by the harness.
+CLUSTER_LABEL = "netpol-harness.io/cluster"
+CLUSTER_LABEL_VALUE = "kind-calico"
 #: Seconds for one kubectl call of the Calico install (it downloads a manifest).
 KUBECTL_TIMEOUT = 300.0
 #: Seconds for pulling the probe image into the local Docker.
@@ -90,6 +99,61 @@ class KindCalicoTarget:
         return result.stdout.strip() or None
 
 
+class CalicoStep(enum.Enum):
+    """What a cluster needs before the scenarios run."""
+
+    INSTALL = "install"
+    UPGRADE = "upgrade"
+    WAIT = "wait"
+
+
+def release_key(version: str) -> tuple[int, ...] | None:
+    """``v3.30.7`` → (3, 30, 7); None for anything else."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", version.strip())
+    return tuple(int(part) for part in match.groups()) if match else None
+
+
+def calico_step(cluster: str, installed: str | None, release: CalicoRelease, owned: bool) -> CalicoStep:
+    """Install, upgrade or just wait, given the Calico a cluster runs (None: none
+    installed through the operator). A CNI is installed or upgraded only in a
+    cluster the harness made (``owned``), and never downgraded."""
+    if installed == release.version:
+        return CalicoStep.WAIT
+    delete = f"`kind delete cluster --name {cluster}`"
+    if not owned:
+        unmarked = (
+            f"kind cluster {cluster} was not created by netpol-harness (its nodes lack the label "
+            f"{CLUSTER_LABEL}={CLUSTER_LABEL_VALUE}), and the harness installs or upgrades a CNI only in clusters it created"
+        )
+        if installed is None:
+            raise BackendUnavailable(
+                f"{unmarked}; it has no Calico installed by the Tigera operator. Choose another --cluster-name "
+                f"(the harness then creates that cluster), delete this one with {delete}, or test it as it is with "
+                f"--backend existing --kubeconfig <the file `kind get kubeconfig --name {cluster}` prints>"
+            )
+        raise BackendUnavailable(
+            f"{unmarked}; it runs Calico {installed}, not the {release.version} asked for. Use it as it is with "
+            f"--calico-version {installed}, choose another --cluster-name, or delete it with {delete}"
+        )
+    if installed is None:
+        return CalicoStep.INSTALL
+    have, want = release_key(installed), release_key(release.version)
+    if have is not None and want is not None and have > want:
+        raise BackendUnavailable(
+            f"kind cluster {cluster} runs Calico {installed}, newer than the {release.version} asked for, and Calico "
+            f"cannot be downgraded in place. Delete the cluster with {delete} (or choose another --cluster-name) "
+            "and run again"
+        )
+    return CalicoStep.UPGRADE
+
+
+def harness_made(kube: KubeClient) -> bool:
+    """Whether the cluster's nodes carry the label of ``clusters/kind-calico.yaml``."""
+    return any(
+        ((node.get("metadata") or {}).get("labels") or {}).get(CLUSTER_LABEL) == CLUSTER_LABEL_VALUE for node in kube.nodes()
+    )
+
+
 class KindBackend(ClusterBackend):
     name = "kind"
 
@@ -102,6 +166,7 @@ class KindBackend(ClusterBackend):
         release: CalicoRelease,
         *,
         created: bool,
+        owned: bool,
         keep: bool,
         node_image: str,
         kind_version: str,
@@ -114,7 +179,10 @@ class KindBackend(ClusterBackend):
         self.tools = tools
         self.target = target
         self.release = release
+        #: This run created the cluster: close() deletes it (unless kept).
         self.created = created
+        #: The harness made the cluster (this run or an earlier one): its CNI may be changed.
+        self.owned = owned
         self.keep = keep
         self.node_image = node_image
         self.kind_version = kind_version
@@ -155,13 +223,21 @@ class KindBackend(ClusterBackend):
 
     def upgrade_calico(self, to_version: str) -> None:
         """Upgrade this cluster's Calico (server-side apply of the target version's
-        manifests, as Calico's upgrade guide does) and wait until it is available."""
+        manifests, as Calico's upgrade guide does) and wait until it is available.
+        Only on a cluster the harness made, and never to an older release."""
         directory = clusters_dir()
         release = resolve_release(to_version, load_versions(directory), load_recipes(directory))
-        upgrade_calico(self.target, release, self.progress)
+        step = calico_step(str(self.cluster.name), self.release.version, release, self.owned)
+        if step is CalicoStep.UPGRADE:
+            upgrade_calico(self.target, release, self.progress)
+        else:
+            wait_until_available(self.target, release, self.progress, Timeouts())
         self.release = release
 
     def close(self) -> None:
+        """Delete the cluster if this run created it and it is not kept; otherwise
+        remove only what the run put on it. A cluster this run did not create is
+        never deleted."""
         if self._done:
             return
         self._done = True
@@ -175,14 +251,15 @@ class KindBackend(ClusterBackend):
         try:
             self.close_namespaces()
         finally:
-            if self.keep:
+            if not self.keep:
+                remove_paths(self.cleanup_paths)  # the kubeconfig written for a borrowed cluster
+            elif self.created:
+                # Its kubeconfig stays: the reproduce commands of the run's reports name it.
                 self.progress(
-                    f"kept kind cluster {self.cluster.name}; reuse it with --cluster-name "
-                    f"{self.cluster.name} --keep-cluster, delete it with "
+                    f"kept kind cluster {self.cluster.name} (Calico {self.release.version}): a later run with the same "
+                    "--cluster-name and --calico-version options and --keep-cluster reuses it; delete it with "
                     f"`kind delete cluster --name {self.cluster.name}`"
                 )
-            else:
-                remove_paths(self.cleanup_paths)  # the kubeconfig written for a borrowed cluster
 
 
 def delete_cluster(cluster: Any, progress: Progress, cleanup_paths: list[Path]) -> None:
@@ -209,6 +286,16 @@ def remove_paths(paths: list[Path]) -> None:
                 path.rmdir()
             except OSError:
                 pass  # not empty: something else lives there too
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file that only its owner can read, from the first byte on (a
+    kubeconfig holds the cluster's credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(fd, 0o600)  # a file that was already there keeps its mode through open()
+        out.write(text)
 
 
 def existing_clusters(kind: Path) -> list[str]:
@@ -240,7 +327,7 @@ def create_kind_backend(options: OptionSource, progress: Progress | None = None)
         raise
     except HarnessError as err:
         raise BackendUnavailable(str(err)) from None
-    name = options.getoption("cluster_name", None) or DEFAULT_CLUSTER_NAME
+    name = cluster_name(options)
     keep = bool(options.getoption("keep_cluster", False))
     kubeconfig_option = options.getoption("kubeconfig", None)
     node_image = options.getoption("kind_image", None) or versions.node_image(release.minor)
@@ -302,9 +389,7 @@ def _bring_up(
             result = run([str(tools.kind), "get", "kubeconfig", "--name", name], 30)
             if result.returncode != 0:
                 raise BackendUnavailable(f"cannot get the kubeconfig of kind cluster {name}: {last_line(result.stderr)}")
-            kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-            kubeconfig.write_text(result.stdout, encoding="utf-8")
-            os.chmod(kubeconfig, 0o600)
+            write_private(kubeconfig, result.stdout)
         message = (
             f"reusing kind cluster {name}"
             if exists
@@ -315,10 +400,27 @@ def _bring_up(
                 cluster.create(directory / KIND_CONFIG)
             except subprocess.CalledProcessError as err:
                 raise BackendError(f"`kind create cluster` failed (exit code {err.returncode}); its output is above") from None
-        load_image(cluster, tools, image, report)
         kube = KubeClient(str(kubeconfig), context=f"kind-{name}")
         target = KindCalicoTarget(tools.kubectl, kubeconfig, kube)
-        prepare_calico(target, release, exists, report)
+        owned = harness_made(kube)
+        if created and not owned:
+            # pytest-kind-ng reuses a cluster of that name that appeared meanwhile: not this run's to delete.
+            created = False
+            raise BackendUnavailable(
+                f"kind cluster {name} appeared while this run was creating it, without the harness's node label "
+                f"{CLUSTER_LABEL}; it is left alone. Run again, or choose another --cluster-name"
+            )
+        # Decided before anything is loaded into the cluster: one the harness did not make stays untouched.
+        installed = target.installed_version() if exists else None
+        step = calico_step(name, installed, release, owned)
+        load_image(cluster, tools, image, report)
+        if step is CalicoStep.INSTALL:
+            install_calico(target, release, report)
+        elif step is CalicoStep.UPGRADE:
+            report(f"kind cluster {name} has Calico {installed}; upgrading to {release.version}")
+            upgrade_calico(target, release, report)
+        else:
+            wait_until_available(target, release, report, Timeouts())
         backend = KindBackend(
             kube,
             cluster,
@@ -326,6 +428,7 @@ def _bring_up(
             target,
             release,
             created=created,
+            owned=owned,
             keep=keep,
             node_image=node_image,
             kind_version=kind_binary_version(tools.kind),
@@ -362,16 +465,3 @@ def load_image(cluster: Any, tools: KindTools, image: str, report: Progress) -> 
             cluster.load_docker_image(image)
         except subprocess.CalledProcessError as err:
             raise BackendError(f"`kind load docker-image {image}` failed (exit code {err.returncode})") from None
-
-
-def prepare_calico(target: KindCalicoTarget, release: CalicoRelease, reused: bool, report: Progress) -> None:
-    """Install Calico on a new cluster; on a reused one, upgrade it when its
-    version differs, or just wait until it is available."""
-    installed = target.installed_version() if reused else None
-    if installed is None:
-        install_calico(target, release, report)
-    elif installed != release.version:
-        report(f"kind cluster has Calico {installed}; upgrading to {release.version}")
-        upgrade_calico(target, release, report)
-    else:
-        wait_until_available(target, release, report, Timeouts())

@@ -1,0 +1,129 @@
+"""``--backend existing --sweep-leftovers``: the namespaces killed runs left behind
+are deleted before the run, and nothing else is, against a loopback HTTP server
+answering as an API server would."""
+
+from __future__ import annotations
+
+import pytest
+from loopback_api import RESET, LoopbackApiServer, Reply, api_error, json_reply
+
+from harness.backends import existing as existing_backend
+from harness.backends.base import Options
+from harness.errors import BackendError
+from harness.kube.existing import leftover_run
+from harness.kube.manifests import ANNOTATION_RUN
+
+VERSION = {
+    "major": "1",
+    "minor": "33",
+    "gitVersion": "v1.33.4",
+    "gitCommit": "74cdb426e2d63ae9ff1d6e4a8e0d68b3ba4a1e7c",
+    "gitTreeState": "clean",
+    "buildDate": "2025-08-12T00:00:00Z",
+    "goVersion": "go1.24.5",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+def namespace(name: str, run: str | None = None, terminating: bool = False) -> dict:
+    meta: dict = {"name": name, "labels": {"kubernetes.io/metadata.name": name}}
+    if run is not None:
+        meta["annotations"] = {ANNOTATION_RUN: run}
+    if terminating:
+        meta["deletionTimestamp"] = "2026-11-20T10:00:00Z"
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": meta,
+        "status": {"phase": "Terminating" if terminating else "Active"},
+    }
+
+
+NAMESPACES = [
+    namespace("default"),
+    namespace("kube-system"),
+    namespace("nph-old1-shop", "old1"),
+    namespace("nph-old1-kube-system", "old1"),
+    namespace("nph-gone2-db", "gone2", terminating=True),
+    namespace("nph-zz-x", "other"),  # the name and the run annotation disagree: not the harness's
+    namespace("team-a", "abc"),  # annotated, but not named nph-
+    namespace("nph-abc-y"),  # named nph-, but no run annotation
+]
+
+
+class FakeApi:
+    """Answers: the version, the namespace list, and deletions (except those in ``reset``)."""
+
+    def __init__(self, server: LoopbackApiServer) -> None:
+        self.server = server
+        self.reset: set[str] = set()
+        server.answer = self.answer
+
+    def answer(self, request) -> Reply:
+        if (request.method, request.path) == ("GET", "/version/"):
+            return json_reply(VERSION)
+        if (request.method, request.path) == ("GET", "/api/v1/namespaces"):
+            return json_reply({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {}, "items": NAMESPACES})
+        prefix = "/api/v1/namespaces/"
+        if request.method == "DELETE" and request.path.startswith(prefix):
+            name = request.path[len(prefix) :]
+            if name in self.reset:
+                return RESET
+            return json_reply(next(ns for ns in NAMESPACES if ns["metadata"]["name"] == name))
+        return api_error(404, "NotFound", f"{request.path} not found")
+
+    def deleted(self) -> list[str]:
+        return [r.path.rsplit("/", 1)[1] for r in self.server.requests if r.method == "DELETE"]
+
+
+@pytest.fixture
+def api():
+    server = LoopbackApiServer()
+    yield FakeApi(server)
+    server.close()
+
+
+def test_sweeping_deletes_only_what_killed_runs_left(api, tmp_path):
+    messages: list[str] = []
+    backend = existing_backend.create(
+        Options(kubeconfig=str(api.server.kubeconfig(tmp_path)), sweep_leftovers=True), messages.append
+    )
+    backend.close()
+    assert sorted(set(api.deleted())) == ["nph-old1-kube-system", "nph-old1-shop"]
+    assert "deleting namespace nph-old1-shop, left over by run old1" in messages
+    assert "namespace nph-gone2-db of run gone2 is already being deleted" in messages
+    assert messages[-1] == "--sweep-leftovers: deleted 2 namespace(s) of earlier runs"
+
+
+def test_without_the_option_nothing_is_listed_or_deleted(api, tmp_path):
+    backend = existing_backend.create(Options(kubeconfig=str(api.server.kubeconfig(tmp_path))))
+    backend.close()
+    assert [(r.method, r.path) for r in api.server.requests] == [("GET", "/version/")]
+
+
+def test_a_namespace_that_cannot_be_deleted_does_not_stop_the_sweep(api, tmp_path):
+    api.reset = {"nph-old1-kube-system"}
+    kubeconfig = api.server.kubeconfig(tmp_path)
+    with pytest.raises(BackendError) as err:
+        existing_backend.create(Options(kubeconfig=str(kubeconfig), sweep_leftovers=True))
+    assert "nph-old1-shop" in api.deleted()
+    assert str(err.value) == (
+        "--sweep-leftovers could not delete every namespace left by earlier runs:\n"
+        f"  - cannot delete namespace nph-old1-kube-system: no answer from the API server at {api.server.url} "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer)\n"
+        "delete them with:\n"
+        f"  kubectl --kubeconfig {kubeconfig} --context loopback delete namespace nph-old1-kube-system"
+    )
+
+
+def test_this_runs_own_namespaces_are_never_leftovers():
+    assert leftover_run(namespace("nph-r1-shop", "r1"), current_run="r1") is None
+    assert leftover_run(namespace("nph-r0-shop", "r0"), current_run="r1") == "r0"
+
+
+def test_the_option_is_registered(pytester):
+    pytester.makepyfile("def test_it(pytestconfig):\n    assert pytestconfig.getoption('sweep_leftovers') is True\n")
+    pytester.runpytest("--sweep-leftovers").assert_outcomes(passed=1)
+    help_text = pytester.runpytest("--help").stdout.str()
+    assert "--sweep-leftovers" in help_text and "with --backend existing" in help_text
