@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.backends.base import Options, Probe  # noqa: E402
+from harness.backends.emulated import probe_workers  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.policy import parse_policy  # noqa: E402
 from harness.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology  # noqa: E402
@@ -72,7 +73,7 @@ def load() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="rounds per case (default 5)")
-    parser.add_argument("--workers", type=int, default=None, help="probes in flight at once (default: the backend's)")
+    parser.add_argument("--workers", type=probe_workers, default=None, help="probes in flight at once (default: the backend's)")
     parser.add_argument("--timeout", type=float, default=1.0, help="probe timeout in seconds (default 1)")
     args = parser.parse_args()
 

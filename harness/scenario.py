@@ -37,6 +37,7 @@ from harness.topology import (
 )
 from harness.yamlload import load_all, load_one, read_text
 
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _EXTERNAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
 T = TypeVar("T")
 
@@ -340,7 +341,13 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
                 raise r.fail(f"{path}.ip", f"got {_kind(ext_raw['ip'])}", "an IPv4 address such as 203.0.113.10") from None
             if ip in POD_CIDR:
                 raise r.fail(f"{path}.ip", f"{ip} is inside the pod range {POD_CIDR}", "an address outside the cluster")
-            if ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_link_local or ip.is_reserved:
+            if (
+                ip.is_loopback
+                or ip.is_multicast
+                or ip.is_link_local
+                or ip.is_reserved
+                or ip in _THIS_NETWORK  # "this network": not a destination on most kernels
+            ):
                 raise r.fail(f"{path}.ip", f"{ip} cannot be a host address", "a unicast address such as 203.0.113.10")
             if ip in seen_ips:
                 raise r.fail(f"{path}.ip", f"{ip} is already used by external.{seen_ips[ip]}")

@@ -11,25 +11,32 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 import harness
+from harness.addressing import plan_addresses
 from harness.backends.base import Options, Probe
 from harness.backends.emulated import cleanup_leftovers, missing_requirements
 from harness.backends.emulated.backend import EmulatedBackend
+from harness.backends.emulated.names import RunId
+from harness.backends.emulated.network import EmulatedNetwork
+from harness.backends.emulated.runner import Job, run_jobs
 from harness.errors import BackendError, BackendUnavailable
 from harness.matrix import Observation, Outcome
 from harness.model import ModelSettings, SelfTraffic
 from harness.policy import NetworkPolicy, parse_policy
+from harness.probing import ProbeEngine, ProbeSettings
 from harness.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
@@ -137,9 +144,11 @@ def all_gone(pids: Sequence[int]) -> bool:
     return True
 
 
-def wait_until_udp_port_listens(netns: str, port: int) -> None:
+def wait_until_port_listens(netns: str, port: int, protocol: Protocol) -> None:
+    flags = "-lnt" if protocol is TCP else "-lnu"
+
     def listening() -> bool:
-        out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-lnu"], capture_output=True, text=True).stdout
+        out = subprocess.run(["ip", "netns", "exec", netns, "ss", flags], capture_output=True, text=True).stdout
         return f":{port} " in out
 
     Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.05), retry=retry_if_result(lambda ok: not ok), reraise=True)(listening)
@@ -218,9 +227,24 @@ def test_a_port_nobody_serves_is_refused_not_blocked(backend: EmulatedBackend) -
 
 
 def test_sctp_is_unsupported_and_runs_nothing(backend: EmulatedBackend) -> None:
-    obs = probe_cells(backend, [("x/b", "x/a", "80/SCTP")])[("x/b", "x/a", "80/SCTP")]
-    assert (obs.outcome, obs.detail) == (Outcome.UNSUPPORTED, "SCTP is not available in this kernel")
     assert backend.protocols == frozenset({TCP, UDP})
+    sctp = Probe(TOPOLOGY.pod("x/b"), TOPOLOGY.pod("x/a"), PortProtocol(80, SCTP))
+    tcp = Probe(TOPOLOGY.pod("x/b"), TOPOLOGY.pod("x/a"), PortProtocol(80, TCP))
+    observed = ProbeEngine(backend, ProbeSettings(timeout=1.0)).run([sctp, tcp], {})
+    assert (observed[sctp.cell].outcome, observed[sctp.cell].detail) == (
+        Outcome.UNSUPPORTED,
+        "SCTP is not available in this kernel",
+    )
+    assert observed[tcp.cell].outcome is Outcome.ALLOWED
+    # Asked directly (the engine never does), the backend runs nothing either.
+    direct = backend.probe([sctp], 1.0)[sctp]
+    assert (direct.outcome, direct.detail) == (Outcome.ERROR, "cannot probe SCTP: SCTP is not available in this kernel")
+
+
+def test_pods_get_the_addresses_the_harness_plans(deployed: EmulatedBackend) -> None:
+    # The model backend uses the same plan, so both speak of the same addresses.
+    assert dict(deployed.network.addresses) == plan_addresses(TOPOLOGY)
+    assert deployed.deploy(TOPOLOGY).addresses == plan_addresses(TOPOLOGY)
 
 
 def test_describe(backend: EmulatedBackend) -> None:
@@ -520,6 +544,42 @@ def test_ports_are_per_protocol(backend: EmulatedBackend) -> None:
     }
 
 
+def test_a_reused_source_port_meets_the_policy_in_force(backend: EmulatedBackend) -> None:
+    # The same UDP flow (x/a:40000 -> y/b:80) before and after a policy that denies
+    # it: the connection tracking entry of the first must not let the second pass.
+    address = backend.network.addresses["y/b"]
+    argv = ["ip", "netns", "exec", backend.network.netns["x/a"], "nc", "-u", "-n", "-p", "40000", "-W", "1", "-w", "1"]
+
+    def send() -> str:
+        return subprocess.run([*argv, str(address), "80"], input="probe\n", capture_output=True, text=True, timeout=10).stdout
+
+    assert send() == "y/b"
+    backend.apply_policies([policy("y", "b-from-nobody", {"podSelector": {"matchLabels": {"pod": "b"}}})])
+    assert send() == ""
+    backend.delete_policies(["y/b-from-nobody"])
+    assert send() == "y/b"
+
+
+def test_a_connection_nobody_answers_is_a_wrong_responder_not_blocked(backend: EmulatedBackend) -> None:
+    # A listener that accepts connections and never says a word: the policies let
+    # the probe through, so calling it blocked would be wrong.
+    netns = backend.network.netns["y/b"]
+    mute = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "nc", "-l", "-n", "7778"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_port_listens(netns, 7778, TCP)
+        target = Probe(TOPOLOGY.pod("x/a"), TOPOLOGY.pod("y/b"), PortProtocol(7778, TCP))
+        obs = backend.probe([target], 1.0)[target]
+        assert (obs.outcome, obs.detail) == (Outcome.WRONG_RESPONDER, "connected, nothing answered")
+    finally:
+        mute.kill()
+        mute.wait()
+
+
 def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: EmulatedBackend) -> None:
     # A listener that receives the datagram and never answers: the datagram gets
     # through, yet the probe must not call the port open.
@@ -531,7 +591,7 @@ def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: EmulatedBack
         text=True,
     )
     try:
-        wait_until_udp_port_listens(backend.network.netns["y/b"], 7777)
+        wait_until_port_listens(backend.network.netns["y/b"], 7777, UDP)
         target = Probe(TOPOLOGY.pod("x/a"), TOPOLOGY.pod("y/b"), PortProtocol(7777, UDP))
         obs = backend.probe([target], 1.0)[target]
         assert (obs.outcome, obs.detail) == (Outcome.BLOCKED, "timeout")
@@ -647,6 +707,68 @@ def test_namespaces_and_table_carry_the_run_prefix(backend: EmulatedBackend) -> 
     assert json.loads(run.state_file.read_text())["pid"] == os.getpid()
 
 
+# -- the probe runner ------------------------------------------------------------------------
+
+
+def test_a_job_that_fails_to_start_is_an_error_and_the_round_goes_on(
+    deployed: EmulatedBackend, children_running: Callable[[str], list[int]]
+) -> None:
+    netns = deployed.network.netns["x/a"]
+    jobs = [
+        Job(netns, ("/nonexistent/probe",), None, 2.0),
+        # Fails after the process started (its input is not bytes): the process must
+        # be ended and its slot given back, or the single slot would starve the rest.
+        Job(netns, ("cat",), cast(bytes, "not bytes"), 2.0),
+        *[Job(netns, ("echo", str(i)), None, 2.0) for i in range(3)],
+    ]
+    results = run_jobs(jobs, workers=1, deadline=20.0)
+    assert [(r.returncode, r.error) for r in results[:2]] == [
+        (None, "cannot run /nonexistent/probe: No such file or directory"),
+        (None, "cannot run cat: TypeError: a bytes-like object is required, not 'str'"),
+    ]
+    assert [(r.returncode, r.stdout) for r in results[2:]] == [(0, b"0\n"), (0, b"1\n"), (0, b"2\n")]
+    assert children_running("cat") == []
+
+
+def test_a_round_past_its_deadline_ends_with_errors(
+    deployed: EmulatedBackend, children_running: Callable[[str], list[int]]
+) -> None:
+    netns = deployed.network.netns["x/a"]
+    started = time.monotonic()
+    results = run_jobs([Job(netns, ("sleep", "7"), None, 10.0), Job(netns, ("sleep", "8"), None, 10.0)], 1, deadline=0.5)
+    assert time.monotonic() - started < 3
+    assert [(r.returncode, r.error) for r in results] == [(None, "the probe round did not finish within 0.5s")] * 2
+    assert children_running("sleep") == []
+
+
+def test_a_namespace_that_cannot_be_entered_fails_its_jobs_only(deployed: EmulatedBackend) -> None:
+    jobs = [
+        Job("nph-0-00000000-missing", ("echo", "no"), None, 2.0),
+        Job(deployed.network.netns["x/a"], ("echo", "yes"), None, 2.0),
+    ]
+    first, second = run_jobs(jobs, 4)
+    assert (first.returncode, first.error) == (
+        None,
+        "cannot enter network namespace nph-0-00000000-missing: No such file or directory",
+    )
+    assert (second.returncode, second.stdout) == (0, b"yes\n")
+
+
+def test_a_namespace_clash_stops_the_build_and_destroy_spares_what_is_not_ours() -> None:
+    run = RunId(os.getpid(), secrets.token_hex(4))
+    network = EmulatedNetwork(run, SMALL)
+    foreign = network.netns["x/a"]
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    try:
+        with pytest.raises(BackendError) as info:
+            network.build()
+        assert str(info.value) == f"network namespaces {foreign} already exist; remove them with `ip netns del`"
+        assert network.created == [] and network.destroy() == []
+        assert netns_of_run(run.name) == [foreign]  # not this network's to delete
+    finally:
+        subprocess.run(["ip", "netns", "del", foreign], check=True)
+
+
 # -- lifecycle ---------------------------------------------------------------------------------
 
 SMALL = Topology(
@@ -685,25 +807,38 @@ def test_redeploy_reuses_the_same_shape_and_rebuilds_another(host_before: dict[s
 
 
 DEPLOY_AND_WAIT = textwrap.dedent("""\
-    import json, threading
+    import json, signal, threading
     from harness.backends import emulated
     from harness.backends.base import Options
     from harness.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
 
+    {preamble}
     backend = emulated.create(Options())
     backend.deploy(Topology(
         namespaces=(NamespaceSpec("x"),),
-        pods=(PodSpec("x", "a", {}, (PortSpec(80),)), PodSpec("x", "b", {}, (PortSpec(80, Protocol.UDP),))),
+        pods=(PodSpec("x", "a", {{}}, (PortSpec(80),)), PodSpec("x", "b", {{}}, (PortSpec(80, Protocol.UDP),))),
     ))
-    print(json.dumps({"run": backend.network.run.name, "pids": backend.server_pids}), flush=True)
+    handler = signal.getsignal(signal.SIGTERM)
+    print(json.dumps({{
+        "run": backend.network.run.name,
+        "pids": backend.server_pids,
+        "sigterm": getattr(handler, "__qualname__", str(handler)),
+    }}), flush=True)
     threading.Event().wait(60)
 """)
 
+#: What the pytest plugin does at configure time, before any backend exists.
+PLUGIN_SIGTERM = "import harness.plugin; signal.signal(signal.SIGTERM, harness.plugin._raise_interrupt)"
 
-def _deploy_in_subprocess() -> tuple[subprocess.Popen[str], dict[str, Any]]:
+
+def _deploy_in_subprocess(preamble: str = "") -> tuple[subprocess.Popen[str], dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
-        [sys.executable, "-c", DEPLOY_AND_WAIT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", DEPLOY_AND_WAIT.format(preamble=preamble)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert child.stdout is not None
     line = child.stdout.readline()
@@ -713,10 +848,25 @@ def _deploy_in_subprocess() -> tuple[subprocess.Popen[str], dict[str, Any]]:
     return child, json.loads(line)
 
 
+def test_sigterm_under_the_plugins_handler_keeps_it_and_still_leaves_nothing() -> None:
+    # The plugin turns SIGTERM into KeyboardInterrupt; the backend must not put its
+    # own handler over it, and the unwinding must still remove everything.
+    child, info = _deploy_in_subprocess(PLUGIN_SIGTERM)
+    assert info["sigterm"] == "_raise_interrupt"
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=30)
+    assert "KeyboardInterrupt: signal 15" in stderr
+    assert netns_of_run(info["run"]) == []
+    assert all_gone(info["pids"])
+    assert not list(Path("/run/netpol-harness").glob(info["run"] + "*"))
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_leaves_nothing(signum: int, host_before: dict[str, str]) -> None:
     child, info = _deploy_in_subprocess()
     assert len(netns_of_run(info["run"])) == 3 and all(alive(pid) for pid in info["pids"])
+    # A plain script: the backend's own handler closes, then ends the process as the signal would.
+    assert info["sigterm"] == "_close_then_default"
     child.send_signal(signum)
     child.communicate(timeout=30)
     assert child.returncode in (-signum, 1, 128 + signum)

@@ -1,14 +1,24 @@
-"""The emulated backend's pure parts: names, the NetworkPolicy → nftables compiler
-and the reading of probe results. No root needed."""
+"""The emulated backend's parts that need no root: names, the NetworkPolicy →
+nftables compiler, the reading of probe results, the ``--probe-workers`` option
+and its open-file limit, and running batches of commands."""
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.backends.emulated.names import RunId, endpoint_netns_names
+import harness
+from harness.backends.emulated import probe_workers
+from harness.backends.emulated.names import RunId, endpoint_netns_names, interface_names
 from harness.backends.emulated.probes import ProbeCommand, interpret, probe_command
 from harness.backends.emulated.ruleset import (
     RulesetInput,
@@ -17,11 +27,15 @@ from harness.backends.emulated.ruleset import (
     render_ruleset,
     render_self_rulesets,
 )
+from harness.backends.emulated.system import RUN_ALL_CONCURRENCY, run_all
+from harness.errors import BackendError
 from harness.matrix import Outcome
 from harness.policy import IPBlock, NetworkPolicy, parse_policy
 from harness.topology import ExternalHost, NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
 
 pytestmark = pytest.mark.emulated
+
+REPO = Path(harness.__file__).resolve().parent.parent
 
 Net = ipaddress.IPv4Network
 IP = ipaddress.IPv4Address
@@ -61,11 +75,26 @@ def chain(ruleset: str, name: str) -> list[str]:
 
 
 def test_run_ids_embed_the_owner_pid() -> None:
-    run = RunId(4242, "9f3c")
-    assert (run.name, run.node, run.table) == ("nph-4242-9f3c", "nph-4242-9f3c-node", "nph-4242-9f3c")
-    assert RunId.parse("nph-4242-9f3c-x.a") == run
-    assert RunId.parse("nph-4242-9f3c.json") == run
+    run = RunId(4242, "9f3c01ab")
+    assert (run.name, run.node, run.table) == ("nph-4242-9f3c01ab", "nph-4242-9f3c01ab-node", "nph-4242-9f3c01ab")
+    assert RunId.parse("nph-4242-9f3c01ab-x.a") == run
+    assert RunId.parse("nph-4242-9f3c01ab.json") == run
+    assert RunId.parse("nph-4242-9f3c-x.a") == RunId(4242, "9f3c")  # a shorter token of an older run
     assert RunId.parse("nph-rec-1") is None and RunId.parse("other-1-abcd") is None
+
+
+def test_new_run_ids_carry_32_random_bits() -> None:
+    tokens = {RunId.new().token for _ in range(50)}
+    assert len(tokens) == 50
+    assert all(len(token) == 8 and int(token, 16) >= 0 for token in tokens)
+    assert RunId.new().pid == os.getpid()
+
+
+def test_interface_names_fit_ifnamsiz_whatever_the_endpoint_names() -> None:
+    ids = [f"namespace-{i}/a-rather-long-pod-name-{i}" for i in range(1200)]
+    names = interface_names(ids)
+    assert names[ids[0]] == "veth0" and names[ids[-1]] == "veth1199"
+    assert len(set(names.values())) == len(ids) and max(len(n) for n in names.values()) <= 15
 
 
 def test_netns_names_are_readable_and_unique() -> None:
@@ -102,6 +131,23 @@ def test_without_policies_nothing_is_isolated() -> None:
     ruleset = render()
     assert "vmap" not in ruleset and "drop" not in ruleset
     assert ruleset.startswith("table inet nph-1-abcd\ndelete table inet nph-1-abcd\ntable inet nph-1-abcd {\n")
+
+
+def test_only_reply_traffic_is_accepted_by_connection_state() -> None:
+    # An original-direction packet of a flow admitted earlier (a reused UDP source
+    # port) must meet the policies in force, so no "ct state established accept".
+    ruleset = render(policy("x", "deny-b", {"podSelector": {"matchLabels": {"pod": "b"}}}))
+    assert chain(ruleset, "forward") == [
+        "type filter hook forward priority filter; policy accept;",
+        "ct state established ct direction reply accept",
+        "ct state related accept",
+        'oifname vmap { "veth1" : jump ingress-x/b }',
+    ]
+    data = RulesetInput("nph-1-abcd", TOPOLOGY, ADDRESSES, INTERFACES, (policy("x", "a", {"podSelector": {}}),))
+    assert chain(render_self_rulesets(data)["x/a"], "output")[1:3] == [
+        "ct state established ct direction reply accept",
+        "ct state related accept",
+    ]
 
 
 def test_only_selected_pods_get_chains_and_an_empty_rule_list_drops_all() -> None:
@@ -210,6 +256,15 @@ def _udp() -> ProbeCommand:
         ),
         (
             _tcp(),
+            28,
+            b"",
+            b"*   Trying 192.168.1.2:80...\n* Connected to 192.168.1.2 (192.168.1.2) port 80 (#0)\n> GET / HTTP/1.1\n"
+            b"* Operation timed out after 1001 milliseconds with 0 bytes received\ncurl: (28) Operation timed out",
+            1.0,
+            (Outcome.WRONG_RESPONDER, "connected, nothing answered"),
+        ),
+        (
+            _tcp(),
             7,
             b"",
             b"* connect to 192.168.1.2 port 80 failed: Connection refused\ncurl: (7) Failed",
@@ -249,3 +304,80 @@ def test_udp_waits_are_whole_seconds() -> None:
     command = probe_command("ns", Protocol.UDP, "192.168.1.2", 53, "x/b", 1.5)
     assert command.shell == "echo probe | ip netns exec ns nc -u -n -W 1 -w 2 192.168.1.2 53"
     assert command.limit == 4.0
+
+
+@pytest.mark.parametrize("text", ["8", "512", "1"])
+def test_probe_workers_option_accepts_whole_numbers_from_one(text: str) -> None:
+    assert probe_workers(text) == int(text)
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "many", "2.5", ""])
+def test_probe_workers_option_rejects_the_rest_with_a_clear_message(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        probe_workers(text)
+    assert str(info.value) == f"must be a whole number of at least 1 (probes run at once), got {text!r}"
+
+
+def test_probe_workers_option_on_the_command_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--probe-workers", "0", "--collect-only", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 4
+    assert "error: argument --probe-workers: must be a whole number of at least 1 (probes run at once), got '0'" in done.stderr
+
+
+CAPPED_WORKERS = """\
+import resource
+from harness.backends.emulated.backend import EmulatedBackend
+resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))
+backend = EmulatedBackend(probe_workers=512)
+print(backend.probe_workers, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "expected"),
+    [
+        (128, 256, "64 256"),  # the soft limit is raised to the hard one, and that caps the workers
+        (1024, 4096, "512 4096"),  # 512 probes need about 2048 descriptors: raised, not capped
+    ],
+)
+def test_probe_workers_fit_the_open_file_limit(soft: int, hard: int, expected: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CAPPED_WORKERS.format(soft=soft, hard=hard)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.stdout.strip() == expected, done.stderr
+
+
+def test_run_all_names_every_failure_and_reaps_every_process(children_running: Callable[[str], list[int]]) -> None:
+    commands: dict[str, tuple[list[str], str]] = {
+        "fine": (["cat"], "input\n"),
+        "bad": (["sh", "-c", "echo oops >&2; exit 3"], ""),
+        "gone": (["/nonexistent/tool"], ""),
+        "slow": (["sleep", "5"], ""),
+    }
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        run_all(commands, "doing things", timeout=0.5)
+    assert time.monotonic() - started < 3
+    assert str(info.value) == (
+        "doing things failed: bad: `sh -c 'echo oops >&2; exit 3'` failed: oops; "
+        "gone: /nonexistent/tool is not installed; slow: `sleep 5` did not finish within 0.5s"
+    )
+    assert children_running("sleep") == []
+
+
+def test_run_all_runs_a_bounded_number_at_once() -> None:
+    count = 3 * RUN_ALL_CONCURRENCY
+    started = time.monotonic()
+    run_all({str(i): (["sleep", "0.2"], "") for i in range(count)}, "sleeping")
+    # Three waves of 0.2 s at least: never all at once.
+    assert time.monotonic() - started >= 0.55

@@ -8,6 +8,7 @@ by :func:`create`.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -25,18 +26,26 @@ if TYPE_CHECKING:
 REQUIRED_TOOLS = {"ip": "iproute2", "nft": "nftables", "nc": "netcat-openbsd", "curl": "curl"}
 
 
+def probe_workers(text: str) -> int:
+    """``--probe-workers`` as a whole number of at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (probes run at once), got {text!r}")
+    return value
+
+
 def add_options(group: Any) -> None:
     """Register ``--probe-workers`` (the other settings come from the scenario)."""
-    try:
-        group.addoption(
-            "--probe-workers",
-            dest="probe_workers",
-            type=int,
-            default=None,
-            help="emulated backend: how many probe processes run at once (default 512)",
-        )
-    except ValueError:
-        pass  # another backend registered the same option: share it
+    group.addoption(
+        "--probe-workers",
+        dest="probe_workers",
+        type=probe_workers,
+        default=None,
+        help="emulated backend: how many probe processes run at once (default 512, at most a quarter of the open-file limit)",
+    )
 
 
 def missing_requirements() -> list[str]:
@@ -75,7 +84,9 @@ def cleanup_leftovers() -> list[str]:
 
 def create(options: OptionSource, progress: Callable[[str], None] | None = None) -> EmulatedBackend:
     """The backend, after checking this machine can run it and removing leftovers
-    of dead runs. Nothing here takes long enough to report ``progress``."""
+    of dead runs. Its probe workers are capped at a quarter of the open-file
+    limit, whose soft value is raised to the hard one first. Nothing here takes
+    long enough to report ``progress``."""
     needs = missing_requirements()
     if needs:
         raise BackendUnavailable("the emulated backend needs: " + "; ".join(needs))
@@ -83,11 +94,7 @@ def create(options: OptionSource, progress: Callable[[str], None] | None = None)
 
     cleanup_leftovers()
     workers = options.getoption("probe_workers", None)
-    matches = options.getoption("ipblock_matches_pods", None)
-    return EmulatedBackend(
-        probe_workers=DEFAULT_PROBE_WORKERS if workers is None else int(workers),
-        ipblock_matches_pods=True if matches is None else bool(matches),
-    )
+    return EmulatedBackend(probe_workers=DEFAULT_PROBE_WORKERS if workers is None else int(workers))
 
 
-__all__ = ["add_options", "cleanup_leftovers", "create", "missing_requirements"]
+__all__ = ["add_options", "cleanup_leftovers", "create", "missing_requirements", "probe_workers"]

@@ -7,25 +7,22 @@ import logging
 import platform
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from harness.backends.base import Backend, Deployment, Probe
 from harness.backends.emulated import lifecycle
 from harness.backends.emulated.leftovers import remove_state, write_state
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
-from harness.backends.emulated.probes import SCTP_UNSUPPORTED, ProbeCommand, observation, probe_command
+from harness.backends.emulated.probes import ProbeCommand, observation, probe_command
 from harness.backends.emulated.ruleset import RulesetInput, remove_table, render_ruleset, render_self_rulesets
-from harness.backends.emulated.runner import Job, run_jobs
+from harness.backends.emulated.runner import Job, max_workers, run_jobs
 from harness.backends.emulated.servers import EndpointServers
 from harness.backends.emulated.system import run
 from harness.errors import BackendError
 from harness.matrix import Observation, Outcome
+from harness.model import ModelSettings, SelfTraffic
 from harness.policy import NetworkPolicy
 from harness.topology import ExternalHost, Protocol, Topology
-
-if TYPE_CHECKING:
-    from harness.model import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +32,28 @@ _DEFAULT_TIMEOUT = 1.0
 
 class EmulatedBackend(Backend):
     name = "emulated"
-    # Rules are live when `nft -f` returns and servers are ready before deploy()
-    # returns, so there is no programming delay to wait out: a cell that differs
-    # from the expectation will differ on every re-probe.
+    # Rules are live when `nft -f` returns, servers are ready before deploy()
+    # returns, and every packet that opens or continues a flow is checked against
+    # the rules in force (only reply traffic is accepted by connection state), so
+    # there is no programming delay to wait out: a cell that differs from the
+    # expectation will differ on every re-probe.
     deterministic = True
     protocols = frozenset({Protocol.TCP, Protocol.UDP})
+    unsupported_note = "SCTP is not available in this kernel"
 
     def __init__(self, probe_workers: int = DEFAULT_PROBE_WORKERS, ipblock_matches_pods: bool = True) -> None:
         if probe_workers < 1:
             raise BackendError(f"--probe-workers must be at least 1, got {probe_workers}")
-        self.probe_workers = probe_workers
+        #: Probes in flight at once: as asked, within what the open-file limit allows.
+        self.probe_workers = min(probe_workers, max_workers())
+        if self.probe_workers < probe_workers:
+            log.warning(
+                "running at most %d probes at once instead of %d: the open-file limit (ulimit -n) allows no more",
+                self.probe_workers,
+                probe_workers,
+            )
         self.ipblock_matches_pods = ipblock_matches_pods
-        self.self_traffic = "allowed"
+        self.self_traffic = SelfTraffic.ALLOWED
         self._lock = threading.RLock()
         self._network: EmulatedNetwork | None = None
         self._servers: EndpointServers | None = None
@@ -64,11 +71,9 @@ class EmulatedBackend(Backend):
         """Take a scenario's settings: ``ipblock_matches_pods`` changes the compiled
         rules (re-rendered at once if something is deployed); ``self_traffic``
         says whether a pod's traffic to itself is subject to policy."""
-        self_traffic = getattr(settings.self_traffic, "value", settings.self_traffic)
-        matches = bool(settings.ipblock_matches_pods)
         with self._lock:
-            changed = (str(self_traffic), matches) != (self.self_traffic, self.ipblock_matches_pods)
-            self.self_traffic, self.ipblock_matches_pods = str(self_traffic), matches
+            changed = (settings.self_traffic, settings.ipblock_matches_pods) != (self.self_traffic, self.ipblock_matches_pods)
+            self.self_traffic, self.ipblock_matches_pods = settings.self_traffic, settings.ipblock_matches_pods
             if changed and self._network is not None:
                 self._reload()
 
@@ -207,7 +212,7 @@ class EmulatedBackend(Backend):
         )
         self.ruleset = render_ruleset(data)
         network.load_ruleset(self.ruleset)
-        if self.self_traffic == "policy":
+        if self.self_traffic is SelfTraffic.POLICY:
             network.load_endpoint_rulesets(render_self_rulesets(data))
             self._self_tables = True
         elif self._self_tables:
@@ -228,8 +233,9 @@ class EmulatedBackend(Backend):
             if not isinstance(probe.destination, ExternalHost):
                 return Observation(Outcome.ERROR, f"destination {probe.destination.id} is not deployed")
             address = probe.destination.ip  # an address no emulated host may own
-        if probe.port.protocol is Protocol.SCTP:
-            return Observation(Outcome.UNSUPPORTED, SCTP_UNSUPPORTED)
+        if probe.port.protocol not in self.protocols:
+            # The probe engine never asks (it observes these as unsupported itself).
+            return Observation(Outcome.ERROR, f"cannot probe {probe.port.protocol}: {self.unsupported_note}")
         return probe_command(netns, probe.port.protocol, str(address), probe.port.port, probe.destination.id, timeout)
 
     def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:

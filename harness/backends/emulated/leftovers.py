@@ -20,6 +20,7 @@ from pathlib import Path
 from harness.backends.emulated.names import PREFIX, STATE_DIR, RunId
 from harness.backends.emulated.system import existing_netns, ip_batch, netns_pids
 from harness.errors import BackendError
+from harness.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ def process_start_time(pid: int) -> int | None:
 def write_state(run: RunId, namespaces: Iterable[str]) -> None:
     STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     record = {"pid": run.pid, "start_time": process_start_time(run.pid), "namespaces": sorted(namespaces)}
-    tmp = run.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(run.state_file)
+    try:
+        write_atomic(run.state_file, json.dumps(record, indent=1))
+    except OSError as err:
+        raise BackendError(f"cannot record the emulated run in {run.state_file}: {err.strerror or err}") from None
 
 
 def read_state(run: RunId) -> dict[str, object] | None:
@@ -57,7 +59,9 @@ def read_state(run: RunId) -> dict[str, object] | None:
 
 def remove_state(run: RunId) -> None:
     run.state_file.unlink(missing_ok=True)
-    run.state_file.with_suffix(".tmp").unlink(missing_ok=True)
+    # What an atomic write killed halfway left beside it.
+    for partial in STATE_DIR.glob(f".{run.state_file.name}.*.tmp"):
+        partial.unlink(missing_ok=True)
     shutil.rmtree(run.log_dir, ignore_errors=True)
 
 
@@ -111,7 +115,7 @@ def cleanup_leftovers() -> list[str]:
             runs.setdefault(run, set()).add(name)
     if STATE_DIR.is_dir():
         for entry in STATE_DIR.iterdir():
-            run = RunId.parse(entry.name)
+            run = RunId.parse(entry.name.lstrip("."))  # a leading dot: a partial record
             if run is not None:
                 runs.setdefault(run, set()).update(_recorded_namespaces(run))
     present = set(existing_netns())

@@ -2,12 +2,14 @@
 
 * normal exit and an unhandled exception (including ``KeyboardInterrupt`` from
   Ctrl-C, which Python raises by default): an ``atexit`` hook;
-* SIGTERM and SIGHUP, whose default action would end the process without running
-  ``atexit``: a handler that closes the backends, then does what the previous
-  handler would have done (calls it, or re-raises the signal with the default
-  action), so it composes with handlers that pytest or the caller installed;
-* SIGINT only when its handler is the default action (a process started with
-  Ctrl-C reset); Python's own handler already raises ``KeyboardInterrupt``.
+* SIGTERM, SIGHUP, and SIGINT when Ctrl-C was reset to the default action: the
+  default action would end the process without running ``atexit``. Only for a
+  signal whose handler is still the default one (a plain script) is a handler
+  installed, once per process: it closes the backends, then ends the process as
+  the signal would have. A signal that already has a handler keeps it: the pytest
+  plugin's turns SIGTERM into ``KeyboardInterrupt``, which unwinds to its own
+  cleanup and then to the ``atexit`` hook, and a caller's own handler decides
+  what the signal means.
 
 SIGKILL cannot be caught: the next run's ``cleanup_leftovers`` handles it.
 """
@@ -19,7 +21,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
@@ -67,22 +68,12 @@ def _install_once() -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        previous = signal.getsignal(signum)
-        if signum == signal.SIGINT and previous is not signal.SIG_DFL:
-            continue
-        if previous is signal.SIG_IGN:
-            continue
-        signal.signal(signum, _chained(previous))
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _close_then_default)
 
 
-def _chained(previous: object) -> Callable[[int, FrameType | None], None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        close_all()
-        if callable(previous):
-            previous(signum, frame)
-            return
-        # The default action: end the process the way the signal would have.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    return handler
+def _close_then_default(signum: int, frame: FrameType | None) -> None:
+    """Close the backends, then end the process the way the signal would have."""
+    close_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

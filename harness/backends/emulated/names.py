@@ -1,8 +1,11 @@
 """Names of everything one emulated run creates.
 
 Every network namespace and nftables table starts with :data:`PREFIX` followed by a
-run id that embeds the owner's process id (``nph-4242-9f3c``), so that a later run
-can tell its own objects from those of a crashed one and remove only the latter.
+run id that embeds the owner's process id and 32 random bits
+(``nph-4242-9f3c01ab``), so that a later run can tell its own objects from those
+of a crashed one and remove only the latter. Interface names (at most 15
+characters) never carry the run id: they live inside the run's own namespaces and
+are numbered.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ NETNS_DIR = Path("/run/netns")
 
 _RUN_NAME = re.compile(r"^nph-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{4,})(?:[-.]|$)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_TOKEN_BYTES = 4
 # A netns name is a file name; keep well below NAME_MAX with room for a suffix.
 _MAX_NAME = 180
 
 
 @dataclass(frozen=True)
 class RunId:
-    """``nph-<owner pid>-<random token>``."""
+    """``nph-<owner pid>-<random token>`` (8 hex digits for new runs)."""
 
     pid: int
     token: str
@@ -47,7 +51,7 @@ class RunId:
 
     @classmethod
     def new(cls) -> RunId:
-        return cls(os.getpid(), secrets.token_hex(2))
+        return cls(os.getpid(), secrets.token_hex(_TOKEN_BYTES))
 
     @classmethod
     def parse(cls, name: str) -> RunId | None:
@@ -104,5 +108,6 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def interface_names(endpoint_ids: Iterable[str]) -> dict[str, str]:
-    """Node-side veth names (at most 15 characters, so numbered, not named)."""
+    """Node-side veth names: an interface name has at most 15 characters (IFNAMSIZ),
+    so they are numbered, not named after the endpoint or the run."""
     return {endpoint_id: f"veth{i}" for i, endpoint_id in enumerate(endpoint_ids)}

@@ -14,13 +14,13 @@ of this run (``ip -n``), so the host's own network namespace is never touched.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 from collections.abc import Mapping
 
+from harness.addressing import plan_addresses
 from harness.backends.emulated.leftovers import remove_namespaces
 from harness.backends.emulated.names import RunId, endpoint_netns_names, interface_names
-from harness.backends.emulated.system import child_environment, ip_batch, run
-from harness.errors import BackendError, BackendUnavailable
+from harness.backends.emulated.system import existing_netns, ip_batch, run, run_all
+from harness.errors import BackendError, BackendUnavailable, HarnessError
 from harness.topology import POD_CIDR, ExternalHost, Topology
 
 GATEWAY = ipaddress.IPv4Address("169.254.1.1")
@@ -32,27 +32,22 @@ _NODE_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0")
 
 
 def allocate_addresses(topology: Topology) -> dict[str, ipaddress.IPv4Address]:
-    """Pod addresses in :data:`POD_CIDR`, one /24 per namespace in declaration order
-    (``x`` → 192.168.1.0/24, ``y`` → 192.168.2.0/24), so they are easy to read;
-    external hosts keep their declared address."""
-    namespaces = [ns.name for ns in topology.namespaces]
-    namespaces += sorted({p.namespace for p in topology.pods} - set(namespaces))
-    if len(namespaces) > 255:
-        raise BackendError(f"the emulated backend gives each namespace a /24 of {POD_CIDR}: at most 255 namespaces")
-    addresses: dict[str, ipaddress.IPv4Address] = {}
-    for block, namespace in enumerate(namespaces, start=1):
-        pods = topology.pods_in(namespace)
-        if len(pods) > 254:
-            raise BackendError(f"namespace {namespace} has {len(pods)} pods; the emulated backend supports up to 254")
-        for host, pod in enumerate(pods, start=1):
-            addresses[pod.id] = POD_CIDR[block * 256 + host]
+    """The addresses the harness plans for every backend that assigns its own
+    (:func:`harness.addressing.plan_addresses`: the model backend computes with the
+    same ones), after checking each external host can be emulated."""
+    try:
+        addresses = plan_addresses(topology)
+    except HarnessError as err:
+        raise BackendError(f"the emulated backend cannot address this topology: {err}") from None
+    unaddressed = [pod.id for pod in topology.pods if pod.id not in addresses]
+    if unaddressed:
+        raise BackendError(f"pods {', '.join(unaddressed)} are in a namespace the topology does not declare")
     owners: dict[ipaddress.IPv4Address, str] = {}
     for ext in topology.externals:
         _check_external(ext)
         if ext.ip in owners:
             raise BackendError(f"external hosts {owners[ext.ip]} and {ext.name} both have address {ext.ip}")
         owners[ext.ip] = ext.name
-        addresses[ext.id] = ext.ip
     return addresses
 
 
@@ -76,12 +71,19 @@ class EmulatedNetwork:
         self.netns = endpoint_netns_names(run, topology)
         #: endpoint id → node-side veth
         self.interfaces = interface_names(self.netns)
+        #: the namespaces this network created (all of them once build() succeeded)
+        self.created: list[str] = []
 
     @property
     def all_netns(self) -> list[str]:
         return [self.run.node, *self.netns.values()]
 
     def build(self) -> None:
+        before = set(existing_netns())
+        taken = [name for name in self.all_netns if name in before]
+        if taken:
+            # Not ours: destroy() must leave them alone.
+            raise BackendError(f"network namespaces {', '.join(taken)} already exist; remove them with `ip netns del`")
         try:
             ip_batch((f"netns add {name}" for name in self.all_netns), "creating network namespaces")
         except BackendError as err:
@@ -89,6 +91,11 @@ class EmulatedNetwork:
                 f"cannot create network namespaces ({err}); the emulated backend needs root with "
                 "CAP_SYS_ADMIN and CAP_NET_ADMIN on a Linux kernel with network namespaces"
             ) from None
+        finally:
+            # `ip -batch` stops at the first failure: what exists now and did not
+            # before is this network's, whatever happened.
+            now = set(existing_netns())
+            self.created = [name for name in self.all_netns if name in now and name not in before]
         node_lines = ["link set lo up"]
         for endpoint_id, netns in self.netns.items():
             veth = self.interfaces[endpoint_id]
@@ -102,8 +109,8 @@ class EmulatedNetwork:
             ]
         ip_batch(node_lines, "wiring the node namespace", netns=self.run.node)
         run(["ip", "netns", "exec", self.run.node, "sysctl", "-q", "-w", *_NODE_SYSCTLS], "configuring the node namespace")
-        # One `ip -batch` per endpoint namespace, all at once.
-        _run_all(
+        # One `ip -batch` per endpoint namespace, several at once.
+        run_all(
             {
                 endpoint_id: (
                     ["ip", "-n", netns, "-batch", "-"],
@@ -133,8 +140,8 @@ class EmulatedNetwork:
             raise
 
     def load_endpoint_rulesets(self, rulesets: Mapping[str, str]) -> None:
-        """Load a ruleset into each of these endpoints' own namespaces, all at once."""
-        _run_all(
+        """Load a ruleset into each of these endpoints' own namespaces, several at once."""
+        run_all(
             {
                 endpoint_id: (["ip", "netns", "exec", self.netns[endpoint_id], "nft", "-f", "-"], ruleset)
                 for endpoint_id, ruleset in rulesets.items()
@@ -143,28 +150,8 @@ class EmulatedNetwork:
         )
 
     def destroy(self) -> list[str]:
-        """Remove every namespace of this network (their veths and processes go with
-        them). Returns the names that could not be removed."""
-        return remove_namespaces(self.all_netns)
-
-
-def _run_all(commands: Mapping[str, tuple[list[str], str]], what: str) -> None:
-    """Run ``label → (argv, stdin)`` concurrently; one error naming every failure."""
-    started = []
-    for label, (argv, stdin) in commands.items():
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=child_environment(),
-        )
-        started.append((label, process, stdin))
-    failures = []
-    for label, process, stdin in started:
-        _, stderr = process.communicate(stdin, timeout=60)
-        if process.returncode != 0:
-            failures.append(f"{label}: {stderr.strip()}")
-    if failures:
-        raise BackendError(f"{what} failed: " + "; ".join(failures))
+        """Remove the namespaces this network created (their veths and processes go
+        with them). Returns the names that could not be removed."""
+        remaining = remove_namespaces(self.created)
+        self.created = remaining
+        return remaining

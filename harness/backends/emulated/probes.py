@@ -2,17 +2,18 @@
 by hand, and what its result means.
 
 TCP: ``curl`` fetches ``http://IP:PORT/``; the body must be the destination's
-identity. Exit 28 is a timeout (a dropped SYN: blocked), exit 7 with "Connection
-refused" is a refusal (the packet arrived and nothing listened); the verbose
-output (``-v``) gives the reason of other connect failures such as "Network is
-unreachable".
+identity. Exit 28 is a timeout: blocked when the connection was never made (a
+dropped SYN), but a wrong responder when it was made (the verbose output, ``-v``,
+says "Connected to") and nothing answered the request, since the policies let it
+through. Exit 7 with "Connection refused" is a refusal (the packet arrived and
+nothing listened); the verbose output gives the reason of other connect failures
+such as "Network is unreachable".
 
 UDP: ``nc -u`` sends one datagram and waits for the reply (``-W 1``: exit after
 one). Only a reply counts as allowed: silence until the timeout is blocked. When
 nothing listens, the ICMP port-unreachable makes nc stop at once with no reply,
 which tells a refusal from a timeout. nc's ``-w`` takes whole seconds.
 
-SCTP: the kernel has no SCTP, so such probes are unsupported and nothing runs.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from harness.matrix import Observation, Outcome
 from harness.topology import Protocol
 
 UDP_PAYLOAD = b"probe\n"
-SCTP_UNSUPPORTED = "SCTP is not available in this kernel"
 #: Seconds a probe process may overrun its own timeout before it is killed.
 KILL_GRACE = 2.0
 
+#: How curl -v reports a completed TCP handshake: "* Connected to 192.168.1.10
+#: (192.168.1.10) port 80 (#0)".
+_CONNECTED = re.compile(r"^\* Connected to ", re.MULTILINE)
 _CONNECT_FAILURE = re.compile(r"(?:connect to \S+ port \d+ failed|Immediate connect fail for [^:]+): (?P<reason>.+)")
 
 
@@ -114,6 +117,8 @@ def interpret(command: ProbeCommand, returncode: int | None, stdout: bytes, stde
         if returncode == 0:
             return _identity_outcome(out, command.identity)
         if returncode == 28:
+            if _CONNECTED.search(err):
+                return Outcome.WRONG_RESPONDER, "connected, nothing answered"
             return Outcome.BLOCKED, "timeout"
         if returncode == 7:
             match = _CONNECT_FAILURE.search(err)

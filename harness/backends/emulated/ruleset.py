@@ -3,11 +3,14 @@
 An independent implementation of Kubernetes NetworkPolicy semantics, shaped like
 Calico's dataplane:
 
-* ``forward`` accepts return traffic (``ct state established,related``), then sends
-  packets coming from a pod isolated for egress through that pod's ``egress-…``
-  chain and packets going to a pod isolated for ingress through its ``ingress-…``
-  chain, so traffic must pass both the source's egress and the destination's
-  ingress.
+* ``forward`` accepts return traffic: packets in the reply direction of a
+  connection the policies admitted, and ICMP errors about one. Every packet in the
+  original direction, first or not, then goes through the policies in force: a
+  packet coming from a pod isolated for egress through that pod's ``egress-…``
+  chain, one going to a pod isolated for ingress through its ``ingress-…`` chain,
+  so traffic must pass both the source's egress and the destination's ingress.
+  (Accepting every ``established`` packet first would let a flow admitted before
+  a policy change, such as UDP from a reused source port, pass after it.)
 * A pod is isolated for a direction when some policy selecting it has that policy
   type. Its chain has one rule per (policy rule, protocol) that ``return``\\ s when
   the packet is allowed, and ends with ``drop``: the union of every rule of every
@@ -41,6 +44,10 @@ from harness.topology import PodSpec, Protocol, Topology
 
 IPv4 = ipaddress.IPv4Address
 Net4 = ipaddress.IPv4Network
+
+#: Return traffic, accepted before any policy: replies of admitted connections and
+#: the ICMP errors about them. Original-direction packets are never accepted here.
+_RETURN_TRAFFIC = ("ct state established ct direction reply accept", "ct state related accept")
 
 _SAFE_CHAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./_-]{0,150}$")
 _L4 = {Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.SCTP: "sctp"}
@@ -167,10 +174,7 @@ class _Compiler:
             for direction, name, body in self.pod_chains(pod, index):
                 jumps[direction].append(f'"{veth}" : jump {name}')
                 chains.append(_chain(name, body))
-        forward = [
-            "type filter hook forward priority filter; policy accept;",
-            "ct state established,related accept",
-        ]
+        forward = ["type filter hook forward priority filter; policy accept;", *_RETURN_TRAFFIC]
         # Packets from a pod arrive on its veth (iifname); packets to a pod leave
         # through it (oifname).
         if jumps[PolicyType.EGRESS]:
@@ -188,10 +192,7 @@ class _Compiler:
         chains = self.pod_chains(pod, index)
         if not chains:
             return _table(self.data.table, None)
-        output = [
-            "type filter hook output priority filter; policy accept;",
-            "ct state established,related accept",
-        ]
+        output = ["type filter hook output priority filter; policy accept;", *_RETURN_TRAFFIC]
         output += [f"ip saddr {own} ip daddr {own} jump {name}" for _, name, _ in chains]
         return _table(self.data.table, [_chain("output", output), *(_chain(name, body) for _, name, body in chains)])
 

@@ -10,15 +10,19 @@ changes namespace; the launcher threads end with the round.
 
 The calling thread collects the results: it waits on a pidfd per child, so each
 probe's elapsed time is measured when that process exits, and kills a process that
-overruns its limit. At most ``workers`` probes run at any time.
+overruns its limit. At most ``workers`` probes run at any time. Whatever fails
+while a job is being started, the job comes back as an error, never as a wait
+that does not end; and the round as a whole has a deadline too.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import math
 import os
 import queue
+import resource
 import selectors
 import subprocess
 import threading
@@ -32,6 +36,9 @@ from harness.backends.emulated.system import child_environment
 _CLONE_NEWNET = 0x40000000
 #: Most output kept per stream: a probe's answer is a few bytes.
 _OUTPUT_LIMIT = 64 * 1024
+#: Slack of a round's deadline per wave of probes, and once per round.
+_WAVE_SLACK = 2.0
+_ROUND_SLACK = 30.0
 
 
 @dataclass(frozen=True)
@@ -81,57 +88,112 @@ def _enter_netns(name: str) -> None:
         os.close(fd)
 
 
+#: File descriptors the harness holds per running probe: its stdout and stderr
+#: pipes and its pidfd, plus one for the pipes and the exec-error pipe that exist
+#: while it is being started.
+FDS_PER_PROBE = 4
+
+
+def max_workers() -> int:
+    """How many probes may run at once within the open-file limit. Raises this
+    process's soft limit to its hard limit first (the soft limit is often 1024,
+    the hard one much higher)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # keep the soft limit
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(1, soft // FDS_PER_PROBE)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def round_deadline(jobs: Sequence[Job], workers: int) -> float:
+    """Seconds a whole round may take: each wave of ``workers`` probes is bounded by
+    the longest probe limit, plus slack for starting processes on a busy machine.
+    Only a fault in the harness itself makes a round reach it."""
+    waves = math.ceil(len(jobs) / max(1, workers))
+    return waves * (max((job.limit for job in jobs), default=0.0) + _WAVE_SLACK) + _ROUND_SLACK
+
+
 class _Round:
-    def __init__(self, jobs: Sequence[Job], workers: int) -> None:
+    def __init__(self, jobs: Sequence[Job], workers: int, deadline: float) -> None:
         self.jobs = jobs
+        self.deadline = deadline
         self.results: list[Finished | None] = [None] * len(jobs)
-        self.slots = threading.BoundedSemaphore(max(1, workers))
+        # Not bounded: stopping the round releases extra slots to wake every
+        # launcher waiting for one.
+        self.slots = threading.Semaphore(max(1, workers))
         self.events: queue.SimpleQueue[_Running | tuple[int, Finished]] = queue.SimpleQueue()
         self.wake_read, self.wake_write = os.pipe()
+        # One byte per event is only a wake-up call: a full pipe already wakes the
+        # collector, so a launcher must never block on it.
+        os.set_blocking(self.wake_write, False)
         self.stop = threading.Event()
         self.env = child_environment()
 
     # -- launcher threads (each inside one namespace) ------------------------------
 
     def launch(self, netns: str, indices: list[int]) -> None:
+        """Start the jobs at ``indices`` from inside ``netns``. Every job either
+        reaches the collector as a running process or is posted as finished with
+        an error, whatever fails, so the collector never waits for a job that
+        will not come."""
         try:
             _enter_netns(netns)
-        except OSError as err:
+        except BaseException as err:
             for index in indices:
-                self._post((index, Finished(None, error=f"cannot enter network namespace {netns}: {err.strerror}")))
+                self._post((index, Finished(None, error=f"cannot enter network namespace {netns}: {_reason(err)}")))
             return
         for index in indices:
-            while not self.slots.acquire(timeout=0.1):
-                if self.stop.is_set():
-                    return
+            self.slots.acquire()
             if self.stop.is_set():
-                self.slots.release()
-                return
-            job = self.jobs[index]
+                return  # the collector has finished: what is left is "not run"
+            self._start(index)
+
+    def _start(self, index: int) -> None:
+        """Start one job holding a slot; on any failure release the slot, end the
+        process if it was started, and post the error."""
+        job = self.jobs[index]
+        process: subprocess.Popen[bytes] | None = None
+        try:
             started = time.monotonic()
-            try:
-                process = subprocess.Popen(
-                    job.argv,
-                    stdin=subprocess.PIPE if job.stdin is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=self.env,
-                )
-            except OSError as err:
-                self.slots.release()
-                self._post((index, Finished(None, error=f"cannot run {job.argv[0]}: {err.strerror}")))
-                continue
+            process = subprocess.Popen(
+                job.argv,
+                stdin=subprocess.PIPE if job.stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env,
+            )
             if process.stdin is not None:
                 try:
                     process.stdin.write(job.stdin or b"")
                     process.stdin.close()
                 except BrokenPipeError:
                     pass
-            self._post(_Running(index, job, process, os.pidfd_open(process.pid), started))
+            pidfd = os.pidfd_open(process.pid)
+        except BaseException as err:
+            if process is not None:
+                _end(process)
+            self.slots.release()
+            self._post((index, Finished(None, error=f"cannot run {job.argv[0]}: {_reason(err)}")))
+            return
+        self._post(_Running(index, job, process, pidfd, started))
 
     def _post(self, event: _Running | tuple[int, Finished]) -> None:
         self.events.put(event)
-        os.write(self.wake_write, b".")
+        try:
+            os.write(self.wake_write, b".")
+        except BlockingIOError:
+            pass
 
     # -- the collector (calling thread) ----------------------------------------------
 
@@ -140,11 +202,15 @@ class _Round:
         selector.register(self.wake_read, selectors.EVENT_READ, None)
         running: dict[int, _Running] = {}
         pending = len(self.jobs)
+        round_ends = time.monotonic() + self.deadline
         try:
             while pending:
                 now = time.monotonic()
+                if now >= round_ends:
+                    self._abandon(selector, running)
+                    break
                 deadlines = [r.started + r.job.limit for r in running.values() if not r.killed]
-                timeout = max(0.0, min(deadlines) - now) if deadlines else None
+                timeout = max(0.0, min([*deadlines, round_ends]) - now)
                 for key, _ in selector.select(timeout):
                     current = selector.get_map().get(key.fd)
                     if current is None or current.data is not key.data:
@@ -164,16 +230,35 @@ class _Round:
                         run.process.kill()
                         run.killed = True
         finally:
-            # Interrupted (Ctrl-C): stop launching and end what runs.
+            # Done, past the deadline or interrupted (Ctrl-C): stop launching and
+            # end what runs.
             self.stop.set()
             for run in list(running.values()):
                 self._discard(selector, run)
             selector.close()
         return [r if r is not None else Finished(None, error="not run") for r in self.results]
 
+    def _abandon(self, selector: selectors.BaseSelector, running: dict[int, _Running]) -> None:
+        """The round overran its deadline: end what runs and fail every job without
+        a result."""
+        why = f"the probe round did not finish within {self.deadline:g}s"
+        for run in list(running.values()):
+            self._discard(selector, run)
+            del running[run.index]
+        for index, result in enumerate(self.results):
+            if result is None:
+                self.results[index] = Finished(None, error=why)
+
+    def wake_launchers(self, count: int) -> None:
+        """After :meth:`collect`: give ``count`` extra slots so that every launcher
+        waiting for one wakes, sees ``stop`` and returns."""
+        self.stop.set()
+        self.slots.release(count)
+
     def close(self) -> None:
         """After the launcher threads ended: end processes that were started but not
-        collected (only after an interruption) and release the wake-up pipe."""
+        collected (after an interruption or the deadline) and release the wake-up
+        pipe."""
         while True:
             try:
                 event = self.events.get_nowait()
@@ -246,20 +331,33 @@ class _Round:
         self.slots.release()
 
     def _discard(self, selector: selectors.BaseSelector | None, run: _Running) -> None:
-        try:
-            run.process.kill()
-        except OSError as err:
-            if err.errno != errno.ESRCH:
-                raise
-        run.process.wait()
+        _end(run.process)
         self._close(selector, run)
 
 
-def run_jobs(jobs: Sequence[Job], workers: int) -> list[Finished]:
-    """Run ``jobs`` (at most ``workers`` at once) and return their results in order."""
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Kill ``process`` if it still runs, reap it and close its pipes."""
+    try:
+        process.kill()
+    except OSError as err:
+        if err.errno != errno.ESRCH:
+            raise
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass  # input that could not be flushed: the process is gone anyway
+
+
+def run_jobs(jobs: Sequence[Job], workers: int, deadline: float | None = None) -> list[Finished]:
+    """Run ``jobs`` (at most ``workers`` at once) and return their results in order.
+    The whole round is bounded by ``deadline`` seconds (default
+    :func:`round_deadline`); jobs without a result by then are errors."""
     if not jobs:
         return []
-    round_ = _Round(jobs, workers)
+    round_ = _Round(jobs, workers, round_deadline(jobs, workers) if deadline is None else deadline)
     by_netns: dict[str, list[int]] = {}
     for index, job in enumerate(jobs):
         by_netns.setdefault(job.netns, []).append(index)
@@ -267,12 +365,13 @@ def run_jobs(jobs: Sequence[Job], workers: int) -> list[Finished]:
         threading.Thread(target=round_.launch, args=(netns, indices), name=f"probe-launcher-{netns}", daemon=True)
         for netns, indices in by_netns.items()
     ]
-    for thread in threads:
-        thread.start()
     try:
+        for thread in threads:
+            thread.start()
         return round_.collect()
     finally:
-        round_.stop.set()
+        round_.wake_launchers(len(threads))
         for thread in threads:
-            thread.join()
+            if thread.ident is not None:  # started
+                thread.join()
         round_.close()

@@ -79,17 +79,22 @@ class EndpointServers:
             if not any(p.protocol in (Protocol.TCP, Protocol.UDP) for p in endpoint.ports):
                 continue
             log = self.log_dir / f"{netns[endpoint_id]}.log"
-            with log.open("wb") as stderr:
-                process = subprocess.Popen(
-                    server_argv(netns[endpoint_id], endpoint),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                    env=env,
-                    # Its own session: a Ctrl-C meant for the harness must not kill the
-                    # servers halfway through a probe round; the harness stops them.
-                    start_new_session=True,
-                )
+            try:
+                with log.open("wb") as stderr:
+                    process = subprocess.Popen(
+                        server_argv(netns[endpoint_id], endpoint),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=stderr,
+                        env=env,
+                        # Its own session: a Ctrl-C meant for the harness must not kill the
+                        # servers halfway through a probe round; the harness stops them.
+                        start_new_session=True,
+                    )
+            except OSError as err:
+                # Out of processes or file descriptors, for instance; the caller
+                # stops the servers started so far.
+                raise BackendError(f"cannot start the server of {endpoint_id}: {err.strerror or err}") from None
             assert process.stdout is not None
             os.set_blocking(process.stdout.fileno(), False)
             self._servers.append(_Server(endpoint_id, process, log))

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from harness.backends.emulated.names import NETNS_DIR
 from harness.errors import BackendError
+
+#: Most commands :func:`run_all` runs at once: enough to overlap their start-up
+#: on a few cores, few enough to stay far from process and file limits.
+RUN_ALL_CONCURRENCY = 8
 
 #: Children get a small, predictable environment: English messages, no proxy.
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -20,17 +25,48 @@ def child_environment() -> dict[str, str]:
 
 def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float = 60.0) -> str:
     """Run a command to completion; its stdout, or a :class:`BackendError` naming
-    ``what`` was being done, the command and its stderr."""
+    ``what`` was being done, the command and its stderr. A command that overruns
+    ``timeout`` is killed and reaped before the error is raised."""
     try:
         done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, env=child_environment())
     except FileNotFoundError:
         raise BackendError(f"{what}: {argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
         raise BackendError(f"{what}: `{shlex.join(argv)}` did not finish within {timeout:g}s") from None
+    except OSError as err:
+        # Out of processes or file descriptors, for instance.
+        raise BackendError(f"{what}: cannot run `{shlex.join(argv)}`: {err.strerror or err}") from None
     if done.returncode != 0:
         detail = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
         raise BackendError(f"{what}: `{shlex.join(argv)}` failed: {detail}")
     return done.stdout
+
+
+def run_all(commands: Mapping[str, tuple[Sequence[str], str]], what: str, timeout: float = 60.0) -> None:
+    """Run ``label → (argv, stdin)``, at most :data:`RUN_ALL_CONCURRENCY` at once,
+    and raise one :class:`BackendError` naming every failure. Each command is
+    reaped (killed first if it overruns ``timeout``) before this returns; on an
+    interruption, the commands not yet started are not started."""
+    if not commands:
+        return
+    failures: list[str] = []
+
+    def one(label: str, argv: Sequence[str], stdin: str) -> None:
+        try:
+            run(argv, what, stdin=stdin, timeout=timeout)
+        except BackendError as err:
+            failures.append(f"{label}: {str(err).removeprefix(what + ': ')}")
+
+    workers = min(RUN_ALL_CONCURRENCY, len(commands))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emulated-run-all")
+    try:
+        futures = [pool.submit(one, label, argv, stdin) for label, (argv, stdin) in commands.items()]
+        for future in futures:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failures:
+        raise BackendError(f"{what} failed: " + "; ".join(sorted(failures)))
 
 
 def ip_batch(lines: Iterable[str], what: str, netns: str | None = None) -> None:
