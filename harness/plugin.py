@@ -62,9 +62,7 @@ class BackendManager:
         self.upgrade = bool(config.getoption("calico_upgrade", False))
         if self.name == "kind":
             kind = backend_module("kind")
-            self.variants = calico_variants(
-                config.getoption("calico_version", None), kind.cluster_name(config), not self.upgrade
-            )
+            self.variants = calico_variants(config.getoption("calico_version", None), kind.cluster_name(config), not self.upgrade)
         else:
             self.variants = [DEFAULT_VARIANT]
         self.upgrades: list[tuple[str, str, float]] = []

@@ -21,7 +21,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-
 class PolicyType(enum.Enum):
     INGRESS = "Ingress"
     EGRESS = "Egress"
