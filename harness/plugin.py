@@ -68,7 +68,8 @@ class BackendManager:
         self.upgrades: list[tuple[str, str, float]] = []
         self._backend: Backend | None = None
         self._variant: BackendVariant | None = None
-        self._previous_sigterm: Any = None
+        self._sigterm_caught = False
+        self._previous_sigterm: Any = signal.SIG_DFL
 
     def get(self, variant: BackendVariant = DEFAULT_VARIANT) -> Backend:
         progress = _progress(self.config, always=True)
@@ -103,12 +104,9 @@ class BackendManager:
     def _catch_sigterm(self) -> None:
         """While a backend lives, SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so
         that what the backend created is removed."""
-        if self._previous_sigterm is None and hasattr(signal, "SIGTERM"):
+        if not self._sigterm_caught and hasattr(signal, "SIGTERM"):
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    @property
-    def started(self) -> bool:
-        return self._backend is not None
+            self._sigterm_caught = True
 
     def close(self) -> None:
         backend, self._backend = self._backend, None
@@ -116,9 +114,10 @@ class BackendManager:
             if backend is not None:
                 backend.close()
         finally:
-            if self._previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, self._previous_sigterm)
-                self._previous_sigterm = None
+            if self._sigterm_caught:
+                # None: a handler installed outside Python, which cannot be put back.
+                signal.signal(signal.SIGTERM, self._previous_sigterm if self._previous_sigterm is not None else signal.SIG_DFL)
+                self._sigterm_caught = False
 
 
 manager_key = pytest.StashKey[BackendManager]()
