@@ -179,8 +179,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=10.0,
         metavar="SECONDS",
         dest="probe_deadline",
-        help="how long cells that differ from the expectation are re-probed after a change "
-        "(policies take a moment to be programmed). Default: 10.",
+        help="on kind and existing clusters, how long cells that differ from the expectation are "
+        "re-probed after a change while the CNI programs it; then the whole matrix is probed once "
+        "more. The emulated and model backends answer at once. Default: 10.",
     )
     parser.addini(
         "netpol_scenarios",
