@@ -31,6 +31,14 @@ class ClusterState:
             remaining.pop(ref, None)
         return replace(self, policies=remaining)
 
+    def with_namespace_labels(self, name: str, labels: Mapping[str, str]) -> ClusterState:
+        """A namespace's labels replaced by ``labels`` (the complete new set)."""
+        return replace(self, topology=self.topology.with_namespace_labels(name, labels))
+
+    def with_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> ClusterState:
+        """A pod's labels replaced by ``labels`` (the complete new set)."""
+        return replace(self, topology=self.topology.with_pod_labels(pod_id, labels))
+
     def relabel_namespace(self, name: str, changes: Mapping[str, str | None]) -> ClusterState:
         labels = apply_label_changes(self.topology.namespace(name).labels, changes)
         return replace(self, topology=self.topology.with_namespace_labels(name, labels))

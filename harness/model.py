@@ -32,7 +32,6 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -313,12 +312,3 @@ class ReferenceModel:
             out[cell] = Observation(Outcome.from_bool(ok), detail)
         return ReachabilityMatrix(tuple(sources), tuple(destinations), tuple(ports), out)
 
-
-def model_summary(model: ReferenceModel) -> dict[str, Any]:
-    """Counts used by reports: isolated pods per direction."""
-    return {
-        "pods": len(model.pods),
-        "policies": len(model.policies),
-        "ingress_isolated": int(model.ingress_isolated.sum()),
-        "egress_isolated": int(model.egress_isolated.sum()),
-    }

@@ -55,10 +55,10 @@ class ModelBackend(Backend):
         self._state = self.state.without_policies(refs)
 
     def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
-        self._state = ClusterState(self.state.topology.with_namespace_labels(namespace, labels), self.state.policies)
+        self._state = self.state.with_namespace_labels(namespace, labels)
 
     def set_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> None:
-        self._state = ClusterState(self.state.topology.with_pod_labels(pod_id, labels), self.state.policies)
+        self._state = self.state.with_pod_labels(pod_id, labels)
 
     def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
         state = self.state

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from html import escape
 
 from harness import __version__
-from harness.matrix import Cell, Comparison, Outcome
+from harness.matrix import Cell, Comparison
 from harness.reporting.records import (
     RunSummary,
     ScenarioRecord,
@@ -30,15 +30,6 @@ from harness.topology import PortProtocol
 #: Larger port matrices are drawn only around their wrong cells (the JSON report has
 #: every cell); a page of thousands of pods would otherwise be unusable.
 MAX_DRAWN_CELLS = 2500
-
-_OUTCOME_LABEL = {
-    Outcome.ALLOWED: "allowed",
-    Outcome.BLOCKED: "blocked",
-    Outcome.REFUSED: "refused (reached the pod, nothing listening)",
-    Outcome.WRONG_RESPONDER: "answered by the wrong endpoint",
-    Outcome.ERROR: "probe error",
-    Outcome.UNSUPPORTED: "not supported by this backend",
-}
 
 CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa; }

@@ -43,6 +43,20 @@ NOT_HTTP = Reply(raw=b"\x15\x03\x01\x00\x02\x02\x50 not an HTTP status line\r\n\
 HTML_PAGE = Reply(200, b"<html><body>Sign in to continue</body></html>", "text/html")
 
 
+#: What ``GET /version/`` answers on a Kubernetes 1.33 API server.
+SERVER_VERSION = {
+    "major": "1",
+    "minor": "33",
+    "gitVersion": "v1.33.4",
+    "gitCommit": "74cdb426e2d63ae9ff1d6e4a8e0d68b3ba4a1e7c",
+    "gitTreeState": "clean",
+    "buildDate": "2025-08-12T00:00:00Z",
+    "goVersion": "go1.24.5",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
 def json_reply(obj: Any, status: int = 200) -> Reply:
     return Reply(status, json.dumps(obj).encode())
 

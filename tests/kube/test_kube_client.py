@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from loopback_api import HTML_PAGE, NOT_HTTP, RESET, LoopbackApiServer, Reply, api_error, json_reply
+from loopback_api import HTML_PAGE, NOT_HTTP, RESET, SERVER_VERSION, LoopbackApiServer, Reply, api_error, json_reply
 
 from harness.errors import BackendError, BackendUnavailable
 from harness.kube.client import APPLY_PATCH, FIELD_MANAGER, KubeClient
@@ -155,19 +155,7 @@ def test_an_unreachable_server_at_start_is_unavailable_with_a_hint(server, tmp_p
 
 def test_a_working_server_is_read(server, kube):
     replies = {
-        "/version/": json_reply(
-            {
-                "major": "1",
-                "minor": "33",
-                "gitVersion": "v1.33.4",
-                "gitCommit": "74cdb426e2d63ae9ff1d6e4a8e0d68b3ba4a1e7c",
-                "gitTreeState": "clean",
-                "buildDate": "2025-08-12T00:00:00Z",
-                "goVersion": "go1.24.5",
-                "compiler": "gc",
-                "platform": "linux/amd64",
-            }
-        ),
+        "/version/": json_reply(SERVER_VERSION),
         "/api/v1/namespaces/shop": json_reply({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "shop"}}),
     }
     server.answer = lambda request: replies.get(request.path, Reply(500))

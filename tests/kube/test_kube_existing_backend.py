@@ -5,25 +5,13 @@ answering as an API server would."""
 from __future__ import annotations
 
 import pytest
-from loopback_api import RESET, LoopbackApiServer, Reply, api_error, json_reply
+from loopback_api import RESET, SERVER_VERSION, LoopbackApiServer, Reply, api_error, json_reply
 
 from harness.backends import existing as existing_backend
 from harness.backends.base import Options
 from harness.errors import BackendError
 from harness.kube.existing import leftover_run
 from harness.kube.manifests import ANNOTATION_RUN
-
-VERSION = {
-    "major": "1",
-    "minor": "33",
-    "gitVersion": "v1.33.4",
-    "gitCommit": "74cdb426e2d63ae9ff1d6e4a8e0d68b3ba4a1e7c",
-    "gitTreeState": "clean",
-    "buildDate": "2025-08-12T00:00:00Z",
-    "goVersion": "go1.24.5",
-    "compiler": "gc",
-    "platform": "linux/amd64",
-}
 
 
 def namespace(name: str, run: str | None = None, terminating: bool = False) -> dict:
@@ -62,7 +50,7 @@ class FakeApi:
 
     def answer(self, request) -> Reply:
         if (request.method, request.path) == ("GET", "/version/"):
-            return json_reply(VERSION)
+            return json_reply(SERVER_VERSION)
         if (request.method, request.path) == ("GET", "/api/v1/namespaces"):
             return json_reply({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {}, "items": NAMESPACES})
         prefix = "/api/v1/namespaces/"

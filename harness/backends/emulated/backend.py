@@ -18,6 +18,7 @@ from harness.backends.emulated.ruleset import RulesetInput, remove_table, render
 from harness.backends.emulated.runner import Job, max_workers, run_jobs
 from harness.backends.emulated.servers import EndpointServers
 from harness.backends.emulated.system import run
+from harness.cluster_state import ClusterState
 from harness.errors import BackendError
 from harness.matrix import Observation, Outcome
 from harness.model import ModelSettings, SelfTraffic
@@ -58,8 +59,7 @@ class EmulatedBackend(Backend):
         self._network: EmulatedNetwork | None = None
         self._servers: EndpointServers | None = None
         self._declared: Topology | None = None  # as deployed, with declared labels
-        self._current: Topology | None = None  # with the labels in force
-        self._policies: dict[str, NetworkPolicy] = {}
+        self._state: ClusterState | None = None  # labels and policies in force
         self._timeout = _DEFAULT_TIMEOUT
         self._self_tables = False  # pod namespaces hold self-traffic tables
         self.ruleset = ""  # the last ruleset loaded, for diagnostics
@@ -88,7 +88,7 @@ class EmulatedBackend(Backend):
     @property
     def topology(self) -> Topology | None:
         """The deployed topology with the labels in force."""
-        return self._current
+        return self._state.topology if self._state is not None else None
 
     @property
     def server_pids(self) -> list[int]:
@@ -109,8 +109,8 @@ class EmulatedBackend(Backend):
             # point leaves something the next run can find.
             write_state(run_id, network.all_netns)
             self._network = network
-            self._declared = self._current = topology
-            self._policies = {}
+            self._declared = topology
+            self._state = ClusterState(topology)
             try:
                 network.build()
                 self._reload()
@@ -126,8 +126,7 @@ class EmulatedBackend(Backend):
         with self._lock:
             if self._network is None or self._declared is None:
                 return
-            self._policies = {}
-            self._current = self._declared
+            self._state = ClusterState(self._declared)
             self._reload()
 
     def close(self) -> None:
@@ -138,8 +137,8 @@ class EmulatedBackend(Backend):
     def _teardown(self) -> None:
         servers, self._servers = self._servers, None
         network, self._network = self._network, None
-        self._declared = self._current = None
-        self._policies = {}
+        self._declared = None
+        self._state = None
         self._self_tables = False
         try:
             if servers is not None:
@@ -161,28 +160,25 @@ class EmulatedBackend(Backend):
 
     def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
         with self._lock:
-            topology = self._topology()
-            known = {ns.name for ns in topology.namespaces}
+            state = self._current()
+            known = {ns.name for ns in state.topology.namespaces}
             for policy in policies:
                 if policy.namespace not in known:
                     raise BackendError(
                         f"NetworkPolicy {policy.ref}: namespace {policy.namespace} is not part of the deployed topology"
                     )
-            for policy in policies:
-                self._policies[policy.ref] = policy
+            self._state = state.with_policies(policies)
             self._reload()
 
     def delete_policies(self, refs: Sequence[str]) -> None:
         with self._lock:
-            self._topology()
-            for ref in refs:
-                self._policies.pop(ref, None)
+            self._state = self._current().without_policies(refs)
             self._reload()
 
     def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
         with self._lock:
             try:
-                self._current = self._topology().with_namespace_labels(namespace, labels)
+                self._state = self._current().with_namespace_labels(namespace, labels)
             except KeyError:
                 raise BackendError(f"namespace {namespace} is not part of the deployed topology") from None
             self._reload()
@@ -190,24 +186,25 @@ class EmulatedBackend(Backend):
     def set_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> None:
         with self._lock:
             try:
-                self._current = self._topology().with_pod_labels(pod_id, labels)
+                self._state = self._current().with_pod_labels(pod_id, labels)
             except KeyError:
                 raise BackendError(f"pod {pod_id} is not part of the deployed topology") from None
             self._reload()
 
-    def _topology(self) -> Topology:
-        if self._current is None:
+    def _current(self) -> ClusterState:
+        if self._state is None:
             raise BackendError("the emulated backend has nothing deployed: call deploy(topology) first")
-        return self._current
+        return self._state
 
     def _reload(self) -> None:
         network = self.network
+        state = self._current()
         data = RulesetInput(
             table=network.run.table,
-            topology=self._topology(),
+            topology=state.topology,
             addresses=network.addresses,
             interfaces=network.interfaces,
-            policies=tuple(self._policies.values()),
+            policies=tuple(state.policies.values()),
             ipblock_matches_pods=self.ipblock_matches_pods,
         )
         self.ruleset = render_ruleset(data)
