@@ -311,4 +311,3 @@ class ReferenceModel:
             detail = "" if ok or not explain else self.explain(cell.source, cell.destination, cell.port)
             out[cell] = Observation(Outcome.from_bool(ok), detail)
         return ReachabilityMatrix(tuple(sources), tuple(destinations), tuple(ports), out)
-
