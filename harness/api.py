@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.backends.base import Backend, Deployment, Probe
+from harness.backends.base import Backend, Deployment
 from harness.cluster_state import ClusterState
 from harness.errors import BackendError, HarnessError
 from harness.expectations import expected_matrix, plan_probes
@@ -110,10 +110,7 @@ class PolicyTest:
 
     def _observe(self, expected: ReachabilityMatrix) -> ReachabilityMatrix:
         """Probe the cells of ``expected``, re-probing those that differ from it."""
-        topology = self.state.topology
-        probes = [Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in expected.cells]
-        observed = self.engine.run(probes, {c: o.outcome for c, o in expected.cells.items()})
-        return ReachabilityMatrix(expected.sources, expected.destinations, expected.ports, observed)
+        return self.engine.observe(expected, self.state.topology)
 
     def probe(self, ports: Sequence[str] | None = None, expect: Mapping[str, Any] | None = None) -> ReachabilityMatrix:
         """Probe every cell (optionally only ``ports``) and return what was observed.

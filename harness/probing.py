@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from harness.backends.base import Backend, Probe
-from harness.matrix import Cell, Observation, Outcome
+from harness.matrix import Cell, Observation, Outcome, ReachabilityMatrix
+from harness.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ class ProbeEngine:
                 )
                 observed[probe.cell] = Observation(Outcome.UNSUPPORTED, note)
         return observed
+
+    def observe(
+        self, expected: ReachabilityMatrix, topology: Topology, progress: Callable[[str], None] | None = None
+    ) -> ReachabilityMatrix:
+        """Probe every cell of ``expected`` (endpoints looked up in ``topology``) and
+        return the observed matrix on the same axes."""
+        probes = [Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in expected.cells]
+        observed = self.run(probes, {c: o.outcome for c, o in expected.cells.items()}, progress)
+        return ReachabilityMatrix(expected.sources, expected.destinations, expected.ports, observed)
 
     def run(
         self,

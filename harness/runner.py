@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.backends.base import Backend, Deployment, Probe
+from harness.backends.base import Backend, Deployment
 from harness.cluster_state import ClusterState
 from harness.expectations import expected_matrix, plan_probes
 from harness.matrix import Comparison, ReachabilityMatrix, compare
@@ -130,15 +130,13 @@ class ScenarioRunner:
         expected = expected_matrix(
             step.expect, plan, topology, state.policies.values(), deployment.addresses, scenario.settings.model
         )
-        probes = [Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in plan.cells]
         self.backend.begin_step(str(scenario.path), step.name)
-        self.progress(f"{scenario.name}/{step.name}: probing {len(probes)} cell(s)")
-        observations = self.engine.run(probes, {c: o.outcome for c, o in expected.cells.items()}, self.progress)
-        observed = ReachabilityMatrix(plan.sources, plan.destinations, plan.ports, observations)
+        self.progress(f"{scenario.name}/{step.name}: probing {len(plan.cells)} cell(s)")
+        observed = self.engine.observe(expected, topology, self.progress)
         return StepResult(
             step.name,
             compare(expected, observed),
             tuple(sorted(state.policies)),
             time.monotonic() - started,
-            len(probes),
+            len(plan.cells),
         )
