@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.backends.base import Options, Probe  # noqa: E402
 from harness.backends.emulated import probe_workers  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
-from harness.policy import parse_policy  # noqa: E402
-from harness.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology  # noqa: E402
+from harness.core.errors import HarnessError  # noqa: E402
+from harness.core.policy import parse_policy  # noqa: E402
+from harness.core.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology  # noqa: E402
 
 TARGETS = {"no policy": 1.0, "default deny": 2.5}
 

@@ -17,10 +17,10 @@ import statistics
 import time
 from typing import Any
 
-from harness.addressing import plan_addresses
+from harness.core.addressing import plan_addresses
+from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.topology import NamespaceSpec, PodSpec, PortProtocol, PortSpec, Protocol, Topology
 from harness.model import ReferenceModel
-from harness.policy import NetworkPolicy, parse_policy
-from harness.topology import NamespaceSpec, PodSpec, PortProtocol, PortSpec, Protocol, Topology
 
 APPS = ["web", "api", "db", "cache", "worker", "queue", "auth", "metrics"]
 TIERS = ["frontend", "backend", "data"]

@@ -16,15 +16,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.backends.base import Backend, Deployment
-from harness.cluster_state import ClusterState
-from harness.errors import BackendError, HarnessError
-from harness.expectations import expected_matrix, plan_probes
-from harness.matrix import Comparison, ReachabilityMatrix, compare
-from harness.model import ModelSettings
-from harness.policy import NetworkPolicy, parse_policy
-from harness.probing import ProbeEngine, ProbeSettings
+from harness.core.errors import BackendError, HarnessError
+from harness.core.matrix import Comparison, ReachabilityMatrix, compare
+from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.settings import ModelSettings
+from harness.core.state import ClusterState
+from harness.core.topology import Topology
+from harness.engine.probing import ProbeEngine, ProbeSettings
 from harness.scenario import parse_expectation, parse_topology, probed_ports
-from harness.topology import Topology
+from harness.scenario.expectations import expected_matrix, plan_probes
 
 
 class ReachabilityMismatch(AssertionError):

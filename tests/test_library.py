@@ -13,8 +13,8 @@ import pytest
 
 from harness.backends.base import Backend, Options
 from harness.backends.model import ModelBackend
-from harness.probing import ProbeSettings
-from harness.runner import ScenarioRunner
+from harness.engine.pipeline import ScenarioRunner
+from harness.engine.probing import ProbeSettings
 from harness.scenario import Scenario, load_scenario
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
@@ -46,7 +46,7 @@ def test_scenario_on_model(path: Path) -> None:
 @pytest.fixture(scope="module")
 def emulated() -> Iterator[Backend]:
     from harness.backends.emulated import create
-    from harness.errors import BackendUnavailable
+    from harness.core.errors import BackendUnavailable
 
     try:
         backend = create(Options(probe_timeout=1.0))

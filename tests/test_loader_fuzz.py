@@ -14,9 +14,9 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from harness.errors import ScenarioError
+from harness.core.errors import ScenarioError
 from harness.scenario import Scenario, load_scenario, parse_scenario
-from harness.yamlload import load_all, load_one
+from harness.scenario.yamlload import load_all, load_one
 
 #: Raise with NETPOL_FUZZ_EXAMPLES=20000 to hunt for bugs; the default keeps CI fast and stable.
 FUZZ = settings(

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.matrix import (
+from harness.core.errors import HarnessError
+from harness.core.matrix import (
     ALLOWED,
     BLOCKED,
     LEGEND,
@@ -20,7 +20,7 @@ from harness.matrix import (
     compare,
     iter_cells,
 )
-from harness.topology import PortProtocol
+from harness.core.topology import PortProtocol
 
 P80 = PortProtocol.parse("80/TCP")
 P53 = PortProtocol.parse("53/UDP")

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.addressing import plan_addresses
-from harness.matrix import Cell, Outcome
-from harness.model import ModelSettings, ReferenceModel, SelfTraffic
-from harness.policy import NetworkPolicy, PolicyType, parse_policy
-from harness.selectors import LabelSelector, Operator, Requirement
-from harness.topology import (
+from harness.core.addressing import plan_addresses
+from harness.core.matrix import Cell, Outcome
+from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
+from harness.core.selectors import LabelSelector, Operator, Requirement
+from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
     NamespaceSpec,
@@ -31,6 +31,7 @@ from harness.topology import (
     Protocol,
     Topology,
 )
+from harness.model import ReferenceModel
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
@@ -894,7 +895,7 @@ def test_matrix_holds_the_requested_cells_with_explanations() -> None:
 
 
 def test_model_refuses_a_destination_without_address() -> None:
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     topology = grid_topology()
     addresses = plan_addresses(topology)

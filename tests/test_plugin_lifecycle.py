@@ -14,13 +14,13 @@ import pytest
 
 from harness.api import PolicyTest
 from harness.backends.model import ModelBackend
-from harness.errors import HarnessError, UnknownName
+from harness.core.errors import HarnessError, UnknownName
 
 STAND_IN = """
 import signal
 
 from harness.backends.model import ModelBackend
-from harness.errors import BackendError
+from harness.core.errors import BackendError
 
 MODE = {"value": "ok"}
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from harness.errors import PolicyError, ScenarioError
-from harness.policy import PolicyPort, PolicyType, parse_policy
-from harness.selectors import LabelSelector, Operator, Requirement
-from harness.topology import Protocol
+from harness.core.errors import PolicyError, ScenarioError
+from harness.core.policy import PolicyPort, PolicyType, parse_policy
+from harness.core.selectors import LabelSelector, Operator, Requirement
+from harness.core.topology import Protocol
 
 SOURCE = "policies/p.yaml"
 

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from harness.backends.base import Probe
 from harness.backends.model import ModelBackend
-from harness.matrix import Cell, Observation, Outcome
-from harness.policy import NetworkPolicy, parse_policy
-from harness.probing import ProbeEngine, ProbeSettings
+from harness.core.matrix import Cell, Observation, Outcome
+from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.topology import PortProtocol, Protocol
+from harness.engine.probing import ProbeEngine, ProbeSettings
 from harness.scenario import parse_topology
-from harness.topology import PortProtocol, Protocol
 
 TOPOLOGY = parse_topology(
     {"x": {"pods": {name: {"labels": {"pod": name}, "ports": ["80/TCP", "9000/SCTP"]} for name in ("a", "b", "c")}}}

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.addressing import plan_addresses
-from harness.cluster_state import ClusterState
-from harness.errors import PolicyError, ScenarioError
-from harness.expectations import ProbePlan, expected_matrix, plan_probes
-from harness.matrix import Cell, Outcome, ReachabilityMatrix
-from harness.model import ModelSettings, SelfTraffic
-from harness.policy import PolicyPort, PolicyType
+from harness.core.addressing import plan_addresses
+from harness.core.errors import PolicyError, ScenarioError
+from harness.core.matrix import Cell, Outcome, ReachabilityMatrix
+from harness.core.policy import PolicyPort, PolicyType
+from harness.core.selectors import LabelSelector
+from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.state import ClusterState
+from harness.core.topology import NAMESPACE_NAME_LABEL, PortProtocol, PortSpec, Protocol
 from harness.scenario import (
     EndpointPattern,
     EndpointSelector,
@@ -27,8 +28,7 @@ from harness.scenario import (
     load_scenario,
     probed_ports,
 )
-from harness.selectors import LabelSelector
-from harness.topology import NAMESPACE_NAME_LABEL, PortProtocol, PortSpec, Protocol
+from harness.scenario.expectations import ProbePlan, expected_matrix, plan_probes
 
 BASE = """\
 description: loader test

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.selectors import (
+from harness.core.selectors import (
     LabelSelector,
     Operator,
     Requirement,

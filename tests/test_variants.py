@@ -13,9 +13,9 @@ import textwrap
 
 import pytest
 
-from harness.matrix import Cell, Observation, Outcome
-from harness.topology import PortProtocol
-from harness.variants import DEFAULT_VARIANT, BackendVariant, VariantOptions, calico_variants, variant_changes
+from harness.backends.variants import DEFAULT_VARIANT, BackendVariant, VariantOptions, calico_variants, variant_changes
+from harness.core.matrix import Cell, Observation, Outcome
+from harness.core.topology import PortProtocol
 
 CELL = Cell("x/a", "x/b", PortProtocol.parse("80/TCP"))
 
@@ -59,7 +59,7 @@ def test_changes_name_each_cell_whose_outcome_differs() -> None:
 
 STAND_IN = '''
 from harness.backends.model import ModelBackend
-from harness.model import ModelSettings
+from harness.core.settings import ModelSettings
 
 CALLS = []
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 BACKENDS: dict[str, str] = {
     "kind": "harness.backends.kind",

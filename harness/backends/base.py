@@ -1,6 +1,6 @@
 """The one small interface every backend implements.
 
-A backend turns a declared :class:`~harness.topology.Topology` into something that
+A backend turns a declared :class:`~harness.core.topology.Topology` into something that
 runs (``deploy``), changes policies and labels on it, and runs one round of probes.
 Retries, re-probing and comparison live in the shared probe engine and runner, not
 in backends.
@@ -16,10 +16,10 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 from typing import Protocol as TypingProtocol
 
-from harness.matrix import Cell, Observation
-from harness.model import ModelSettings
-from harness.policy import NetworkPolicy
-from harness.topology import Endpoint, PodSpec, PortProtocol, Protocol, Topology
+from harness.core.matrix import Cell, Observation
+from harness.core.policy import NetworkPolicy
+from harness.core.settings import ModelSettings
+from harness.core.topology import Endpoint, PodSpec, PortProtocol, Protocol, Topology
 
 
 class OptionSource(TypingProtocol):

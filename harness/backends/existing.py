@@ -2,7 +2,7 @@
 
 The harness touches nothing there but what it creates: namespaces named
 ``nph-<run id>-<scenario namespace>``, their pods and policies, deleted at the end
-of the run (see :mod:`harness.kube.existing`); with ``--sweep-leftovers``, also
+of the run (see :mod:`harness.backends.cluster.existing`); with ``--sweep-leftovers``, also
 the namespaces that killed runs of the harness left behind.
 
 This module is imported when pytest starts: the Kubernetes client is imported by
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.backends.base import Backend, OptionSource
-from harness.runner import Progress
+from harness.core.progress import Progress
 
 
 def add_options(group: Any) -> None:
@@ -32,6 +32,6 @@ def add_options(group: Any) -> None:
 
 
 def create(options: OptionSource, progress: Progress | None = None) -> Backend:
-    from harness.kube.existing import create_existing_backend
+    from harness.backends.cluster.existing import create_existing_backend
 
     return create_existing_backend(options, progress)

@@ -12,14 +12,15 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 
 from harness import __version__
-from harness.addressing import plan_addresses
 from harness.backends.base import Backend, Deployment, OptionSource, Probe
-from harness.cluster_state import ClusterState
-from harness.errors import BackendError
-from harness.matrix import Observation, Outcome
-from harness.model import ModelSettings, ReferenceModel
-from harness.policy import NetworkPolicy
-from harness.topology import Topology
+from harness.core.addressing import plan_addresses
+from harness.core.errors import BackendError
+from harness.core.matrix import Observation, Outcome
+from harness.core.policy import NetworkPolicy
+from harness.core.settings import ModelSettings
+from harness.core.state import ClusterState
+from harness.core.topology import Topology
+from harness.model import ReferenceModel
 
 
 class ModelBackend(Backend):

@@ -18,10 +18,10 @@ from typing import Protocol
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.core.progress import Progress
 from harness.kube.versions import PinnedVersions, minor_key
 from harness.kube.waiting import wait_until
-from harness.runner import Progress
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?$")
 

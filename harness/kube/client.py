@@ -1,7 +1,7 @@
 """A thin wrapper around the official ``kubernetes`` client: the calls the
 cluster backends make, each through one guard that turns whatever the client
 raises (an API answer, a refused or reset connection, a broken exec stream, a
-reply that is not the API's JSON) into a :class:`~harness.errors.BackendError`
+reply that is not the API's JSON) into a :class:`~harness.core.errors.BackendError`
 saying what failed and against which API server.
 
 Imported only when a cluster backend is created (the client is slow to import).
@@ -31,7 +31,7 @@ from websocket import (
     WebSocketTimeoutException,
 )
 
-from harness.errors import BackendError, BackendUnavailable
+from harness.core.errors import BackendError, BackendUnavailable
 
 log = logging.getLogger("harness.kube")
 

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from harness.errors import BackendError
+from harness.core.errors import BackendError
+from harness.core.progress import Progress
+from harness.core.topology import ExternalHost
 from harness.kube.manifests import RUN_AS_USER, UNPRIVILEGED_PORT_SYSCTL, needs_low_ports, porter_env
 from harness.kube.tools import last_line, run
-from harness.runner import Progress
-from harness.topology import ExternalHost
 
 LABEL = "netpol-harness.cluster"
 DOCKER_TIMEOUT = 60.0

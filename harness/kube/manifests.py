@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.topology import PodSpec, PortSpec, Protocol
+from harness.core.topology import PodSpec, PortSpec, Protocol
 
 CONTAINER = "agnhost"
 #: ``nobody``: the image needs no user of its own.

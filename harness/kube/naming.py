@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from harness.topology import NAMESPACE_NAME_LABEL
+from harness.core.topology import NAMESPACE_NAME_LABEL
 
 #: Prefix of every namespace the existing backend creates.
 PREFIX = "nph"

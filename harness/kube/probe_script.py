@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from harness.matrix import Observation, Outcome
-from harness.topology import Protocol
+from harness.core.matrix import Observation, Outcome
+from harness.core.topology import Protocol
 
 MARKER = "NPH"
 #: ``$0`` of the script: what ``ps`` shows in the pod.

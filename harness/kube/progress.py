@@ -1,6 +1,6 @@
 """Progress reporting for steps that take longer than a few seconds.
 
-A backend reports through a :data:`harness.runner.Progress` callback (the plugin
+A backend reports through a :data:`harness.engine.pipeline.Progress` callback (the plugin
 prints it on the terminal) and through ``logging``: :func:`reporter` does both.
 :func:`heartbeat` repeats a message while a blocking call (``kind create
 cluster``) runs, so a long step never looks hung.
@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from harness.runner import Progress
+from harness.core.progress import Progress
 
 log = logging.getLogger("harness.kube")
 

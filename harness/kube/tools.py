@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import BackendUnavailable
+from harness.core.errors import BackendUnavailable
 
 #: Seconds for `docker info` and `docker image inspect`; a daemon that needs longer
 #: is as good as absent for a test run.

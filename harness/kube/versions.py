@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from harness.errors import BackendUnavailable, HarnessError
+from harness.core.errors import BackendUnavailable, HarnessError
 
 #: Overrides where the cluster recipes are looked up (an installed copy of the
 #: harness has no ``clusters/`` directory next to it).

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from harness.errors import BackendError
-from harness.runner import Progress
+from harness.core.errors import BackendError
+from harness.core.progress import Progress
 
 #: ``check()`` returns (done, what is still missing).
 Check = Callable[[], tuple[bool, str]]

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.files import write_atomic
+from harness.core.errors import HarnessError
+from harness.core.files import write_atomic
 from harness.reporting.html import index_html
 from harness.reporting.markdown import scenario_markdown
 from harness.reporting.records import RunSummary, ScenarioRecord

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from html import escape
 
 from harness import __version__
-from harness.matrix import Cell, Comparison
+from harness.core.matrix import Cell, Comparison
+from harness.core.topology import PortProtocol
+from harness.engine.pipeline import StepResult
 from harness.reporting.records import (
     RunSummary,
     ScenarioRecord,
@@ -24,8 +26,6 @@ from harness.reporting.records import (
     ordered,
     plural,
 )
-from harness.runner import StepResult
-from harness.topology import PortProtocol
 
 #: Larger port matrices are drawn only around their wrong cells (the JSON report has
 #: every cell); a page of thousands of pods would otherwise be unusable.

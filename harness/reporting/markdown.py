@@ -6,7 +6,8 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-from harness.matrix import LEGEND, Cell, Comparison
+from harness.core.matrix import LEGEND, Cell, Comparison
+from harness.engine.pipeline import StepResult
 from harness.reporting.records import (
     RunSummary,
     ScenarioRecord,
@@ -16,7 +17,6 @@ from harness.reporting.records import (
     ordered,
     plural,
 )
-from harness.runner import StepResult
 
 _STATUS_MARK = {
     Status.PASSED: "✅",

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.baseline import BaselineDiff, backend_label, baseline_failure, check_baseline, record_baseline
-from harness.errors import BaselineError, HarnessError
-from harness.files import display_path
-from harness.matrix import Outcome
+from harness.core.errors import BaselineError, HarnessError
+from harness.core.files import display_path
+from harness.core.matrix import Outcome
+from harness.engine.baseline import BaselineDiff, backend_label, baseline_failure, check_baseline, record_baseline
+from harness.engine.pipeline import ScenarioResult
 from harness.plugin import OPTION_GROUP, BrokenScenarioItem, ScenarioItem, ScenarioMismatch, result_key
 from harness.reporting.directory import ReportDirectory
 from harness.reporting.markdown import run_summary_markdown
 from harness.reporting.records import RunSummary, ScenarioRecord, Status
 from harness.reporting.terminal import render_summary
-from harness.runner import ScenarioResult
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 

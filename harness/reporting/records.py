@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from harness import __version__
-from harness.baseline import BaselineDiff, backend_label
-from harness.matrix import Cell
-from harness.policy import NetworkPolicy
-from harness.runner import ScenarioResult, StepResult
+from harness.core.matrix import Cell
+from harness.core.policy import NetworkPolicy
+from harness.engine.baseline import BaselineDiff, backend_label
+from harness.engine.pipeline import ScenarioResult, StepResult
 
 #: Version of the per-scenario JSON report layout.
 REPORT_FORMAT = 1

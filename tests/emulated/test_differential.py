@@ -27,14 +27,14 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.addressing import plan_addresses
 from harness.backends.base import Deployment, Options, Probe
 from harness.backends.emulated import missing_requirements
 from harness.backends.emulated.backend import EmulatedBackend
-from harness.matrix import Observation, Outcome
-from harness.model import ModelSettings, ReferenceModel, SelfTraffic
-from harness.policy import NetworkPolicy, parse_policy
-from harness.topology import (
+from harness.core.addressing import plan_addresses
+from harness.core.matrix import Observation, Outcome
+from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
     NamespaceSpec,
@@ -43,6 +43,7 @@ from harness.topology import (
     Protocol,
     Topology,
 )
+from harness.model import ReferenceModel
 
 NEEDS = missing_requirements()
 pytestmark = [

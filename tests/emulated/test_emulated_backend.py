@@ -25,19 +25,18 @@ import pytest
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 import harness
-from harness.addressing import plan_addresses
 from harness.backends.base import Options, Probe
 from harness.backends.emulated import cleanup_leftovers, missing_requirements
 from harness.backends.emulated.backend import EmulatedBackend
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
 from harness.backends.emulated.runner import Job, run_jobs
-from harness.errors import BackendError, BackendUnavailable
-from harness.matrix import Observation, Outcome
-from harness.model import ModelSettings, SelfTraffic
-from harness.policy import NetworkPolicy, parse_policy
-from harness.probing import ProbeEngine, ProbeSettings
-from harness.topology import (
+from harness.core.addressing import plan_addresses
+from harness.core.errors import BackendError, BackendUnavailable
+from harness.core.matrix import Observation, Outcome
+from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
     NamespaceSpec,
@@ -47,6 +46,7 @@ from harness.topology import (
     Protocol,
     Topology,
 )
+from harness.engine.probing import ProbeEngine, ProbeSettings
 
 NEEDS = missing_requirements()
 pytestmark = [
@@ -810,7 +810,7 @@ DEPLOY_AND_WAIT = textwrap.dedent("""\
     import json, signal, threading
     from harness.backends import emulated
     from harness.backends.base import Options
-    from harness.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
+    from harness.core.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
 
     {preamble}
     backend = emulated.create(Options())
@@ -912,7 +912,7 @@ def test_without_root_it_says_so() -> None:
         import os
         from harness.backends import emulated
         from harness.backends.base import Options
-        from harness.errors import BackendUnavailable
+        from harness.core.errors import BackendUnavailable
         os.setegid(65534)
         os.seteuid(65534)  # nobody, from here on
         try:

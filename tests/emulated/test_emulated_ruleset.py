@@ -28,10 +28,10 @@ from harness.backends.emulated.ruleset import (
     render_self_rulesets,
 )
 from harness.backends.emulated.system import RUN_ALL_CONCURRENCY, run_all
-from harness.errors import BackendError
-from harness.matrix import Outcome
-from harness.policy import IPBlock, NetworkPolicy, parse_policy
-from harness.topology import ExternalHost, NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
+from harness.core.errors import BackendError
+from harness.core.matrix import Outcome
+from harness.core.policy import IPBlock, NetworkPolicy, parse_policy
+from harness.core.topology import ExternalHost, NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
 
 pytestmark = pytest.mark.emulated
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import BackendError
+from harness.core.errors import BackendError
 from harness.kube.calico import Timeouts, install_calico, resolve_release, upgrade_calico
 
 OPERATOR_WITH_CRDS = ("tigera-operator.yaml", "custom-resources.yaml")

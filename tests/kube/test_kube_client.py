@@ -9,7 +9,7 @@ import json
 import pytest
 from loopback_api import HTML_PAGE, NOT_HTTP, RESET, SERVER_VERSION, LoopbackApiServer, Reply, api_error, json_reply
 
-from harness.errors import BackendError, BackendUnavailable
+from harness.core.errors import BackendError, BackendUnavailable
 from harness.kube.client import APPLY_PATCH, FIELD_MANAGER, KubeClient
 
 POLICY = {

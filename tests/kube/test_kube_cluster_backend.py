@@ -15,14 +15,11 @@ from cluster_double import InMemoryCluster  # the helper modules beside this fil
 from loopback_api import LoopbackApiServer
 
 from harness.backends.base import Probe
-from harness.errors import BackendError, BackendUnavailable
-from harness.kube.client import KubeClient
-from harness.kube.cluster import ClusterBackend
-from harness.kube.manifests import ANNOTATION_RUN
-from harness.kube.naming import NamespaceMap
-from harness.matrix import Outcome
-from harness.policy import parse_policy
-from harness.topology import (
+from harness.backends.cluster.backend import ClusterBackend
+from harness.core.errors import BackendError, BackendUnavailable
+from harness.core.matrix import Outcome
+from harness.core.policy import parse_policy
+from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
     NamespaceSpec,
@@ -32,6 +29,9 @@ from harness.topology import (
     Protocol,
     Topology,
 )
+from harness.kube.client import KubeClient
+from harness.kube.manifests import ANNOTATION_RUN
+from harness.kube.naming import NamespaceMap
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat (apt-get install socat)")
 

@@ -9,8 +9,8 @@ from loopback_api import RESET, SERVER_VERSION, LoopbackApiServer, Reply, api_er
 
 from harness.backends import existing as existing_backend
 from harness.backends.base import Options
-from harness.errors import BackendError
-from harness.kube.existing import leftover_run
+from harness.backends.cluster.existing import leftover_run
+from harness.core.errors import BackendError
 from harness.kube.manifests import ANNOTATION_RUN
 
 

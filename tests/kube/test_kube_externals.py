@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import BackendError
+from harness.core.errors import BackendError
+from harness.core.topology import ExternalHost, PortSpec, Protocol
 from harness.kube.externals import (
     LABEL,
     container_name,
@@ -17,7 +18,6 @@ from harness.kube.externals import (
     network_create_command,
     plan_networks,
 )
-from harness.topology import ExternalHost, PortSpec, Protocol
 
 IP = ipaddress.IPv4Address
 NODES = ["pytest-kind-worker2", "pytest-kind-control-plane", "pytest-kind-worker"]

@@ -26,10 +26,10 @@ from harness.backends.kind.backend import (
     harness_made,
     write_private,
 )
-from harness.errors import BackendUnavailable
+from harness.backends.variants import calico_variants
+from harness.core.errors import BackendUnavailable
 from harness.kube.calico import resolve_release
 from harness.kube.tools import KindTools
-from harness.variants import calico_variants
 
 FALSE = shutil.which("false")
 

@@ -7,6 +7,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from harness.core.topology import POD_CIDR, PodSpec, PortSpec, Protocol
 from harness.kube.manifests import (
     ANNOTATION_ENDPOINT,
     ANNOTATION_RUN,
@@ -19,7 +20,6 @@ from harness.kube.manifests import (
     spread_over_nodes,
 )
 from harness.kube.versions import kubernetes_version_of
-from harness.topology import POD_CIDR, PodSpec, PortSpec, Protocol
 
 IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.66.0"
 WEB = PodSpec("shop", "web", {"app": "web", "tier": "front"}, (PortSpec(8080, Protocol.TCP, "http"), PortSpec(53, Protocol.UDP)))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
+from harness.core.policy import parse_policy
+from harness.core.selectors import parse_selector
+from harness.core.topology import NAMESPACE_NAME_LABEL
 from harness.kube.naming import NamespaceMap
-from harness.policy import parse_policy
-from harness.selectors import parse_selector
-from harness.topology import NAMESPACE_NAME_LABEL
 
 POLICY = {
     "apiVersion": "networking.k8s.io/v1",

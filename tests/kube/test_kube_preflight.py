@@ -19,7 +19,7 @@ import pytest
 from harness.backends import existing as existing_backend
 from harness.backends import kind as kind_backend
 from harness.backends.base import Options
-from harness.errors import BackendUnavailable
+from harness.core.errors import BackendUnavailable
 from harness.kube.tools import check_images, docker_daemon_problem, url_problem
 
 DOCKER = shutil.which("docker")
@@ -214,7 +214,7 @@ def test_a_failing_cluster_creation_leaves_nothing_behind(workdir, clusters):
     # `false` stands in for a kind whose every command fails: the cluster is not
     # created, its deletion fails too, and still no file of the run is left.
     from harness.backends.kind.backend import _bring_up
-    from harness.errors import BackendError
+    from harness.core.errors import BackendError
     from harness.kube.calico import load_recipes, resolve_release
     from harness.kube.tools import KindTools
     from harness.kube.versions import load_versions

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+from harness.core.matrix import Outcome
+from harness.core.topology import Protocol
 from harness.kube.probe_script import (
     ProbeClass,
     ProbeTarget,
@@ -15,8 +17,6 @@ from harness.kube.probe_script import (
     seconds_arg,
     single_probe_command,
 )
-from harness.matrix import Outcome
-from harness.topology import Protocol
 
 # Recorded from a real run of probe.sh (dash, socat 1.7.4) against the servers of
 # test_kube_probe_script.py: 0 and 3 answer x/a and y/b over TCP, 1 is closed, 2

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.core.matrix import Outcome
+from harness.core.topology import Protocol
 from harness.kube.probe_script import ProbeClass, ProbeTarget, observation, parse_output, script_command
-from harness.matrix import Outcome
-from harness.topology import Protocol
 
 HERE = Path(__file__).resolve().parent
 TOOLS = ("ip", "nft", "socat")

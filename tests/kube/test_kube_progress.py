@@ -30,7 +30,7 @@ def test_reporter_logs_and_forwards(caplog):
 
 
 def test_progress_is_the_runners_callback_type():
+    from harness.core.progress import Progress
     from harness.kube import progress
-    from harness.runner import Progress
 
     assert progress.Progress is Progress

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.kube.calico import default_minor, resolve_release, supported_minors
 from harness.kube.versions import kubernetes_version_of, parse_env_file
 

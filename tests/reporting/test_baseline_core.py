@@ -1,4 +1,4 @@
-"""harness.baseline without pytest: recording, reading, refusing, comparing."""
+"""harness.engine.baseline without pytest: recording, reading, refusing, comparing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import pytest
 
 from harness import __version__
 from harness.backends.model import ModelBackend
-from harness.baseline import (
+from harness.core.errors import BaselineError
+from harness.core.matrix import Cell, Outcome
+from harness.core.topology import PortProtocol
+from harness.engine.baseline import (
     BASELINE_FORMAT,
     BaselineChanged,
     BaselineOutdated,
@@ -20,11 +23,8 @@ from harness.baseline import (
     load_baseline,
     record_baseline,
 )
-from harness.errors import BaselineError
-from harness.matrix import Cell, Outcome
-from harness.runner import ScenarioResult, ScenarioRunner
+from harness.engine.pipeline import ScenarioResult, ScenarioRunner
 from harness.scenario import load_scenario
-from harness.topology import PortProtocol
 
 SCENARIO = """\
 description: b accepts 80/TCP from a only.

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from harness.backends.model import ModelBackend
+from harness.engine.pipeline import ScenarioRunner
 from harness.reporting.html import MAX_DRAWN_CELLS, index_html
 from harness.reporting.records import RunSummary, ScenarioRecord, Status
-from harness.runner import ScenarioRunner
 from harness.scenario import load_scenario
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import BackendUnavailable
+from harness.core.errors import BackendUnavailable
 
 if TYPE_CHECKING:
     from harness.backends.base import OptionSource

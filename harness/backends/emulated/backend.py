@@ -18,12 +18,12 @@ from harness.backends.emulated.ruleset import RulesetInput, remove_table, render
 from harness.backends.emulated.runner import Job, max_workers, run_jobs
 from harness.backends.emulated.servers import EndpointServers
 from harness.backends.emulated.system import run
-from harness.cluster_state import ClusterState
-from harness.errors import BackendError
-from harness.matrix import Observation, Outcome
-from harness.model import ModelSettings, SelfTraffic
-from harness.policy import NetworkPolicy
-from harness.topology import ExternalHost, Protocol, Topology
+from harness.core.errors import BackendError
+from harness.core.matrix import Observation, Outcome
+from harness.core.policy import NetworkPolicy
+from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.state import ClusterState
+from harness.core.topology import ExternalHost, Protocol, Topology
 
 log = logging.getLogger(__name__)
 

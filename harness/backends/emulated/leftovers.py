@@ -19,8 +19,8 @@ from pathlib import Path
 
 from harness.backends.emulated.names import PREFIX, STATE_DIR, RunId
 from harness.backends.emulated.system import existing_netns, ip_batch, netns_pids
-from harness.errors import BackendError
-from harness.files import write_atomic
+from harness.core.errors import BackendError
+from harness.core.files import write_atomic
 
 log = logging.getLogger(__name__)
 

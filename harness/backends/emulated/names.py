@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.topology import Topology
+from harness.core.topology import Topology
 
 PREFIX = "nph-"
 

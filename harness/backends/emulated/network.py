@@ -16,12 +16,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from harness.addressing import plan_addresses
 from harness.backends.emulated.leftovers import remove_namespaces
 from harness.backends.emulated.names import RunId, endpoint_netns_names, interface_names
 from harness.backends.emulated.system import existing_netns, ip_batch, run, run_all
-from harness.errors import BackendError, BackendUnavailable, HarnessError
-from harness.topology import POD_CIDR, ExternalHost, Topology
+from harness.core.addressing import plan_addresses
+from harness.core.errors import BackendError, BackendUnavailable, HarnessError
+from harness.core.topology import POD_CIDR, ExternalHost, Topology
 
 GATEWAY = ipaddress.IPv4Address("169.254.1.1")
 _LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
@@ -33,7 +33,7 @@ _NODE_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0")
 
 def allocate_addresses(topology: Topology) -> dict[str, ipaddress.IPv4Address]:
     """The addresses the harness plans for every backend that assigns its own
-    (:func:`harness.addressing.plan_addresses`: the model backend computes with the
+    (:func:`harness.core.addressing.plan_addresses`: the model backend computes with the
     same ones), after checking each external host can be emulated."""
     try:
         addresses = plan_addresses(topology)

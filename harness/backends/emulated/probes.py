@@ -23,8 +23,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from harness.matrix import Observation, Outcome
-from harness.topology import Protocol
+from harness.core.matrix import Observation, Outcome
+from harness.core.topology import Protocol
 
 UDP_PAYLOAD = b"probe\n"
 #: Seconds a probe process may overrun its own timeout before it is killed.

@@ -38,9 +38,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.policy import IPBlock, NetworkPolicy, Peer, PolicyType, Rule
-from harness.selectors import LabelSelector
-from harness.topology import PodSpec, Protocol, Topology
+from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyType, Rule
+from harness.core.selectors import LabelSelector
+from harness.core.topology import PodSpec, Protocol, Topology
 
 IPv4 = ipaddress.IPv4Address
 Net4 = ipaddress.IPv4Network

@@ -15,8 +15,8 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 import harness
 from harness.backends.emulated.system import child_environment
-from harness.errors import BackendError
-from harness.topology import Endpoint, Protocol
+from harness.core.errors import BackendError
+from harness.core.topology import Endpoint, Protocol
 
 #: Seconds the servers of a deployment get to bind their ports.
 READY_TIMEOUT = 20.0

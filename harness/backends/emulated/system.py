@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from harness.backends.emulated.names import NETNS_DIR
-from harness.errors import BackendError
+from harness.core.errors import BackendError
 
 #: Most commands :func:`run_all` runs at once: enough to overlap their start-up
 #: on a few cores, few enough to stay far from process and file limits.

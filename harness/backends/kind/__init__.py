@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.backends.base import Backend, OptionSource
-from harness.runner import Progress
+from harness.core.progress import Progress
 
 #: The cluster's name when --cluster-name is not given. Several --calico-version
 #: values without --calico-upgrade make one cluster per version, ``<name>-<version>``.

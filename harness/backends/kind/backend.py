@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import OptionSource
+from harness.backends.cluster.backend import ClusterBackend
 from harness.backends.kind import cluster_name
-from harness.errors import BackendError, BackendUnavailable, HarnessError
+from harness.core.errors import BackendError, BackendUnavailable, HarnessError
+from harness.core.progress import Progress
+from harness.core.topology import ExternalHost
 from harness.kube.calico import (
     CalicoRelease,
     Timeouts,
@@ -35,14 +38,11 @@ from harness.kube.calico import (
     wait_until_available,
 )
 from harness.kube.client import KubeClient
-from harness.kube.cluster import ClusterBackend
 from harness.kube.externals import ExternalHosts
 from harness.kube.naming import NamespaceMap
 from harness.kube.progress import heartbeat, reporter
 from harness.kube.tools import KindTools, check_images, check_kind_tools, image_is_local, last_line, run, url_problem
 from harness.kube.versions import clusters_dir, kubernetes_version_of, load_versions
-from harness.runner import Progress
-from harness.topology import ExternalHost
 
 log = logging.getLogger("harness.kube")
 

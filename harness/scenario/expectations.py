@@ -10,11 +10,12 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from harness.matrix import Cell, Observation, Outcome, ReachabilityMatrix
-from harness.model import ModelSettings, ReferenceModel
-from harness.policy import NetworkPolicy
-from harness.scenario import Expectation, ExpectationForm, ExpectRule
-from harness.topology import PortProtocol, Topology
+from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
+from harness.core.policy import NetworkPolicy
+from harness.core.settings import ModelSettings
+from harness.core.topology import PortProtocol, Topology
+from harness.model import ReferenceModel
+from harness.scenario.loader import Expectation, ExpectationForm, ExpectRule
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from harness import __version__
-from harness.errors import BaselineError, HarnessError
-from harness.files import write_atomic
-from harness.matrix import (
+from harness.core.errors import BaselineError, HarnessError
+from harness.core.files import write_atomic
+from harness.core.matrix import (
     LEGEND,
     Cell,
     Comparison,
@@ -36,7 +36,7 @@ from harness.matrix import (
     ReachabilityMatrix,
     compare,
 )
-from harness.runner import ScenarioResult
+from harness.engine.pipeline import ScenarioResult
 from harness.scenario import Scenario
 
 #: Version of the file layout and of what its cells mean. A harness that changes
@@ -237,7 +237,7 @@ class CellChange:
 
 @dataclass(frozen=True)
 class StepDiff:
-    """One step against its baseline. ``comparison`` is :func:`harness.matrix.compare`
+    """One step against its baseline. ``comparison`` is :func:`harness.core.matrix.compare`
     with the baseline as the expectation; cells unsupported on either side are
     listed in ``unsupported`` and are no change."""
 

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from harness.policy import NetworkPolicy
+from harness.core.policy import NetworkPolicy
+from harness.core.topology import Topology, apply_label_changes
 from harness.scenario import Step
-from harness.topology import Topology, apply_label_changes
 
 
 @dataclass(frozen=True)

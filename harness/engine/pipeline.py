@@ -3,7 +3,7 @@
 Usable from a plain script::
 
     from harness.backends.model import ModelBackend
-    from harness.runner import ScenarioRunner
+    from harness.engine.pipeline import ScenarioRunner
     from harness.scenario import load_scenario
 
     with ModelBackend() as backend:
@@ -14,17 +14,15 @@ Usable from a plain script::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.backends.base import Backend, Deployment
-from harness.cluster_state import ClusterState
-from harness.expectations import expected_matrix, plan_probes
-from harness.matrix import Comparison, ReachabilityMatrix, compare
-from harness.probing import ProbeEngine, ProbeSettings
+from harness.core.matrix import Comparison, ReachabilityMatrix, compare
+from harness.core.progress import Progress
+from harness.core.state import ClusterState
+from harness.engine.probing import ProbeEngine, ProbeSettings
 from harness.scenario import Scenario, Step, probed_ports
-
-Progress = Callable[[str], None]
+from harness.scenario.expectations import expected_matrix, plan_probes
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,15 @@ from __future__ import annotations
 from typing import Any
 
 from harness.backends.base import OptionSource
-from harness.errors import BackendError, HarnessError
+from harness.backends.cluster.backend import ClusterBackend, new_run_id
+from harness.core.errors import BackendError, HarnessError
+from harness.core.progress import Progress
 from harness.kube.client import KubeClient
-from harness.kube.cluster import ClusterBackend, new_run_id
 from harness.kube.manifests import ANNOTATION_RUN
 from harness.kube.naming import PREFIX, NamespaceMap
 from harness.kube.probe_script import kubectl_line
 from harness.kube.progress import reporter
 from harness.kube.versions import load_versions
-from harness.runner import Progress
 
 
 class ExistingBackend(ClusterBackend):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeGuard
 
-from harness.errors import HarnessError, UnknownName
+from harness.core.errors import HarnessError, UnknownName
 
 #: Label every namespace carries on a real cluster (set by the API server).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from harness.backends.base import Backend, Probe
-from harness.matrix import Cell, Observation, Outcome, ReachabilityMatrix
-from harness.topology import Topology
+from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
+from harness.core.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.topology import frozen_labels, is_dns_subdomain
+from harness.core.topology import frozen_labels, is_dns_subdomain
 
 # Qualified name: optional DNS-subdomain prefix and a name part (validation.go).
 _NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")

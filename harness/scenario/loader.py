@@ -17,11 +17,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from harness.errors import HarnessError, PolicyError, ScenarioError
-from harness.model import ModelSettings, SelfTraffic
-from harness.policy import NetworkPolicy, parse_policy
-from harness.selectors import LabelSelector, SelectorSyntaxError, check_label_key, check_label_value, parse_selector
-from harness.topology import (
+from harness.core.errors import HarnessError, PolicyError, ScenarioError
+from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.selectors import LabelSelector, SelectorSyntaxError, check_label_key, check_label_value, parse_selector
+from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.topology import (
     POD_CIDR,
     PORT_NAME_FORM,
     ExternalHost,
@@ -35,7 +35,7 @@ from harness.topology import (
     check_port_name,
     is_dns_label,
 )
-from harness.yamlload import load_all, load_one, read_text
+from harness.scenario.yamlload import load_all, load_one, read_text
 
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _EXTERNAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import PolicyError
-from harness.selectors import LabelSelector, SelectorSyntaxError, parse_selector
-from harness.topology import PORT_NAME_FORM, Protocol, check_port_name, is_dns_label, is_dns_subdomain
+from harness.core.errors import PolicyError
+from harness.core.selectors import LabelSelector, SelectorSyntaxError, parse_selector
+from harness.core.topology import PORT_NAME_FORM, Protocol, check_port_name, is_dns_label, is_dns_subdomain
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import ScenarioError
+from harness.core.errors import ScenarioError
 
 
 class _StrictLoader(yaml.SafeLoader):

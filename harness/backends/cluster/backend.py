@@ -19,7 +19,11 @@ from functools import partial
 from typing import Any
 
 from harness.backends.base import Backend, Deployment, Probe
-from harness.errors import BackendError, BackendUnavailable, HarnessError
+from harness.core.errors import BackendError, BackendUnavailable, HarnessError
+from harness.core.matrix import Observation, Outcome
+from harness.core.policy import NetworkPolicy
+from harness.core.progress import Progress
+from harness.core.topology import ExternalHost, PodSpec, Protocol, Topology
 from harness.kube.client import KubeClient
 from harness.kube.manifests import (
     ANNOTATION_RUN,
@@ -41,10 +45,6 @@ from harness.kube.probe_script import (
     single_probe_command,
 )
 from harness.kube.waiting import wait_until
-from harness.matrix import Observation, Outcome
-from harness.policy import NetworkPolicy
-from harness.runner import Progress
-from harness.topology import ExternalHost, PodSpec, Protocol, Topology
 
 log = logging.getLogger("harness.kube")
 

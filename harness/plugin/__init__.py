@@ -23,12 +23,12 @@ from harness import __version__
 from harness.api import PolicyTest
 from harness.backends import BACKENDS, DEFAULT_BACKEND, available_backend_modules, backend_module
 from harness.backends.base import Backend
-from harness.errors import BackendUnavailable, HarnessError, ScenarioError
-from harness.files import display_path
-from harness.probing import ProbeSettings
-from harness.runner import ScenarioResult, ScenarioRunner
+from harness.backends.variants import DEFAULT_VARIANT, BackendVariant, VariantOptions, calico_variants, variant_changes
+from harness.core.errors import BackendUnavailable, HarnessError, ScenarioError
+from harness.core.files import display_path
+from harness.engine.pipeline import ScenarioResult, ScenarioRunner
+from harness.engine.probing import ProbeSettings
 from harness.scenario import Scenario, load_scenario
-from harness.variants import DEFAULT_VARIANT, BackendVariant, VariantOptions, calico_variants, variant_changes
 
 log = logging.getLogger("harness")
 

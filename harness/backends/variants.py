@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.backends.base import OptionSource
-from harness.matrix import Cell, Observation
+from harness.core.matrix import Cell, Observation
 
 
 @dataclass(frozen=True)

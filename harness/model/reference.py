@@ -28,37 +28,20 @@ scales to clusters of thousands of pods.
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from harness.errors import HarnessError
-from harness.matrix import Cell, Observation, Outcome, ReachabilityMatrix
-from harness.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
-from harness.selectors import LabelSelector, Operator
-from harness.topology import ExternalHost, PodSpec, PortProtocol, Topology
+from harness.core.errors import HarnessError
+from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
+from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
+from harness.core.selectors import LabelSelector, Operator
+from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Topology
 
 Mask = npt.NDArray[np.bool_]
-
-
-class SelfTraffic(enum.Enum):
-    #: Calico (and most CNIs): traffic to the pod's own IP never leaves the pod.
-    ALLOWED = "allowed"
-    #: Evaluate a pod's traffic to itself like any other traffic.
-    POLICY = "policy"
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """Behaviour Kubernetes leaves to the implementation. Defaults are Calico's."""
-
-    self_traffic: SelfTraffic = SelfTraffic.ALLOWED
-    #: Calico matches ipBlock against pod IPs too (projectcalico/calico#6634).
-    ipblock_matches_pods: bool = True
 
 
 class _LabelIndex:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from harness.errors import HarnessError
-from harness.topology import PortProtocol
+from harness.core.errors import HarnessError
+from harness.core.topology import PortProtocol
 
 
 class Outcome(enum.Enum):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from harness.errors import HarnessError
-from harness.topology import POD_CIDR, Topology
+from harness.core.errors import HarnessError
+from harness.core.topology import POD_CIDR, Topology
 
 #: Pods of the i-th namespace live in 192.168.(i+1).0/24, from .10 upwards.
 _FIRST_HOST = 10

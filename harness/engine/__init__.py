@@ -1,0 +1,1 @@
+"""From step plans to verdicts: probing with re-probe rounds, the step pipeline, baselines."""
