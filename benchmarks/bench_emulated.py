@@ -28,10 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.backends.base import Options, Probe  # noqa: E402
+from harness.backends.base import Options  # noqa: E402
 from harness.backends.emulated import probe_workers  # noqa: E402
 from harness.core.errors import HarnessError  # noqa: E402
+from harness.core.plan import probe_grid  # noqa: E402
 from harness.core.policy import parse_policy  # noqa: E402
+from harness.core.settings import ImplementationSettings  # noqa: E402
+from harness.core.state import DesiredState  # noqa: E402
 from harness.core.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology  # noqa: E402
 
 TARGETS = {"no policy": 1.0, "default deny": 2.5}
@@ -85,7 +88,7 @@ def main() -> int:
         print(err, file=sys.stderr)
         return 2
     topology = upstream_topology()
-    probes = [Probe(src, dst, key) for key in topology.port_keys() for src in topology.pods for dst in topology.pods]
+    probes = probe_grid(topology, topology.port_keys(), probe_self=True)
     print(f"machine: {machine()}; {load()} before")
     print(
         f"probes per round: {len(probes)} ({len(topology.pods)} sources x {len(topology.pods)} destinations x "
@@ -94,7 +97,7 @@ def main() -> int:
     met = True
     with backend:
         started = time.monotonic()
-        backend.deploy(topology)
+        backend.deploy(topology, ImplementationSettings())
         print(f"deploy: {time.monotonic() - started:.2f}s")
         deny = [
             parse_policy(
@@ -109,7 +112,7 @@ def main() -> int:
         ]
         for case in TARGETS:
             if case == "default deny":
-                backend.apply_policies(deny)
+                backend.converge(DesiredState(topology).with_policies(deny))
             times = []
             cpu = []
             counts: Counter[str] = Counter()
@@ -119,7 +122,7 @@ def main() -> int:
                 results = backend.probe(probes, args.timeout)
                 times.append(time.monotonic() - started)
                 cpu.append(cpu_seconds() - before)
-                counts = Counter(obs.outcome.value for obs in results.values())
+                counts = Counter({o.value: n for o, n in results.outcome_counts().items()})
             target = TARGETS[case]
             ok = max(times) <= target
             met &= ok

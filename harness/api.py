@@ -8,6 +8,9 @@ assert a matrix. Used by the ``netpol`` fixture and usable from a plain script::
         test.deploy({"prod": {"pods": {"db": {"labels": {"app": "db"}, "ports": ["3306/TCP"]}}}})
         test.apply({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", ...})
         test.assert_reachability({"default": "blocked", "rules": [...]})
+
+Every change is made on the backend at once; probing runs the same pipeline as a
+scenario step.
 """
 
 from __future__ import annotations
@@ -17,22 +20,26 @@ from typing import Any
 
 from harness.backends.base import Backend, Deployment
 from harness.core.errors import BackendError, HarnessError
-from harness.core.matrix import Comparison, ReachabilityMatrix, compare
+from harness.core.matrix import Comparison, ReachabilityMatrix
+from harness.core.plan import StepPlan
 from harness.core.policy import NetworkPolicy, parse_policy
-from harness.core.settings import ModelSettings
-from harness.core.state import ClusterState
+from harness.core.settings import ImplementationSettings
+from harness.core.state import DesiredState
 from harness.core.topology import Topology
-from harness.engine.probing import ProbeEngine, ProbeSettings
-from harness.scenario import parse_expectation, parse_topology, probed_ports
-from harness.scenario.expectations import expected_matrix, plan_probes
+from harness.engine.pipeline import Pipeline, StepResult
+from harness.engine.probing import ProbeSettings
+from harness.scenario import parse_expectation, parse_topology, plan_step
+
+SOURCE = "<python>"
 
 
 class ReachabilityMismatch(AssertionError):
     """Observed reachability differs from the expectation; ``str()`` is the report."""
 
-    def __init__(self, comparison: Comparison) -> None:
-        self.comparison = comparison
-        super().__init__(comparison.render())
+    def __init__(self, result: StepResult) -> None:
+        self.result = result
+        self.comparison = result.comparison
+        super().__init__(result.comparison.render(explanations=result.explanations))
 
 
 class PolicyTest:
@@ -40,27 +47,28 @@ class PolicyTest:
         self,
         backend: Backend,
         probe_settings: ProbeSettings | None = None,
-        model_settings: ModelSettings | None = None,
+        settings: ImplementationSettings | None = None,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.backend = backend
-        self.engine = ProbeEngine(backend, probe_settings)
-        self.model_settings = model_settings or ModelSettings()
-        self._state: ClusterState | None = None
+        self.pipeline = pipeline or Pipeline(backend, probe_settings)
+        self.settings = settings or ImplementationSettings()
+        self._state: DesiredState | None = None
         self._deployment: Deployment | None = None
+        self._steps = 0
 
     # -- set-up ----------------------------------------------------------------------
 
     def deploy(self, namespaces: Topology | Mapping[str, Any], external: Mapping[str, Any] | None = None) -> Deployment:
         """Deploy a topology, given as :class:`Topology` or in the scenario format's
-        ``namespaces:`` (and ``external:``) form."""
-        topology = namespaces if isinstance(namespaces, Topology) else parse_topology(namespaces, external)
-        self.backend.use_settings(self.model_settings)
-        self._deployment = self.backend.deploy(topology)
-        self._state = ClusterState(topology)
+        ``namespaces:`` (and ``external:``) form, with no policy in force."""
+        topology = namespaces if isinstance(namespaces, Topology) else parse_topology(namespaces, external, SOURCE)
+        self._deployment = self.pipeline.deploy(topology, self.settings)
+        self._converge(DesiredState(topology))
         return self._deployment
 
     @property
-    def state(self) -> ClusterState:
+    def state(self) -> DesiredState:
         if self._state is None:
             raise BackendError("call deploy() before changing or probing the topology")
         return self._state
@@ -71,66 +79,65 @@ class PolicyTest:
             raise BackendError("call deploy() first")
         return self._deployment
 
+    def _converge(self, state: DesiredState) -> None:
+        self.backend.converge(state)
+        self._state = state
+
     # -- changes ---------------------------------------------------------------------
 
     def apply(self, *manifests: Mapping[str, Any] | NetworkPolicy) -> None:
-        policies = [m if isinstance(m, NetworkPolicy) else parse_policy(m, "<python>") for m in manifests]
+        policies = [m if isinstance(m, NetworkPolicy) else parse_policy(m, SOURCE) for m in manifests]
         for policy in policies:
             self.state.topology.namespace(policy.namespace)  # a declared namespace, or UnknownName
-        self.backend.apply_policies(policies)
-        self._state = self.state.with_policies(policies)
+        self._converge(self.state.with_policies(policies))
 
     def delete(self, *refs: str) -> None:
         unknown = [r for r in refs if r not in self.state.policies]
         if unknown:
             raise HarnessError(f"no policy {', '.join(unknown)} is in force")
-        self.backend.delete_policies(refs)
-        self._state = self.state.without_policies(refs)
+        self._converge(self.state.without_policies(refs))
 
     def label_namespace(self, namespace: str, changes: Mapping[str, str | None]) -> None:
-        self._state = self.state.relabel_namespace(namespace, changes)
-        self.backend.set_namespace_labels(namespace, self.state.topology.namespace(namespace).labels)
+        self._converge(self.state.relabel_namespace(namespace, changes))
 
     def label_pod(self, pod_id: str, changes: Mapping[str, str | None]) -> None:
-        self._state = self.state.relabel_pod(pod_id, changes)
-        self.backend.set_pod_labels(pod_id, self.state.topology.pod(pod_id).labels)
+        self._converge(self.state.relabel_pod(pod_id, changes))
 
     # -- probing ---------------------------------------------------------------------
 
-    def _expected(self, expect: Mapping[str, Any], ports: Sequence[str] | None) -> ReachabilityMatrix:
+    def plan(self, expect: Mapping[str, Any], ports: Sequence[str] | None = None) -> StepPlan:
+        """The step that probing now runs: the state in force, the cells of ``ports``
+        (default: every port served) and their expected outcomes."""
         raw = dict(expect)
         if ports is not None:
             raw["ports"] = list(ports)
-        topology = self.state.topology
-        expectation = parse_expectation(raw, topology)
-        plan = plan_probes(topology, probed_ports(topology, expectation))
-        return expected_matrix(
-            expectation, plan, topology, self.state.policies.values(), self.deployment.addresses, self.model_settings
+        expectation = parse_expectation(raw, self.state.topology, SOURCE)
+        self._steps += 1
+        return plan_step(
+            f"probe-{self._steps}", self.state, expectation, self.settings, SOURCE, addresses=self.deployment.addresses
         )
 
-    def _observe(self, expected: ReachabilityMatrix) -> ReachabilityMatrix:
-        """Probe the cells of ``expected``, re-probing those that differ from it."""
-        return self.engine.observe(expected, self.state.topology)
+    def run(self, expect: Mapping[str, Any], ports: Sequence[str] | None = None) -> StepResult:
+        return self.pipeline.run_step(self.plan(expect, ports))
 
     def probe(self, ports: Sequence[str] | None = None, expect: Mapping[str, Any] | None = None) -> ReachabilityMatrix:
         """Probe every cell (optionally only ``ports``) and return what was observed.
         Cells that differ from ``expect`` (default: the reference model) are re-probed
         until the deadline on backends that need it."""
-        return self._observe(self._expected(expect or {"model": True}, ports))
+        return self.run(expect or {"model": True}, ports).observed
 
     def assert_reachability(self, expect: Mapping[str, Any], ports: Sequence[str] | None = None) -> Comparison:
         """Probe and compare with ``expect`` (the scenario format's ``expect:``
         forms: rules, matrix or model). Raises :class:`ReachabilityMismatch`."""
-        expected = self._expected(expect, ports)
-        comparison = compare(expected, self._observe(expected))
-        if not comparison.ok:
-            raise ReachabilityMismatch(comparison)
-        return comparison
+        result = self.run(expect, ports)
+        if not result.ok:
+            raise ReachabilityMismatch(result)
+        return result.comparison
 
     def reset(self) -> None:
-        self.backend.reset()
-        self._state = None
-        self._deployment = None
+        """Back to the deployed topology with its declared labels and no policy."""
+        if self._deployment is not None:
+            self._converge(DesiredState(self._deployment.topology))
 
     def __enter__(self) -> PolicyTest:
         return self

@@ -1,7 +1,8 @@
 """Command line: ``python -m harness explain`` and ``python -m harness validate``.
 
 ``explain`` is the reproduce command of the model backend: it prints the reference
-model's verdict for one cell of a scenario step and the policies behind it.
+model's verdict for one cell of a scenario step, the policy rule that admits it or
+the policies that isolate it.
 """
 
 from __future__ import annotations
@@ -9,63 +10,80 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from harness.core.addressing import plan_addresses
 from harness.core.errors import HarnessError
-from harness.core.state import ClusterState
+from harness.core.plan import StepPlan
 from harness.core.topology import PortProtocol
-from harness.model import ReferenceModel
+from harness.model import model_of
 from harness.scenario import Scenario, load_scenario
+from harness.scenario.files import SCENARIO_SUFFIXES, looks_like_scenario
 
 
-def _state_at(scenario: Scenario, step_name: str | None) -> ClusterState:
-    state = ClusterState(scenario.topology)
-    names = [s.name for s in scenario.steps]
-    if step_name is not None and step_name not in names:
-        raise HarnessError(f"{scenario.path}: no step {step_name!r}; steps are {', '.join(names)}")
-    for step in scenario.steps:
-        state = state.after(step)
-        if step.name == (step_name or names[-1]):
-            break
-    return state
+def _plan(scenario: Scenario, step_name: str | None) -> StepPlan:
+    names = [p.name for p in scenario.plans]
+    if step_name is None:
+        return scenario.plans[-1]
+    for plan in scenario.plans:
+        if plan.name == step_name:
+            return plan
+    raise HarnessError(f"{scenario.path}: no step {step_name!r}; steps are {', '.join(names)}")
 
 
 def explain(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    state = _state_at(scenario, args.step)
-    topology = state.topology
+    plan = _plan(scenario, args.step)
+    topology = plan.topology
     for endpoint in (args.source, args.destination):
         topology.endpoint(endpoint)  # UnknownName lists the declared endpoints
     if "/" not in args.source:
         raise HarnessError(f"{args.source!r} is an external host; sources are pods")
     port = PortProtocol.parse(args.port)
-    model = ReferenceModel(topology, state.policies.values(), plan_addresses(topology), scenario.settings.model)
+    model = model_of(plan.state, plan_addresses(scenario.topology), plan.settings)
     allowed = model.allowed(args.source, args.destination, port)
     print(f"{args.source} → {args.destination}:{port} is {'allowed' if allowed else 'blocked'} by the reference model")
-    if not allowed:
-        print(f"  because: {model.explain(args.source, args.destination, port)}")
-    policies = ", ".join(sorted(state.policies)) or "none"
+    print(f"  because: {model.explain(args.source, args.destination, port)}")
+    policies = ", ".join(plan.state.refs) or "none"
     print(f"  policies in force: {policies}")
     return 0
 
 
 def validate(args: argparse.Namespace) -> int:
     failed = 0
-    for path in args.files:
+    names: dict[str, str] = {}
+    for path in _scenario_files(args.files):
         try:
             scenario = load_scenario(path)
         except HarnessError as err:
             failed += 1
             print(f"INVALID {err}")
-        else:
-            print(f"ok      {path}: {scenario.name} ({len(scenario.steps)} step(s))")
+            continue
+        if scenario.name in names:
+            failed += 1
+            print(f"INVALID {path}: name: scenario name {scenario.name!r} is also used by {names[scenario.name]}")
+            continue
+        names[scenario.name] = str(path)
+        print(f"ok      {path}: {scenario.name} ({len(scenario.steps)} step(s), {scenario.probes} probe(s))")
     return 1 if failed else 0
+
+
+def _scenario_files(paths: Sequence[str]) -> list[Path]:
+    """Files as given; a directory stands for the scenario files in it, at any depth."""
+    out: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*.y*ml") if p.suffix in SCENARIO_SUFFIXES and looks_like_scenario(p))
+        else:
+            out.append(path)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description="netpol-harness tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    ex = sub.add_parser("explain", help="the reference model's verdict for one cell of a scenario")
+    ex = sub.add_parser("explain", help="the reference model's verdict for one cell of a scenario, and why")
     ex.add_argument("scenario", help="scenario file")
     ex.add_argument("source", help="source pod, namespace/pod")
     ex.add_argument("destination", help="destination pod (namespace/pod) or external host")
@@ -73,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex.add_argument("--step", help="step name (default: the last step)")
     ex.set_defaults(func=explain)
     va = sub.add_parser("validate", help="check scenario files without running them")
-    va.add_argument("files", nargs="+", help="scenario files")
+    va.add_argument("files", nargs="+", help="scenario files, or directories of them")
     va.set_defaults(func=validate)
     args = parser.parse_args(argv)
     try:

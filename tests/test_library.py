@@ -1,7 +1,8 @@
 """The shipped scenario library holds on every backend that can run here.
 
-Each scenario runs through the same runner the plugin uses; a scenario marked
-``xfail`` documents a pitfall and must fail (its intent differs from its policy).
+Each scenario runs through the same pipeline and verdict the plugin uses; a
+scenario marked ``xfail`` documents a pitfall and must fail exactly as documented
+(its intent differs from its policy in the cells it names, and nowhere else).
 """
 
 from __future__ import annotations
@@ -11,23 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.base import Backend, Options
+from harness.backends.base import Options
 from harness.backends.model import ModelBackend
-from harness.engine.pipeline import ScenarioRunner
+from harness.engine.pipeline import Pipeline
 from harness.engine.probing import ProbeSettings
+from harness.engine.verdict import Status, judge
 from harness.scenario import Scenario, load_scenario
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 FILES = sorted(LIBRARY.glob("*.yaml"))
 
 
-def _check(backend: Backend, scenario: Scenario) -> None:
-    result = ScenarioRunner(backend, ProbeSettings(timeout=1.0, deadline=3.0)).run(scenario)
-    backend.reset()
-    if scenario.xfail:
-        assert not result.ok, f"{scenario.name} is marked xfail but its intent holds: {scenario.xfail}"
-    else:
-        assert result.ok, result.render()
+def _check(pipeline: Pipeline, scenario: Scenario) -> None:
+    verdict = judge(pipeline.run_scenario(scenario))
+    expected = Status.XFAILED if scenario.xfail else Status.PASSED
+    assert verdict.status is expected, verdict.message
 
 
 def test_library_is_large_enough_and_documented() -> None:
@@ -40,11 +39,11 @@ def test_library_is_large_enough_and_documented() -> None:
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_scenario_on_model(path: Path) -> None:
     with ModelBackend() as backend:
-        _check(backend, load_scenario(path))
+        _check(Pipeline(backend), load_scenario(path))
 
 
 @pytest.fixture(scope="module")
-def emulated() -> Iterator[Backend]:
+def emulated() -> Iterator[Pipeline]:
     from harness.backends.emulated import create
     from harness.core.errors import BackendUnavailable
 
@@ -53,10 +52,10 @@ def emulated() -> Iterator[Backend]:
     except BackendUnavailable as err:
         pytest.skip(f"emulated backend unavailable here: {err}")
     with backend:
-        yield backend
+        yield Pipeline(backend, ProbeSettings(timeout=1.0, deadline=3.0))
 
 
 @pytest.mark.emulated
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_scenario_on_emulated(emulated: Backend, path: Path) -> None:
+def test_scenario_on_emulated(emulated: Pipeline, path: Path) -> None:
     _check(emulated, load_scenario(path))

@@ -46,7 +46,18 @@ VALID_SCENARIO = """\
 name: fuzz-seed
 description: Every feature of the scenario format.
 tags: [fuzz, seed]
-xfail: documented pitfall
+xfail:
+  reason: documented pitfall
+  actual:
+    isolate: {model: true}
+    relabel:
+      ports: [80/TCP]
+      matrix:
+        80/TCP: |4
+                prod/web dev/web api
+            prod/db    X       X    X
+            prod/web   -       .    .
+            dev/web    X       .    .
 settings: {self_traffic: allowed, ipblock_matches_pods: true, probe_self: false}
 namespaces:
   prod:
@@ -121,7 +132,8 @@ def test_the_seed_is_valid(workdir: Path) -> None:
     path.write_text(VALID_SCENARIO)
     scenario = load_scenario(path)
     assert [s.name for s in scenario.steps] == ["isolate", "relabel", "step-3"]
-    assert [p.ref for p in scenario.steps[0].apply] == ["prod/deny-db", "prod/dns-egress", "prod/web-in"]
+    assert [p.ref for p in scenario.steps[0].changes.apply] == ["prod/deny-db", "prod/dns-egress", "prod/web-in"]
+    assert [p.documented is not None for p in scenario.plans] == [True, True, False]
 
 
 def _load_text(workdir: Path, text: str | bytes) -> Scenario | None:

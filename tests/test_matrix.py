@@ -10,9 +10,10 @@ from harness.core.errors import HarnessError
 from harness.core.matrix import (
     ALLOWED,
     BLOCKED,
+    COMPARISON_LEGEND,
     LEGEND,
+    LISTED_CELLS,
     Cell,
-    Comparison,
     Mismatch,
     Observation,
     Outcome,
@@ -105,7 +106,8 @@ def test_cells_are_immutable_and_copied() -> None:
 def test_cell_and_outcome_texts() -> None:
     assert str(cell("x/a", "y/b")) == "x/a → y/b:80/TCP"
     assert str(cell("x/a", "api", P53)) == "x/a → api:53/UDP"
-    assert [o.symbol for o in Outcome] == [".", "X", "R", "W", "U", "E"]
+    assert [o.symbol for o in Outcome] == [".", "X", "R", "W", "U", "E", "N", "P"]
+    assert [Outcome.from_code(o.code) for o in Outcome] == list(Outcome)
     assert Outcome.from_bool(True) is Outcome.ALLOWED and Outcome.from_bool(False) is Outcome.BLOCKED
     assert Observation(Outcome.BLOCKED, "timeout").describe() == "blocked (timeout)"
     assert BLOCKED.describe() == "blocked"
@@ -170,13 +172,21 @@ def test_json_round_trip() -> None:
     data = json.loads(json.dumps(m.to_json()))
     assert data["sources"] == list(SOURCES)
     assert data["destinations"] == list(DESTINATIONS)
-    assert data["ports"]["80/TCP"]["x/a"]["api"] == {
-        "outcome": "blocked",
-        "detail": "timeout",
-        "command": "kubectl exec -n x a -- curl ...",
-    }
-    assert "x/a" not in data["ports"]["80/TCP"]["x/a"]  # not probed: absent
+    # One row of symbols per source, one symbol per destination ("-" not probed).
+    assert data["ports"] == {"80/TCP": ["-.X", ".-."], "53/UDP": ["-X-", "---"]}
+    # Cells with more than their outcome are listed beside the rows.
+    assert data["notes"] == [
+        {
+            "source": "x/a",
+            "destination": "api",
+            "port": "80/TCP",
+            "outcome": "blocked",
+            "detail": "timeout",
+            "command": "kubectl exec -n x a -- curl ...",
+        }
+    ]
     again = ReachabilityMatrix.from_json(data)
+    assert again == m
     assert again.sources == m.sources and again.destinations == m.destinations and again.ports == m.ports
     assert dict(again.cells) == dict(m.cells)
 
@@ -187,10 +197,17 @@ def test_json_round_trip() -> None:
         None,
         [],
         {"sources": [], "destinations": []},
-        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"80/TCP": {"x/a": {"x/b": {"outcome": "maybe"}}}}},
-        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"eighty": {}}},
-        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"80/TCP": {"x/a": {"x/b": {}}}}},
-        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"80/TCP": ["x/a"]}},
+        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"80/TCP": ["?"]}},
+        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"eighty": ["."]}},
+        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"80/TCP": [".."]}},
+        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"80/TCP": []}},
+        {"sources": ["x/a"], "destinations": ["x/b"], "ports": {"80/TCP": ["é"]}},
+        {
+            "sources": ["x/a"],
+            "destinations": ["x/b"],
+            "ports": {"80/TCP": ["."]},
+            "notes": [{"source": "x/a", "destination": "x/b", "port": "80/TCP", "outcome": "blocked"}],
+        },
     ],
 )
 def test_from_json_rejects_other_data(data: object) -> None:
@@ -273,15 +290,17 @@ def test_comparison_render() -> None:
     text = result.render("main: ")
     expected_block = "\n".join(["main: expected 80/TCP", "    x/a x/b api", "x/a  -   .   X", "x/b  .   -   ."])
     observed_block = "\n".join(["main: observed 80/TCP", "    x/a x/b api", "x/a  -   X   X", "x/b  .   -   U"])
-    comparison_block = "\n".join(["main: comparison 80/TCP", "    x/a x/b api", "x/a  -   X   .", "x/b  .   -   ."])
+    # The comparison has symbols of its own: '=' as expected, '!' wrong.
+    comparison_block = "\n".join(["main: comparison 80/TCP", "    x/a x/b api", "x/a  -   !   =", "x/b  =   -   ="])
     assert expected_block in text
     assert observed_block in text
     assert comparison_block in text
-    assert LEGEND in text
-    assert (
+    assert LEGEND in text and COMPARISON_LEGEND in text
+    # The wrong cells come first: a CI page that cuts the message keeps them.
+    assert text.startswith(
         "1 wrong cell(s):\nx/a → x/b:80/TCP expected allowed, observed blocked (timeout)\n"
         "    reproduce: curl -m 1 http://192.168.1.11:80"
-    ) in text
+    )
     assert "1 probe(s) not run on this backend:\nx/b → api:80/TCP unsupported (no external hosts)" in text
     # 53/UDP matches everywhere: it adds nothing to the failure report.
     assert "53/UDP" not in text
@@ -295,6 +314,28 @@ def test_comparison_render_without_failures_shows_every_port() -> None:
     assert "reproduce" not in text
 
 
-def test_comparison_is_a_plain_value() -> None:
-    result = Comparison(expected_matrix(), expected_matrix(), ())
-    assert result.ok and result.unsupported == ()
+def test_comparison_of_equal_matrices_is_ok() -> None:
+    result = compare(expected_matrix(), expected_matrix())
+    assert result.ok and result.unsupported == () and result.mismatch_count == 0
+
+
+def test_a_failure_of_thousands_of_cells_lists_the_first_and_counts_the_rest() -> None:
+    sources = tuple(f"x/p{i}" for i in range(60))
+    destinations = tuple(f"y/q{j}" for j in range(60))
+    expected = ReachabilityMatrix(
+        sources, destinations, (P80,), {Cell(s, d, P80): ALLOWED for s in sources for d in destinations}
+    )
+    observed = ReachabilityMatrix(
+        sources, destinations, (P80,), {Cell(s, d, P80): BLOCKED for s in sources for d in destinations}
+    )
+    result = compare(expected, observed)
+    assert result.mismatch_count == 3600
+    text = result.render()
+    lines = text.splitlines()
+    assert lines[0] == "3600 wrong cell(s):"
+    assert sum(1 for line in lines if "expected allowed, observed blocked" in line) == LISTED_CELLS
+    assert "... and 3580 more (all in the reports), by group:" in text
+    assert "  x/* → y/*:80/TCP expected allowed: 3580 cell(s)" in text
+    # The tables are drawn around the wrong cells only, and bounded.
+    assert "rows and columns with a wrong cell only, at most 40 of each" in text
+    assert len(text) < 40_000

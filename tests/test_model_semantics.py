@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.core.addressing import plan_addresses
-from harness.core.matrix import Cell, Outcome
+from harness.core.matrix import Cell, CellSet, Observation, Outcome
 from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
 from harness.core.selectors import LabelSelector, Operator, Requirement
-from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
@@ -76,7 +76,7 @@ def grid_topology(externals: Iterable[ExternalHost] = ()) -> Topology:
     )
 
 
-def build(topology: Topology, *policies: NetworkPolicy, settings: ModelSettings | None = None) -> ReferenceModel:
+def build(topology: Topology, *policies: NetworkPolicy, settings: ImplementationSettings | None = None) -> ReferenceModel:
     return ReferenceModel(topology, policies, plan_addresses(topology), settings)
 
 
@@ -658,7 +658,7 @@ def _ip_block_ingress(matches_pods: bool) -> ReferenceModel:
             "ingress": [{"from": [{"ipBlock": {"cidr": str(x_range), "except": [f"{addresses['x/b']}/32"]}}]}],
         },
     )
-    return ReferenceModel(topology, [policy], addresses, ModelSettings(ipblock_matches_pods=matches_pods))
+    return ReferenceModel(topology, [policy], addresses, ImplementationSettings(ipblock_matches_pods=matches_pods))
 
 
 def test_ip_block_matches_pod_addresses_when_the_setting_says_so() -> None:
@@ -680,8 +680,8 @@ def test_ip_block_egress_to_pods_follows_the_setting() -> None:
         "to-z-a",
         {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": f"{addresses['z/a']}/32"}}]}]},
     )
-    on = ReferenceModel(topology, [policy], addresses, ModelSettings(ipblock_matches_pods=True))
-    off = ReferenceModel(topology, [policy], addresses, ModelSettings(ipblock_matches_pods=False))
+    on = ReferenceModel(topology, [policy], addresses, ImplementationSettings(ipblock_matches_pods=True))
+    off = ReferenceModel(topology, [policy], addresses, ImplementationSettings(ipblock_matches_pods=False))
     assert destinations_allowed_from(on, "x/a", "80/TCP") == {"z/a"}
     assert destinations_allowed_from(off, "x/a", "80/TCP") == set()
 
@@ -819,7 +819,7 @@ def test_self_traffic_allowed_by_default_even_under_deny_all() -> None:
 
 
 def test_self_traffic_evaluated_by_policy_when_set() -> None:
-    settings = ModelSettings(self_traffic=SelfTraffic.POLICY)
+    settings = ImplementationSettings(self_traffic=SelfTraffic.POLICY)
     denied = build(grid_topology(), netpol("x", "deny-in", DENY_INGRESS), settings=settings)
     assert denied.allowed("x/a", "x/a", "80/TCP") is False
     assert denied.allowed("y/a", "y/a", "80/TCP") is True  # not isolated
@@ -864,14 +864,36 @@ def test_explain_names_the_isolating_policies() -> None:
     deny_out = netpol("x", "deny-out", {"podSelector": match(pod="a"), "policyTypes": ["Egress"]})
     model = build(grid_topology(), deny_in, deny_out)
     port = PortProtocol.parse("80/TCP")
-    assert model.explain("x/b", "z/a", port) == ""
-    ingress_only = model.explain("x/b", "y/a", port)
-    assert "ingress of y/a isolated by y/deny-in" in ingress_only
-    assert "egress" not in ingress_only
-    both = model.explain("x/a", "y/c", port)
-    assert "egress of x/a isolated by x/deny-out" in both
-    assert "ingress of y/c isolated by y/deny-in" in both
-    assert "no rule allows it" in both
+    assert model.explain("x/b", "z/a", port) == "egress of x/b not isolated; ingress of z/a not isolated"
+    assert model.explain("x/b", "y/a", port) == (
+        "egress of x/b not isolated; ingress of y/a isolated by y/deny-in; no rule allows x/b on 80/TCP"
+    )
+    assert model.explain("x/a", "y/c", port) == (
+        "egress of x/a isolated by x/deny-out; no rule allows y/c:80/TCP; "
+        "ingress of y/c isolated by y/deny-in; no rule allows x/a on 80/TCP"
+    )
+
+
+def test_explain_names_the_rule_peer_and_port_that_admit_a_cell() -> None:
+    allow = netpol(
+        "y",
+        "from-x",
+        {
+            "podSelector": match(pod="a"),
+            "ingress": [
+                {"from": [pods_peer(pod="c")], "ports": [{"port": 81}]},
+                {
+                    "from": [pods_peer(pod="c"), {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "x"}}}],
+                    "ports": [{"port": 79}, {"port": 80, "endPort": 90}],
+                },
+            ],
+        },
+    )
+    model = build(grid_topology(), allow)
+    assert model.explain("x/b", "y/a", PortProtocol.parse("80/TCP")) == (
+        "egress of x/b not isolated; ingress of y/a allowed by y/from-x ingress[1] "
+        "(from[1] namespaceSelector kubernetes.io/metadata.name=x, ports[1] 80-90/TCP)"
+    )
 
 
 def test_explain_lists_every_isolating_policy() -> None:
@@ -882,16 +904,12 @@ def test_explain_lists_every_isolating_policy() -> None:
     assert "y/only-b" in text and "y/only-c" in text
 
 
-def test_matrix_holds_the_requested_cells_with_explanations() -> None:
+def test_reachability_holds_exactly_the_requested_cells() -> None:
     model = build(grid_topology(), netpol("y", "deny-in", DENY_INGRESS))
     port = PortProtocol.parse("80/TCP")
     cells = [Cell("x/a", "y/a", port), Cell("x/a", "z/a", port)]
-    matrix = model.matrix(cells, ["x/a"], ["y/a", "z/a"], [port], explain=True)
-    assert matrix.cells[cells[0]].outcome is Outcome.BLOCKED
-    assert "y/deny-in" in matrix.cells[cells[0]].detail
-    assert matrix.cells[cells[1]].outcome is Outcome.ALLOWED
-    assert matrix.cells[cells[1]].detail == ""
-    assert len(matrix.cells) == 2
+    matrix = model.reachability(CellSet.from_cells(cells))
+    assert matrix.cells == {cells[0]: Observation(Outcome.BLOCKED), cells[1]: Observation(Outcome.ALLOWED)}
 
 
 def test_model_refuses_a_destination_without_address() -> None:

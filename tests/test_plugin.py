@@ -110,7 +110,8 @@ def test_reproduce_command_runs_and_explains_the_cell(project: pytest.Pytester) 
     result.stdout.fnmatch_lines(
         [
             "production/frontend → production/db:3306/TCP is blocked by the reference model",
-            "  because: ingress of production/db isolated by production/db-from-backend, no rule allows it",
+            "  because: egress of production/frontend not isolated; ingress of production/db isolated by "
+            "production/db-from-backend; no rule allows production/frontend on 3306/TCP",
         ]
     )
 
@@ -146,24 +147,43 @@ def test_duplicate_scenario_names_fail_both_places_clearly(project: pytest.Pytes
     result.assert_outcomes(passed=2, failed=2)
 
 
-def test_xfail_scenario_documents_a_pitfall_and_strictly_fails_if_it_passes(project: pytest.Pytester) -> None:
+def _xfail(reason: str, *cells: str) -> str:
+    listed = "".join(f'    - "{cell}"\n' for cell in cells)
+    return f"xfail:\n  reason: {reason}\n  wrong_cells:\n{listed}"
+
+
+def test_xfail_scenario_fails_exactly_as_documented_or_fails(project: pytest.Pytester) -> None:
     scenarios = project.path / "scenarios"
+    wrong = (scenarios / "db-wrong.yaml").read_text()
     (scenarios / "pitfall.yaml").write_text(
-        "xfail: the author meant it\n" + (scenarios / "db-wrong.yaml").read_text().replace("name: db-wrong", "name: pitfall")
+        _xfail("the author meant it", "production/backend → production/db:3306/TCP") + wrong.replace("db-wrong", "pitfall")
+    )
+    # The same pitfall documented with a different cell, and with one cell too many.
+    (scenarios / "other-cell.yaml").write_text(
+        _xfail("wrong cell named", "production/frontend → production/db:3306/TCP") + wrong.replace("db-wrong", "other-cell")
+    )
+    (scenarios / "one-more.yaml").write_text(
+        _xfail("one cell too many", "production/backend → production/db:3306/TCP", "development/backend → production/db:3306/TCP")
+        + wrong.replace("db-wrong", "one-more")
     )
     (scenarios / "not-a-pitfall.yaml").write_text(
-        "xfail: claims a pitfall that is not one\n"
+        _xfail("claims a pitfall that is not one", "x/a → x/b:80/TCP")
         + (scenarios / "open.yaml").read_text().replace("description:", "name: np\ndescription:")
     )
-    result = project.runpytest("--backend", "model", "--scenario", "pitfall", "--scenario", "np", "-rxX")
-    result.assert_outcomes(xfailed=1, failed=1)
-    result.stdout.fnmatch_lines(["*[[]XPASS(strict)]*claims a pitfall*", "*XFAIL*pitfall*the author meant it*"])
+    result = project.runpytest("--backend", "model", "-k", "pitfall or other or one or np", "-rxX")
+    result.assert_outcomes(xfailed=1, failed=3)
+    result.stdout.fnmatch_lines(["*XFAIL*pitfall*the author meant it*"])
+    out = result.stdout.str()
+    assert "np: expected to fail (claims a pitfall that is not one), but every probed cell is as the intent says" in out
+    assert "other-cell: the expected failure is not the documented one: 2 cell(s) differ" in out
+    assert "one-more: the expected failure is not the documented one: 1 cell(s) differ" in out
+    assert "development/backend → production/db:3306/TCP expected allowed, observed blocked" in out
 
 
 def test_bad_option_values_say_where_they_came_from(project: pytest.Pytester) -> None:
     result = project.runpytest("--backend", "model", "--probe-timeout", "-1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*argument --probe-timeout: '-1' must be more than 0 seconds*"])
+    result.stderr.fnmatch_lines(["*argument --probe-timeout: '-1' must be a finite number of seconds above 0*"])
     result = project.runpytest("--backend", "nowhere")
     result.stderr.fnmatch_lines(["*argument --backend: invalid choice: 'nowhere'*"])
     project.makeini("[pytest]\nnetpol_scenarios = scenarios\nnetpol_backend = kube\n")

@@ -115,14 +115,32 @@ def test_policy_test_names_what_is_not_declared() -> None:
             test.apply(policy)
 
 
-def test_model_backend_reset_restores_declared_labels() -> None:
+def test_policy_test_reset_restores_declared_labels_and_removes_policies() -> None:
+    deny_b = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-b", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Ingress"]},
+    }
     with PolicyTest(ModelBackend()) as test:
-        test.deploy({"x": {"labels": {"team": "a"}, "pods": {"a": {"labels": {"app": "web"}, "ports": ["80/TCP"]}}}})
+        test.deploy(
+            {
+                "x": {
+                    "labels": {"team": "a"},
+                    "pods": {
+                        "a": {"labels": {"app": "web"}, "ports": ["80/TCP"]},
+                        "b": {"labels": {"app": "api"}, "ports": ["80/TCP"]},
+                    },
+                }
+            }
+        )
+        test.apply(deny_b)
         test.label_pod("x/a", {"app": "db"})
         test.label_namespace("x", {"team": None})
-        state = test.backend.state  # type: ignore[attr-defined]
-        assert state.topology.pod("x/a").labels["app"] == "db"
-        test.backend.reset()
-        state = test.backend.state  # type: ignore[attr-defined]
-        assert state.topology.pod("x/a").labels["app"] == "web"
-        assert state.topology.namespace("x").labels["team"] == "a"
+        assert test.state.topology.pod("x/a").labels["app"] == "db"
+        assert not test.probe().allowed("x/a", "x/b", "80/TCP")
+        test.reset()
+        assert dict(test.state.policies) == {}
+        assert test.state.topology.pod("x/a").labels["app"] == "web"
+        assert test.state.topology.namespace("x").labels["team"] == "a"
+        assert test.probe().allowed("x/a", "x/b", "80/TCP")

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.addressing import plan_addresses
 from harness.core.errors import PolicyError, ScenarioError
-from harness.core.matrix import Cell, Outcome, ReachabilityMatrix
+from harness.core.matrix import Cell, CellSet, Outcome, ReachabilityMatrix
+from harness.core.plan import probe_grid
 from harness.core.policy import PolicyPort, PolicyType
 from harness.core.selectors import LabelSelector
-from harness.core.settings import ModelSettings, SelfTraffic
-from harness.core.state import ClusterState
+from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import NAMESPACE_NAME_LABEL, PortProtocol, PortSpec, Protocol
 from harness.scenario import (
     EndpointPattern,
@@ -24,11 +23,10 @@ from harness.scenario import (
     ExpectationForm,
     PortPattern,
     Scenario,
-    Step,
     load_scenario,
+    plan_step,
     probed_ports,
 )
-from harness.scenario.expectations import ProbePlan, expected_matrix, plan_probes
 
 BASE = """\
 description: loader test
@@ -144,9 +142,9 @@ expect:
     assert topology.port_keys() == (P53U, P80, P3306)
     (step,) = scenario.steps
     assert step.name == "main"
-    assert [p.ref for p in step.apply] == ["prod/db-from-web"]
-    assert step.apply[0].policy_types == {PolicyType.INGRESS}
-    assert step.apply[0].source == str(tmp_path / "scenario.yaml")
+    assert [p.ref for p in step.changes.apply] == ["prod/db-from-web"]
+    assert step.changes.apply[0].policy_types == {PolicyType.INGRESS}
+    assert step.changes.apply[0].source == str(tmp_path / "scenario.yaml")
     expect = step.expect
     assert expect.form is ExpectationForm.RULES
     assert expect.default_allowed is False
@@ -164,7 +162,7 @@ def test_name_defaults_to_the_file_name(tmp_path: Path) -> None:
     assert plain.name == "default-deny"
     suffixed = load(tmp_path, BASE + "expect: {model: true}\n", "allow-dns.scenario.yaml")
     assert suffixed.name == "allow-dns"
-    assert suffixed.steps[0].apply == ()
+    assert suffixed.steps[0].changes.apply == ()
 
 
 def test_port_forms(tmp_path: Path) -> None:
@@ -178,6 +176,7 @@ namespaces:
       a:
         ports: [80/TCP, 53/UDP, 9000/SCTP, 8080, "81/tcp", {port: 8443, protocol: TCP, name: https},
                 {port: 5353, protocol: UDP, name: mdns}, {port: 9090}]
+      client: {}
 expect: {model: true}
 """,
     )
@@ -285,7 +284,7 @@ expect: {model: true}
 """,
         "scenarios/s.yaml",
     )
-    apply = scenario.steps[0].apply
+    apply = scenario.steps[0].changes.apply
     assert [p.ref for p in apply] == ["prod/deny-db", "dev/deny-all", "prod/web-egress"]
     assert apply[0].source == str(tmp_path / "scenarios" / "policies" / "deny-db.yaml")
     bundle = tmp_path / "scenarios" / ".." / "shared" / "bundle.yaml"
@@ -311,7 +310,7 @@ policies:
 expect: {model: true}
 """,
     )
-    assert [p.ref for p in scenario.steps[0].apply] == ["prod/deny-db", "dev/deny-dev"]
+    assert [p.ref for p in scenario.steps[0].changes.apply] == ["prod/deny-db", "dev/deny-dev"]
 
 
 def test_external_hosts(tmp_path: Path) -> None:
@@ -342,19 +341,29 @@ def test_settings_and_xfail(tmp_path: Path) -> None:
         BASE
         + """\
 settings: {self_traffic: policy, ipblock_matches_pods: false, probe_self: true}
-xfail: >-
-  The two peers are ORed.
-expect: {model: true}
+xfail:
+  reason: >-
+    The two peers are ORed.
+  wrong_cells: ["dev/web → prod/db:3306/TCP", "prod/web -> prod/db:3306/TCP"]
+expect: {default: allowed, rules: [{from: "*", to: prod/db, result: blocked}]}
 """,
     )
-    assert scenario.settings.model == ModelSettings(SelfTraffic.POLICY, ipblock_matches_pods=False)
+    assert scenario.settings.implementation == ImplementationSettings(SelfTraffic.POLICY, ipblock_matches_pods=False)
     assert scenario.settings.probe_self is True
-    assert scenario.xfail == "The two peers are ORed."
+    assert scenario.xfail is not None and scenario.xfail.reason == "The two peers are ORed."
+    p3306 = PortProtocol.parse("3306/TCP")
+    documented = {Cell("dev/web", "prod/db", p3306), Cell("prod/web", "prod/db", p3306)}
+    assert scenario.xfail.wrong_cells == {"main": documented}
+    # The matrix the policies are documented to produce: the intent, with those two flipped.
+    (plan,) = scenario.plans
+    assert plan.documented is not None
+    flipped = {c for c in plan.cells if plan.documented[c].outcome is not plan.expected[c].outcome}
+    assert flipped == documented
 
 
 def test_settings_default_to_calico(tmp_path: Path) -> None:
     scenario = load(tmp_path, BASE + "settings: {}\nexpect: {model: true}\n")
-    assert scenario.settings.model == ModelSettings(SelfTraffic.ALLOWED, ipblock_matches_pods=True)
+    assert scenario.settings.implementation == ImplementationSettings(SelfTraffic.ALLOWED, ipblock_matches_pods=True)
     assert scenario.settings.probe_self is False
 
 
@@ -377,7 +386,6 @@ steps:
     expect:
       rules:
         - {from: "*", to: prod/db, result: blocked}
-        - {from: {podSelector: {matchLabels: {app: api}}}, to: prod/db, result: allowed}
   - name: relabel
     label_namespaces: {dev: {team: payments}, prod: {env: null}}
     label_pods: {dev/web: {app: api, tier: front}}
@@ -395,12 +403,15 @@ def test_multi_step(tmp_path: Path) -> None:
     scenario = load(tmp_path, MULTI_STEP)
     first, second, third = scenario.steps
     assert (first.name, second.name, third.name) == ("isolate", "relabel", "step-3")
-    assert [p.ref for p in first.apply] == ["prod/deny-db", "prod/db-from-api"]
-    assert first.delete == () and dict(first.label_pods) == {}
-    assert second.apply == ()
-    assert {k: dict(v) for k, v in second.label_namespaces.items()} == {"dev": {"team": "payments"}, "prod": {"env": None}}
-    assert {k: dict(v) for k, v in second.label_pods.items()} == {"dev/web": {"app": "api", "tier": "front"}}
-    assert third.delete == ("prod/deny-db", "prod/db-from-api")
+    assert [p.ref for p in first.changes.apply] == ["prod/deny-db", "prod/db-from-api"]
+    assert first.changes.delete == () and dict(first.changes.label_pods) == {}
+    assert second.changes.apply == ()
+    assert {k: dict(v) for k, v in second.changes.label_namespaces.items()} == {
+        "dev": {"team": "payments"},
+        "prod": {"env": None},
+    }
+    assert {k: dict(v) for k, v in second.changes.label_pods.items()} == {"dev/web": {"app": "api", "tier": "front"}}
+    assert third.changes.delete == ("prod/deny-db", "prod/db-from-api")
     assert third.expect.form is ExpectationForm.MODEL
     # The declared topology keeps its original labels; steps carry the changes.
     assert dict(scenario.topology.pod("dev/web").labels) == {"app": "web"}
@@ -422,7 +433,7 @@ steps:
     expect: {{model: true}}
 """,
     )
-    assert [s.delete for s in scenario.steps] == [(), ("prod/deny-db",)]
+    assert [s.changes.delete for s in scenario.steps] == [(), ("prod/deny-db",)]
 
 
 # == bad input ===============================================================================
@@ -1088,7 +1099,7 @@ MATRIX_ERRORS = [
         y/c  .
 """,
         "expect.matrix.80/TCP line 3",
-        ["cell x/b → x/b is '?'", "'.' (allowed) or 'X' (blocked)"],
+        ["cell x/b → x/b is '?'", "'.' (allowed), 'X' (blocked) or '-' (not probed: a pod and itself)"],
         id="wrong-symbol",
     ),
     pytest.param(
@@ -1546,16 +1557,10 @@ def test_step_errors(tmp_path: Path, body: str, field: str, words: list[str]) ->
 # == from intent to expected matrix ============================================================
 
 
-def _plan_and_expect(scenario: Scenario, step_index: int = 0) -> tuple[ProbePlan, ReachabilityMatrix]:
-    state = ClusterState(scenario.topology)
-    for step in scenario.steps[: step_index + 1]:
-        state = state.after(step)
-    step = scenario.steps[step_index]
-    plan = plan_probes(state.topology, probed_ports(state.topology, step.expect), scenario.settings.probe_self)
-    matrix = expected_matrix(
-        step.expect, plan, state.topology, state.policies.values(), plan_addresses(state.topology), scenario.settings.model
-    )
-    return plan, matrix
+def _plan_and_expect(scenario: Scenario, step_index: int = 0) -> tuple[CellSet, ReachabilityMatrix]:
+    """The cells a step probes and its expected matrix, as the loader planned them."""
+    plan = scenario.plans[step_index]
+    return plan.cells, plan.expected
 
 
 def _allowed(matrix: ReachabilityMatrix, port: PortProtocol) -> set[tuple[str, str]]:
@@ -1573,11 +1578,11 @@ expect: {model: true}
 """,
     )
     topology = scenario.topology
-    plan = plan_probes(topology, [P80, P53U])
-    assert plan.sources == ("prod/db", "prod/web", "dev/web")
-    assert plan.destinations == ("prod/web", "dev/web")  # prod/db and api serve neither port
-    assert plan.ports == (P80, P53U)
-    assert plan.cells == (
+    plan = probe_grid(topology, [P80, P53U])
+    assert plan.axes.sources == ("prod/db", "prod/web", "dev/web")
+    assert plan.axes.destinations == ("prod/web", "dev/web")  # prod/db and api serve neither port
+    assert plan.axes.ports == (P80, P53U)
+    assert tuple(plan) == (
         Cell("prod/db", "prod/web", P80),
         Cell("prod/db", "dev/web", P80),
         Cell("prod/web", "dev/web", P80),
@@ -1585,16 +1590,16 @@ expect: {model: true}
         Cell("prod/db", "prod/web", P53U),
         Cell("dev/web", "prod/web", P53U),
     )
-    with_self = plan_probes(topology, [P53U], probe_self=True)
-    assert with_self.cells == (
+    with_self = probe_grid(topology, [P53U], probe_self=True)
+    assert tuple(with_self) == (
         Cell("prod/db", "prod/web", P53U),
         Cell("prod/web", "prod/web", P53U),
         Cell("dev/web", "prod/web", P53U),
     )
-    everything = plan_probes(topology, topology.port_keys())
-    assert everything.destinations == ("prod/db", "prod/web", "dev/web", "api")
-    assert Cell("dev/web", "api", PortProtocol.parse("443/TCP")) in everything.cells
-    assert len(everything.cells) == 2 + 4 + 2 + 3  # 3306, 80, 53/UDP, 443
+    everything = probe_grid(topology, topology.port_keys())
+    assert everything.axes.destinations == ("prod/db", "prod/web", "dev/web", "api")
+    assert Cell("dev/web", "api", PortProtocol.parse("443/TCP")) in everything
+    assert len(everything) == 2 + 4 + 2 + 3  # 3306, 80, 53/UDP, 443
 
 
 RULES_TOPOLOGY = GRID.replace("description: matrix test", "description: rules")
@@ -1643,10 +1648,10 @@ expect:
 """,
     )
     plan, matrix = _plan_and_expect(scenario)
-    assert set(matrix.cells) == set(plan.cells)
+    assert set(matrix.cells) == set(plan)
     assert _allowed(matrix, P80) == {("x/a", "y/c")}
     assert _allowed(matrix, P53U) == set()
-    assert matrix.count(Outcome.BLOCKED) == len(plan.cells) - 1
+    assert matrix.count(Outcome.BLOCKED) == len(plan) - 1
 
 
 @pytest.mark.parametrize(
@@ -1657,7 +1662,6 @@ expect:
         ("80", {("x/a", "y/c"), ("x/b", "y/c")}, set()),
         ("80/TCP", {("x/a", "y/c"), ("x/b", "y/c")}, set()),
         ("53/UDP", set(), {("x/a", "y/c"), ("x/b", "y/c")}),
-        ("53/TCP", set(), set()),
     ],
 )
 def test_port_patterns(tmp_path: Path, port: str, allowed_80: set[tuple[str, str]], allowed_53: set[tuple[str, str]]) -> None:
@@ -1766,7 +1770,7 @@ expect:
 """,
     )
     plan, matrix = _plan_and_expect(scenario)
-    assert set(matrix.cells) == set(plan.cells)
+    assert set(matrix.cells) == set(plan)
     assert Cell("x/a", "x/a", P80) not in matrix.cells
     assert _allowed(matrix, P80) == {("x/a", "y/c"), ("x/b", "x/a")}
     assert _allowed(matrix, P53U) == {("x/a", "y/c")}
@@ -1798,16 +1802,10 @@ def test_model_form_follows_the_policies_in_force(tmp_path: Path) -> None:
     scenario = load(tmp_path, MULTI_STEP)
     _, after_relabel = _plan_and_expect(scenario, 1)
     # db-from-api admits app=api pods from team=payments namespaces: dev/web after step 2.
-    model_step = Step("check", scenario.steps[2].expect)
-    state = ClusterState(scenario.topology)
-    for step in scenario.steps[:2]:
-        state = state.after(step)
-    plan = plan_probes(state.topology, state.topology.port_keys())
-    modelled = expected_matrix(
-        model_step.expect, plan, state.topology, state.policies.values(), plan_addresses(state.topology), scenario.settings.model
-    )
-    assert {src for src, dst in _allowed(modelled, P3306) if dst == "prod/db"} == {"dev/web"}
+    state = scenario.plans[1].state
+    plan = plan_step("check", state, scenario.steps[2].expect, scenario.settings.implementation, "<test>")
+    assert {src for src, dst in _allowed(plan.expected, P3306) if dst == "prod/db"} == {"dev/web"}
     assert {src for src, dst in _allowed(after_relabel, P3306) if dst == "prod/db"} == {"dev/web"}
     # Step 3 deletes both policies: everything is open again.
     plan3, lifted = _plan_and_expect(scenario, 2)
-    assert lifted.count(Outcome.ALLOWED) == len(plan3.cells)
+    assert lifted.count(Outcome.ALLOWED) == len(plan3)

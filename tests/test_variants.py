@@ -13,9 +13,10 @@ import textwrap
 
 import pytest
 
-from harness.backends.variants import DEFAULT_VARIANT, BackendVariant, VariantOptions, calico_variants, variant_changes
-from harness.core.matrix import Cell, Observation, Outcome
+from harness.backends.variants import DEFAULT_VARIANT, BackendVariant, VariantOptions, calico_variants
+from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
 from harness.core.topology import PortProtocol
+from harness.engine.variants import variant_changes
 
 CELL = Cell("x/a", "x/b", PortProtocol.parse("80/TCP"))
 
@@ -50,16 +51,20 @@ def test_variant_options_lay_over_the_command_line() -> None:
 
 def test_changes_name_each_cell_whose_outcome_differs() -> None:
     other = Cell("x/b", "x/a", PortProtocol.parse("80/TCP"))
-    before = [("main", {CELL: Observation(Outcome.ALLOWED), other: Observation(Outcome.BLOCKED)})]
-    after = [("main", {CELL: Observation(Outcome.BLOCKED, "timeout"), other: Observation(Outcome.BLOCKED)})]
+    axes = ("x/a", "x/b"), ("x/a", "x/b"), (PortProtocol.parse("80/TCP"),)
+    before = [("main", ReachabilityMatrix(*axes, {CELL: Observation(Outcome.ALLOWED), other: Observation(Outcome.BLOCKED)}))]
+    after = [
+        ("main", ReachabilityMatrix(*axes, {CELL: Observation(Outcome.BLOCKED, "timeout"), other: Observation(Outcome.BLOCKED)}))
+    ]
     changes = variant_changes("s", "calico-3.30", before, "calico-3.31", after)
     assert [c.line() for c in changes] == ["s/main: x/a → x/b:80/TCP calico-3.30 allowed, calico-3.31 blocked (timeout)"]
     assert variant_changes("s", "a", before, "b", before) == []
 
 
 STAND_IN = '''
+from harness.backends.base import BackendInfo
 from harness.backends.model import ModelBackend
-from harness.core.settings import ModelSettings
+from harness.core.settings import ImplementationSettings
 
 CALLS = []
 
@@ -74,8 +79,8 @@ class StandInKind(ModelBackend):
         self.version = version
         CALLS.append(("create", version))
 
-    def use_settings(self, settings):
-        super().use_settings(ModelSettings(settings.self_traffic, self.version != "3.31"))
+    def deploy(self, topology, settings):
+        return super().deploy(topology, ImplementationSettings(settings.self_traffic, self.version != "3.31"))
 
     def upgrade_calico(self, version):
         CALLS.append(("upgrade", self.version, version))
@@ -85,8 +90,8 @@ class StandInKind(ModelBackend):
         CALLS.append(("close", self.version))
         super().close()
 
-    def describe(self):
-        return {"backend": "kind", "cni": "calico", "cni_version": self.version}
+    def info(self):
+        return BackendInfo("kind", "calico", self.version)
 
 
 def cluster_name(options):
@@ -152,7 +157,7 @@ def test_each_scenario_runs_once_per_version_grouped_by_version(kind_stand_in: p
     result.stdout.fnmatch_lines(
         [
             "*netpol-harness: differences between CNI versions*",
-            "ipblock/main: x/a → x/b:80/TCP calico-3.30 allowed, calico-3.31 blocked (*",
+            "ipblock/main: x/a → x/b:80/TCP calico-3.30 allowed, calico-3.31 blocked",
             "1 cell(s) differ across 2 scenario/version pair(s) of calico-3.30, calico-3.31",
         ]
     )

@@ -1,25 +1,25 @@
 """The one small interface every backend implements.
 
-A backend turns a declared :class:`~harness.core.topology.Topology` into something that
-runs (``deploy``), changes policies and labels on it, and runs one round of probes.
-Retries, re-probing and comparison live in the shared probe engine and runner, not
-in backends.
+A backend builds what a topology declares (``deploy``), brings it to a desired
+state (``converge``: the labels and policies in force), and runs one round of
+probes over a set of cells (``probe``). Retries, re-probing, comparison and
+verdicts live in the engine, not in backends.
 """
 
 from __future__ import annotations
 
 import abc
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 from typing import Protocol as TypingProtocol
 
-from harness.core.matrix import Cell, Observation
-from harness.core.policy import NetworkPolicy
-from harness.core.settings import ModelSettings
-from harness.core.topology import Endpoint, PodSpec, PortProtocol, Protocol, Topology
+from harness.core.matrix import CellSet, ReachabilityMatrix
+from harness.core.settings import ImplementationSettings
+from harness.core.state import DesiredState
+from harness.core.topology import Protocol, Topology
 
 
 class OptionSource(TypingProtocol):
@@ -43,16 +43,56 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Probe:
-    """One connection attempt: from a pod to an endpoint on a port/protocol."""
+class Capabilities:
+    """What the engine needs to know of a backend.
 
-    source: PodSpec
-    destination: Endpoint
-    port: PortProtocol
+    ``deterministic``: probing gives the same answer every time, at once (no CNI
+    programming delay to wait out, so no re-probing). ``protocols``: what it can
+    probe; other cells are observed as unsupported with ``unsupported_note``."""
 
-    @property
-    def cell(self) -> Cell:
-        return Cell(self.source.id, self.destination.id, self.port)
+    deterministic: bool = False
+    protocols: frozenset[Protocol] = frozenset(Protocol)
+    unsupported_note: str = ""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What produced an observation, for reports and baselines."""
+
+    backend: str
+    cni: str = ""
+    cni_version: str = ""
+    kubernetes_version: str = ""
+    #: Anything else worth recording (the kernel, the node image...).
+    details: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"backend": self.backend}
+        for key in ("cni", "cni_version", "kubernetes_version"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        out.update(self.details)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str]) -> BackendInfo:
+        known = {"backend", "cni", "cni_version", "kubernetes_version"}
+        return cls(
+            data.get("backend", "unknown backend"),
+            data.get("cni", ""),
+            data.get("cni_version", ""),
+            data.get("kubernetes_version", ""),
+            {k: v for k, v in data.items() if k not in known},
+        )
+
+    def label(self) -> str:
+        """``kind (calico v3.32.1, Kubernetes v1.35.0)``, ``model (reference-model 0.1.0)``."""
+        details = " ".join(v for v in (self.cni, self.cni_version) if v)
+        parts = [p for p in (details, f"Kubernetes {self.kubernetes_version}" if self.kubernetes_version else "") if p]
+        return f"{self.backend} ({', '.join(parts)})" if parts else self.backend
 
 
 @dataclass(frozen=True)
@@ -71,63 +111,35 @@ class Backend(abc.ABC):
 
     #: Name used with ``--backend``.
     name: ClassVar[str]
-    #: True when probing gives the same answer every time (no retries needed).
-    deterministic: ClassVar[bool] = False
-    #: Protocols this backend can probe; the probe engine observes the others as
-    #: UNSUPPORTED, with ``unsupported_note`` (or a generic note) as the detail.
-    protocols: ClassVar[frozenset[Protocol]] = frozenset(Protocol)
-    unsupported_note: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     @abc.abstractmethod
-    def deploy(self, topology: Topology) -> Deployment:
-        """Build (or reuse) namespaces, pods and external hosts with their declared
-        labels, and no policies. Called again with another topology: tear down or
-        reuse what exists."""
+    def deploy(self, topology: Topology, settings: ImplementationSettings) -> Deployment:
+        """Build (or reuse, when its shape is the same) namespaces, pods and external
+        hosts. ``settings`` is the behaviour the scenario declares for what
+        Kubernetes leaves to the implementation: backends that emulate or compute it
+        honour it; a real CNI has its own. The state in force afterwards is
+        undefined until :meth:`converge`."""
 
     @abc.abstractmethod
-    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
-        """Create or replace these policies (keyed by namespace/name)."""
+    def converge(self, state: DesiredState) -> None:
+        """Make the labels and policies in force those of ``state`` (whose topology
+        has the deployed shape). Backends that render everything do so from
+        ``state``; cluster backends send what differs from the last state they
+        converged to."""
 
     @abc.abstractmethod
-    def delete_policies(self, refs: Sequence[str]) -> None:
-        """Delete policies by ``namespace/name``."""
+    def probe(self, cells: CellSet, timeout: float) -> ReachabilityMatrix:
+        """Run one round of probes over ``cells``, each bounded by ``timeout``
+        seconds, and return one observation per cell (on the same axes), each
+        with the command that reproduces it where there is one."""
 
     @abc.abstractmethod
-    def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
-        """Replace a namespace's labels with ``labels`` (the complete new set)."""
-
-    @abc.abstractmethod
-    def set_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> None:
-        """Replace a pod's labels with ``labels`` (the complete new set)."""
-
-    @abc.abstractmethod
-    def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
-        """Run one round of probes, each bounded by ``timeout`` seconds, and return
-        one observation per probe (with its reproduce command)."""
-
-    @abc.abstractmethod
-    def reproduce_command(self, probe: Probe) -> str:
-        """The command a user can paste to run this probe by hand."""
-
-    def use_settings(self, settings: ModelSettings) -> None:
-        """Behaviour Kubernetes leaves to the implementation, as the scenario declares
-        it. Backends that emulate or compute it (model, emulated) honour it; a real
-        CNI has its own and ignores this."""
-
-    def begin_step(self, scenario: str, step: str) -> None:
-        """Called before a step is probed, for backends whose reproduce commands
-        need to name the scenario and step (the model backend)."""
-
-    def reset(self) -> None:
-        """Between scenarios: remove every policy and restore declared labels.
-        The default re-deploys nothing; backends that keep state override it."""
+    def info(self) -> BackendInfo:
+        """What this backend is (backend, CNI and its version, ...)."""
 
     def close(self) -> None:
         """Remove everything this backend created. Must be safe to call twice."""
-
-    def describe(self) -> dict[str, str]:
-        """Metadata for reports and baselines (backend, cni, cni_version, ...)."""
-        return {"backend": self.name}
 
     def __enter__(self) -> Backend:
         return self

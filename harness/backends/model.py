@@ -7,91 +7,76 @@ network backends are compared with.
 
 from __future__ import annotations
 
-import ipaddress
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
 
 from harness import __version__
-from harness.backends.base import Backend, Deployment, OptionSource, Probe
+from harness.backends.base import Backend, BackendInfo, Capabilities, Deployment, OptionSource
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendError
-from harness.core.matrix import Observation, Outcome
-from harness.core.policy import NetworkPolicy
-from harness.core.settings import ModelSettings
-from harness.core.state import ClusterState
+from harness.core.matrix import Cell, CellSet, Observation, ReachabilityMatrix
+from harness.core.progress import Progress
+from harness.core.settings import ImplementationSettings
+from harness.core.state import DesiredState
 from harness.core.topology import Topology
-from harness.model import ReferenceModel
+from harness.model import model_of
+
+#: Cells that get a reproduce command (``python -m harness explain``) in a round;
+#: a large round keeps its outcomes only, and the engine explains the wrong cells.
+_COMMANDS = 2000
 
 
 class ModelBackend(Backend):
     name = "model"
-    deterministic = True
+    capabilities = Capabilities(deterministic=True)
 
     def __init__(self) -> None:
-        self._state: ClusterState | None = None
-        self._declared: Topology | None = None
-        self._addresses: dict[str, ipaddress.IPv4Address] = {}
-        self._settings = ModelSettings()
-        self._context: tuple[str, str] | None = None
+        self._topology: Topology | None = None
+        self._state: DesiredState | None = None
+        self._addresses = plan_addresses(Topology())
+        self._settings = ImplementationSettings()
 
-    def use_settings(self, settings: ModelSettings) -> None:
-        self._settings = settings
-
-    @property
-    def state(self) -> ClusterState:
-        if self._state is None:
-            raise BackendError("the model backend has no topology: call deploy() first")
-        return self._state
-
-    def deploy(self, topology: Topology) -> Deployment:
-        self._state = ClusterState(topology)
-        self._declared = topology
+    def deploy(self, topology: Topology, settings: ImplementationSettings) -> Deployment:
+        self._topology = topology
+        self._state = DesiredState(topology)
         self._addresses = plan_addresses(topology)
+        self._settings = settings
         return Deployment(topology, self._addresses)
 
-    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
-        self._state = self.state.with_policies(policies)
+    def converge(self, state: DesiredState) -> None:
+        if self._topology is None or state.topology.shape() != self._topology.shape():
+            raise BackendError("the model backend has another topology deployed: call deploy() with this one first")
+        self._state = state
 
-    def delete_policies(self, refs: Sequence[str]) -> None:
-        self._state = self.state.without_policies(refs)
+    def probe(self, cells: CellSet, timeout: float) -> ReachabilityMatrix:
+        if self._state is None:
+            raise BackendError("the model backend has no topology: call deploy() first")
+        matrix = model_of(self._state, self._addresses, self._settings).reachability(cells)
+        if len(cells) > _COMMANDS:
+            return matrix
+        notes = {}
+        for cell in cells:
+            notes[cell] = Observation(matrix[cell].outcome, "", self.reproduce_command(cell))
+        return ReachabilityMatrix.from_codes(matrix.axes, {p: np.array(matrix.codes(p)) for p in matrix.ports}, notes)
 
-    def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
-        self._state = self.state.with_namespace_labels(namespace, labels)
-
-    def set_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> None:
-        self._state = self.state.with_pod_labels(pod_id, labels)
-
-    def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
-        state = self.state
-        model = ReferenceModel(state.topology, state.policies.values(), self._addresses, self._settings)
-        results = {}
-        for probe in probes:
-            allowed = model.allowed(probe.source.id, probe.destination.id, probe.port)
-            detail = "" if allowed else model.explain(probe.source.id, probe.destination.id, probe.port)
-            results[probe] = Observation(Outcome.from_bool(allowed), detail, self.reproduce_command(probe))
-        return results
-
-    def begin_step(self, scenario: str, step: str) -> None:
-        self._context = (scenario, step)
-
-    def reproduce_command(self, probe: Probe) -> str:
+    def reproduce_command(self, cell: Cell) -> str:
         """``python -m harness explain``: the model's verdict for this cell and why."""
         args = ["python", "-m", "harness", "explain"]
-        if self._context is not None:
-            args += [self._context[0], "--step", self._context[1]]
-        args += [probe.source.id, probe.destination.id, str(probe.port)]
-        return " ".join(shlex.quote(a) for a in args)
-
-    def reset(self) -> None:
-        if self._declared is not None:
-            self._state = ClusterState(self._declared)
+        origin = self._state.origin if self._state is not None else None
+        if origin is None:
+            return "# the reference model's verdict; no scenario file to explain it from"
+        args += [origin.source, "--step", origin.step]
+        args += [cell.source, cell.destination, str(cell.port)]
+        return shlex.join(args)
 
     def close(self) -> None:
         self._state = None
+        self._topology = None
 
-    def describe(self) -> dict[str, str]:
-        return {"backend": self.name, "cni": "reference-model", "cni_version": __version__}
+    def info(self) -> BackendInfo:
+        return BackendInfo(self.name, "reference-model", __version__)
 
 
-def create(options: OptionSource, progress: Callable[[str], None] | None = None) -> Backend:
+def create(options: OptionSource, progress: Progress | None = None) -> Backend:
     return ModelBackend()

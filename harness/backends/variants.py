@@ -1,5 +1,4 @@
-"""Backend variants: the same scenarios run once per CNI version in one pytest run,
-and what changed from one version to the next.
+"""Backend variants: the same scenarios run once per CNI version in one pytest run.
 
 A variant is a set of backend options laid over the command line's (for kind, one
 ``--calico-version``). Pure: no pytest, no cluster client.
@@ -8,12 +7,11 @@ A variant is a set of backend options laid over the command line's (for kind, on
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.backends.base import OptionSource
-from harness.core.matrix import Cell, Observation
 
 
 @dataclass(frozen=True)
@@ -57,43 +55,3 @@ class VariantOptions:
         if name in self.variant.options:
             return self.variant.options[name]
         return self.base.getoption(name, default)
-
-
-@dataclass(frozen=True)
-class VariantChange:
-    """One cell whose observation differs between two variants."""
-
-    scenario: str
-    step: str
-    cell: Cell
-    before: Observation
-    after: Observation
-    before_label: str
-    after_label: str
-
-    def line(self) -> str:
-        return (
-            f"{self.scenario}/{self.step}: {self.cell} {self.before_label} {self.before.describe()}, "
-            f"{self.after_label} {self.after.describe()}"
-        )
-
-
-def variant_changes(
-    scenario: str,
-    before_label: str,
-    before: Iterable[tuple[str, Mapping[Cell, Observation]]],
-    after_label: str,
-    after: Iterable[tuple[str, Mapping[Cell, Observation]]],
-) -> list[VariantChange]:
-    """Cells of the same step whose outcome differs between two variants' runs
-    (``before``/``after``: step name and observed cells, in step order)."""
-    changes = []
-    after_steps = dict(after)
-    for step, cells in before:
-        other = after_steps.get(step)
-        if other is None:
-            continue
-        for cell in sorted(set(cells) & set(other)):
-            if cells[cell].outcome is not other[cell].outcome:
-                changes.append(VariantChange(scenario, step, cell, cells[cell], other[cell], before_label, after_label))
-    return changes

@@ -16,7 +16,7 @@ class SelfTraffic(enum.Enum):
 
 
 @dataclass(frozen=True)
-class ModelSettings:
+class ImplementationSettings:
     """Behaviour Kubernetes leaves to the implementation. Defaults are Calico's."""
 
     self_traffic: SelfTraffic = SelfTraffic.ALLOWED

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import TypeGuard
 
@@ -176,31 +177,51 @@ class Topology:
     pods: tuple[PodSpec, ...] = ()
     externals: tuple[ExternalHost, ...] = ()
 
+    # Lookups by name, built on first use (a topology is immutable).
+
+    @cached_property
+    def _namespace_index(self) -> dict[str, NamespaceSpec]:
+        return {ns.name: ns for ns in self.namespaces}
+
+    @cached_property
+    def _endpoint_index(self) -> dict[str, Endpoint]:
+        return {ep.id: ep for ep in self.endpoints()}
+
+    @cached_property
+    def _pods_by_namespace(self) -> dict[str, tuple[PodSpec, ...]]:
+        grouped: dict[str, list[PodSpec]] = {}
+        for pod in self.pods:
+            grouped.setdefault(pod.namespace, []).append(pod)
+        return {ns: tuple(pods) for ns, pods in grouped.items()}
+
     def namespace(self, name: str) -> NamespaceSpec:
-        for ns in self.namespaces:
-            if ns.name == name:
-                return ns
-        raise UnknownName(f"no namespace {name!r} is declared; namespaces: {', '.join(n.name for n in self.namespaces)}")
+        found = self._namespace_index.get(name)
+        if found is None:
+            raise UnknownName(f"no namespace {name!r} is declared; namespaces: {', '.join(n.name for n in self.namespaces)}")
+        return found
 
     def pod(self, pod_id: str) -> PodSpec:
-        for pod in self.pods:
-            if pod.id == pod_id:
-                return pod
-        raise UnknownName(f"no pod {pod_id!r} is declared; pods: {', '.join(p.id for p in self.pods)}")
+        found = self._endpoint_index.get(pod_id)
+        if not isinstance(found, PodSpec):
+            raise UnknownName(f"no pod {pod_id!r} is declared; pods: {_listing(p.id for p in self.pods)}")
+        return found
 
     def endpoint(self, endpoint_id: str) -> Endpoint:
-        for ep in self.endpoints():
-            if ep.id == endpoint_id:
-                return ep
-        known = ", ".join(ep.id for ep in self.endpoints())
-        raise UnknownName(f"no pod or external host {endpoint_id!r} is declared; endpoints: {known}")
+        found = self._endpoint_index.get(endpoint_id)
+        if found is None:
+            known = _listing(ep.id for ep in self.endpoints())
+            raise UnknownName(f"no pod or external host {endpoint_id!r} is declared; endpoints: {known}")
+        return found
+
+    def has_endpoint(self, endpoint_id: str) -> bool:
+        return endpoint_id in self._endpoint_index
 
     def endpoints(self) -> Iterator[Endpoint]:
         yield from self.pods
         yield from self.externals
 
     def pods_in(self, namespace: str) -> tuple[PodSpec, ...]:
-        return tuple(p for p in self.pods if p.namespace == namespace)
+        return self._pods_by_namespace.get(namespace, ())
 
     def port_keys(self) -> tuple[PortProtocol, ...]:
         """Every port/protocol some endpoint serves, sorted."""
@@ -208,7 +229,15 @@ class Topology:
 
     def serving(self, key: PortProtocol) -> tuple[Endpoint, ...]:
         """Endpoints that serve ``key``: the columns of that port's matrix."""
-        return tuple(ep for ep in self.endpoints() if any(p.key == key for p in ep.ports))
+        return self._serving.get(key, ())
+
+    @cached_property
+    def _serving(self) -> dict[PortProtocol, tuple[Endpoint, ...]]:
+        grouped: dict[PortProtocol, list[Endpoint]] = {}
+        for ep in self.endpoints():
+            for key in dict.fromkeys(p.key for p in ep.ports):
+                grouped.setdefault(key, []).append(ep)
+        return {key: tuple(eps) for key, eps in grouped.items()}
 
     def shape(self) -> tuple[object, ...]:
         """What a backend must build, without labels: two topologies of the same
@@ -230,6 +259,13 @@ class Topology:
         self.pod(pod_id)
         pods = tuple(replace(p, labels=labels) if p.id == pod_id else p for p in self.pods)
         return replace(self, pods=pods)
+
+
+def _listing(names: Iterator[str] | list[str], limit: int = 20) -> str:
+    """Names for a message: the first ``limit`` and how many more."""
+    items = list(names)
+    text = ", ".join(items[:limit])
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def apply_label_changes(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:

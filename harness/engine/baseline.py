@@ -17,8 +17,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -28,25 +29,29 @@ from harness.core.errors import BaselineError, HarnessError
 from harness.core.files import write_atomic
 from harness.core.matrix import (
     LEGEND,
+    LISTED_CELLS,
+    UNSUPPORTED_CODE,
+    Axes,
     Cell,
-    Comparison,
-    Mismatch,
+    CellSet,
+    Mask,
     Observation,
-    Outcome,
     ReachabilityMatrix,
-    compare,
+    labels_where,
+    render_grid,
 )
+from harness.core.topology import PortProtocol
 from harness.engine.pipeline import ScenarioResult
 from harness.scenario import Scenario
 
 #: Version of the file layout and of what its cells mean. A harness that changes
 #: either bumps it; baselines of another format are refused, not reinterpreted.
-BASELINE_FORMAT = 1
+BASELINE_FORMAT = 2
 
 #: Identifies a baseline file among other JSON files.
 BASELINE_KIND = "netpol-harness baseline"
 
-DIFF_LEGEND = "diff: . same  X changed  - not in both"
+DIFF_LEGEND = "diff: = same  ! changed  - not in either"
 
 T = TypeVar("T")
 
@@ -97,8 +102,8 @@ class Baseline:
             scenario_sha256=scenario_digest(scenario.path),
             harness_version=__version__,
             recorded_at=when.astimezone(datetime.UTC).isoformat(timespec="seconds"),
-            backend=dict(result.backend),
-            steps=tuple(BaselineStep(s.name, s.policies, _without_commands(s.observed)) for s in result.steps),
+            backend=result.backend.as_dict(),
+            steps=tuple(BaselineStep(s.name, s.policies, s.observed.without_commands()) for s in result.steps),
         )
 
     def step(self, name: str) -> BaselineStep | None:
@@ -160,13 +165,6 @@ class Baseline:
             raise BaselineError(f"{source}: {err}") from None
         except (KeyError, TypeError, AttributeError) as err:
             raise BaselineError(f"{source} is damaged: missing or malformed field {err}") from None
-
-
-def _without_commands(matrix: ReachabilityMatrix) -> ReachabilityMatrix:
-    """Reproduce commands name machine-specific things (paths, pod names); a baseline
-    keeps outcomes and their reasons so it reads the same wherever it was recorded."""
-    cells = {cell: Observation(obs.outcome, obs.detail) for cell, obs in matrix.cells.items()}
-    return ReachabilityMatrix(matrix.sources, matrix.destinations, matrix.ports, cells)
 
 
 def backend_label(backend: Mapping[str, str]) -> str:
@@ -235,40 +233,55 @@ class CellChange:
         return f"{self.cell} baseline {before}, observed {after}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StepDiff:
-    """One step against its baseline. ``comparison`` is :func:`harness.core.matrix.compare`
-    with the baseline as the expectation; cells unsupported on either side are
-    listed in ``unsupported`` and are no change."""
+    """One step against its baseline, both drawn on the union of their axes.
+    Cells unsupported on either side are no change."""
 
     name: str
-    comparison: Comparison
-    changes: tuple[CellChange, ...]
-    baseline_policies: tuple[str, ...]
-    policies: tuple[str, ...]
+    baseline: ReachabilityMatrix
+    observed: ReachabilityMatrix
+    changed: Mapping[PortProtocol, Mask] = field(repr=False)
+    baseline_policies: tuple[str, ...] = ()
+    policies: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.changes
+        return not any(m.any() for m in self.changed.values())
+
+    @cached_property
+    def change_count(self) -> int:
+        return sum(int(m.sum()) for m in self.changed.values())
+
+    def iter_changes(self) -> Iterator[CellChange]:
+        for cell in CellSet(self.baseline.axes, self.changed):
+            yield CellChange(cell, self.baseline.observation(cell), self.observed.observation(cell))
+
+    @cached_property
+    def changes(self) -> tuple[CellChange, ...]:
+        return tuple(self.iter_changes())
 
     def render(self) -> str:
-        baseline, observed = self.comparison.expected, self.comparison.observed
-        changed = {c.cell for c in self.changes}
-        ports = [p for p in _union(baseline.ports, observed.ports) if any(c.port == p for c in changed)]
-        blocks = []
-        for port in ports:
-            if port in baseline.ports:
-                blocks.append(baseline.render("baseline", [port]))
-            if port in observed.ports:
-                blocks.append(observed.render("observed", [port]))
-            blocks.append(_diff_matrix(baseline, observed, changed).render("diff", [port]))
-        blocks.append(LEGEND + "\n" + DIFF_LEGEND)
-        lines = []
-        for change in self.changes:
+        lines = [f"{self.change_count} changed cell(s):"]
+        for i, change in enumerate(self.iter_changes()):
+            if i >= LISTED_CELLS:
+                lines.append(f"... and {self.change_count - LISTED_CELLS} more (all in the reports)")
+                break
             lines.append(change.line())
             if change.observed is not None and change.observed.command:
                 lines.append(f"    reproduce: {change.observed.command}")
-        blocks.append(f"{len(self.changes)} changed cell(s):\n" + "\n".join(lines))
+        blocks = ["\n".join(lines)]
+        for port in self.baseline.ports:
+            changed = self.changed[port]
+            if not changed.any():
+                continue
+            rows = labels_where(self.baseline.sources, changed.any(axis=1))[:40]
+            cols = labels_where(self.baseline.destinations, changed.any(axis=0))[:40]
+            note = " (rows and columns with a changed cell)"
+            blocks.append(render_grid(f"baseline {port}{note}", rows, cols, lambda s, d, p=port: self.baseline.symbol(s, d, p)))
+            blocks.append(render_grid(f"observed {port}{note}", rows, cols, lambda s, d, p=port: self.observed.symbol(s, d, p)))
+            blocks.append(render_grid(f"diff {port}{note}", rows, cols, lambda s, d, p=port: self._diff_symbol(s, d, p)))
+        blocks.append(LEGEND + "\n" + DIFF_LEGEND)
         if self.baseline_policies != self.policies:
             blocks.append(
                 f"policies in force: baseline {', '.join(self.baseline_policies) or 'none'}; "
@@ -276,41 +289,36 @@ class StepDiff:
             )
         return "\n\n".join(blocks)
 
+    def _diff_symbol(self, source: str, destination: str, port: PortProtocol) -> str:
+        cell = Cell(source, destination, port)
+        where = self.baseline.axes.index(cell)
+        if where is None:
+            return "-"
+        if bool(self.changed[port][where]):
+            return "!"
+        probed = self.baseline.observation(cell) is not None or self.observed.observation(cell) is not None
+        return "=" if probed else "-"
+
 
 def _union(a: tuple[T, ...], b: tuple[T, ...]) -> tuple[T, ...]:
     """``a`` then what ``b`` adds, in order: the axes of two matrices together."""
     return a + tuple(x for x in b if x not in a)
 
 
-def _diff_matrix(baseline: ReachabilityMatrix, observed: ReachabilityMatrix, changed: set[Cell]) -> ReachabilityMatrix:
-    """A grid drawn with the matrix renderer in the comparison-table convention:
-    ``.`` for a cell that is the same (drawn as allowed), ``X`` for a changed one."""
-    cells = {c: Observation(Outcome.BLOCKED if c in changed else Outcome.ALLOWED) for c in {*baseline.cells, *observed.cells}}
-    return ReachabilityMatrix(
-        _union(baseline.sources, observed.sources),
-        _union(baseline.destinations, observed.destinations),
-        _union(baseline.ports, observed.ports),
-        cells,
-    )
-
-
 def diff_step(name: str, baseline: BaselineStep, observed: ReachabilityMatrix, policies: tuple[str, ...]) -> StepDiff:
-    base = compare(baseline.observed, observed)
-    unsupported = set(base.unsupported)
-    changes: list[CellChange] = []
-    mismatches: list[Mismatch] = []
-    for m in base.mismatches:
-        if m.expected is Outcome.UNSUPPORTED:
-            # The baseline's backend could not probe this cell: nothing to compare with.
-            unsupported.add(m.cell)
-            continue
-        mismatches.append(m)
-        changes.append(CellChange(m.cell, baseline.observed.cells[m.cell], observed.cells.get(m.cell)))
-    for cell in sorted(set(observed.cells) - set(baseline.observed.cells)):
-        changes.append(CellChange(cell, None, observed.cells[cell]))
-    changes.sort(key=lambda c: c.cell)
-    comparison = Comparison(baseline.observed, observed, tuple(mismatches), tuple(sorted(unsupported)))
-    return StepDiff(name, comparison, tuple(changes), baseline.policies, policies)
+    base = baseline.observed
+    axes = Axes(
+        _union(base.sources, observed.sources),
+        _union(base.destinations, observed.destinations),
+        _union(base.ports, observed.ports),
+    )
+    b, o = base.on_axes(axes), observed.on_axes(axes)
+    changed = {}
+    for port in axes.ports:
+        was, now = b.codes(port), o.codes(port)
+        unsupported = (was == UNSUPPORTED_CODE) | (now == UNSUPPORTED_CODE)
+        changed[port] = (was != now) & ~unsupported
+    return StepDiff(name, b, o, MappingProxyType(changed), baseline.policies, policies)
 
 
 @dataclass(frozen=True)
@@ -332,7 +340,7 @@ class BaselineDiff:
 
     @property
     def changed_cells(self) -> int:
-        return sum(len(s.changes) for s in self.steps)
+        return sum(s.change_count for s in self.steps)
 
     @property
     def ok(self) -> bool:
@@ -398,45 +406,41 @@ def diff_against(baseline: Baseline, path: Path, result: ScenarioResult) -> Base
         path,
         result.scenario.path,
         scenario_digest(result.scenario.path),
-        dict(result.backend),
+        result.backend.as_dict(),
         tuple(steps),
         missing,
         tuple(new_steps),
     )
 
 
-class BaselineChanged(HarnessError):
-    """Observed cells (or steps) differ from the recorded baseline."""
+@dataclass(frozen=True, eq=False)
+class BaselineCheck:
+    """A run against its baseline: the comparison, or why none could be made
+    (``error``: missing, unreadable, another format). Read by the verdict."""
 
-    def __init__(self, diff: BaselineDiff, context: str = "") -> None:
-        self.diff = diff
-        super().__init__(_with_context(diff.render(), context))
+    diff: BaselineDiff | None = None
+    error: str = ""
 
+    def problem(self) -> str:
+        """What fails the scenario ("" when nothing changed): no usable baseline, a
+        baseline recorded for another content of the scenario file, or changed cells."""
+        if self.error:
+            return self.error
+        if self.diff is not None and not self.diff.ok:
+            return self.diff.render()
+        return ""
 
-class BaselineOutdated(BaselineError):
-    """The baseline was recorded for another content of the scenario file."""
-
-    def __init__(self, diff: BaselineDiff, context: str = "") -> None:
-        self.diff = diff
-        super().__init__(_with_context(diff.render(), context))
-
-
-def _with_context(text: str, context: str) -> str:
-    return f"{context}\n\n{text}" if context else text
-
-
-def check_baseline(result: ScenarioResult, directory: Path) -> BaselineDiff:
-    """Compare a run with its baseline in ``directory``; raises :class:`BaselineError`
-    when there is no usable baseline (missing, unreadable, another format)."""
-    baseline = load_baseline(directory, result.scenario, result.key)
-    return diff_against(baseline, baseline_path(directory, result.key), result)
+    def summary(self) -> str:
+        """A few words for tables: ``same``, ``3 cells changed``, ``not compared``."""
+        if self.error or self.diff is None:
+            return "not compared"
+        return self.diff.summary()
 
 
-def baseline_failure(diff: BaselineDiff, context: str = "") -> HarnessError | None:
-    """The error that fails the scenario, or None when nothing changed. ``context``
-    (e.g. the scenario's own failure report) is put first in the message."""
-    if diff.scenario_changed:
-        return BaselineOutdated(diff, context)
-    if not diff.ok:
-        return BaselineChanged(diff, context)
-    return None
+def check_baseline(result: ScenarioResult, directory: Path) -> BaselineCheck:
+    """Compare a run with its baseline in ``directory``."""
+    try:
+        baseline = load_baseline(directory, result.scenario, result.key)
+        return BaselineCheck(diff_against(baseline, baseline_path(directory, result.key), result))
+    except BaselineError as err:
+        return BaselineCheck(error=str(err))

@@ -2,27 +2,29 @@
 
 A backend runs one round of probes; the engine decides which rounds to run. As in
 the upstream e2e suite: probe the whole matrix, then re-probe only the cells that
-differ from the expectation (policies take a moment to be programmed) until a
-deadline, and finally, if some cells still differ, probe the whole matrix once more
-so the failure report shows one consistent picture.
+differ from the expectation (a CNI takes a moment to program a change) until a
+deadline, and finally, if some cells still differ, probe the whole matrix once
+more so the failure report shows one consistent picture.
+
+On a backend that programs changes asynchronously a cell can also *match* only
+because the previous state is still in force. So cells that the step's change
+flips (by the reference model: ``settle``) count only once they have been seen in
+their new state, or once the deadline has passed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from harness.backends.base import Backend, Probe
-from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
-from harness.core.topology import Topology
+from harness.backends.base import Backend
+from harness.core.matrix import NOT_PROBED, UNSUPPORTED_CODE, CellSet, Observation, Outcome, ReachabilityMatrix
+from harness.core.progress import Progress, silent
 
 log = logging.getLogger(__name__)
-
-#: Outcomes that are final: re-probing them cannot change the verdict.
-_FINAL = frozenset({Outcome.UNSUPPORTED})
 
 
 @dataclass(frozen=True)
@@ -42,57 +44,65 @@ class ProbeEngine:
         self.settings = settings or ProbeSettings()
         self.rounds = 0
 
-    def _round(self, probes: Sequence[Probe]) -> dict[Cell, Observation]:
+    def _round(self, cells: CellSet) -> ReachabilityMatrix:
+        """One round over ``cells``: the backend probes what it can; cells of a
+        protocol it cannot send are observed as unsupported."""
         self.rounds += 1
-        supported = [p for p in probes if p.port.protocol in self.backend.protocols]
-        results = self.backend.probe(supported, self.settings.timeout) if supported else {}
-        observed = {p.cell: results[p] for p in supported}
-        for probe in probes:
-            if probe.cell not in observed:
-                note = self.backend.unsupported_note or (
-                    f"{probe.port.protocol} is not supported by the {self.backend.name} backend"
-                )
-                observed[probe.cell] = Observation(Outcome.UNSUPPORTED, note)
-        return observed
+        caps = self.backend.capabilities
+        axes = cells.axes
+        supported = {p: cells.masks[p] if p.protocol in caps.protocols else np.zeros(axes.shape, bool) for p in axes.ports}
+        wanted = CellSet(axes, supported)
+        observed = self.backend.probe(wanted, self.settings.timeout) if wanted else ReachabilityMatrix.empty(axes)
+        if observed.axes != axes:
+            observed = observed.on_axes(axes)
+        skipped = cells.minus(wanted)
+        if skipped:
+            note = caps.unsupported_note or f"the {self.backend.name} backend cannot probe this protocol"
+            observed = observed.with_cells({cell: Observation(Outcome.UNSUPPORTED, note) for cell in skipped})
+        return observed.restricted(cells)
 
     def observe(
-        self, expected: ReachabilityMatrix, topology: Topology, progress: Callable[[str], None] | None = None
-    ) -> ReachabilityMatrix:
-        """Probe every cell of ``expected`` (endpoints looked up in ``topology``) and
-        return the observed matrix on the same axes."""
-        probes = [Probe(topology.pod(c.source), topology.endpoint(c.destination), c.port) for c in expected.cells]
-        observed = self.run(probes, {c: o.outcome for c, o in expected.cells.items()}, progress)
-        return ReachabilityMatrix(expected.sources, expected.destinations, expected.ports, observed)
-
-    def run(
         self,
-        probes: Sequence[Probe],
-        expected: Mapping[Cell, Outcome],
-        progress: Callable[[str], None] | None = None,
-    ) -> dict[Cell, Observation]:
-        """Observations for ``probes``, retried against ``expected``."""
-        observed = self._round(probes)
-        if self.backend.deterministic:
+        expected: ReachabilityMatrix,
+        settle: ReachabilityMatrix | None = None,
+        progress: Progress = silent,
+    ) -> ReachabilityMatrix:
+        """Probe every cell of ``expected`` and return the observed matrix on the
+        same axes. ``settle`` holds, for cells that the change being observed
+        flips, the outcome they flip to: such a cell is re-probed until it has been
+        seen in it once (or the deadline passes), even when it matches ``expected``."""
+        cells = expected.cellset
+        observed = self._round(cells)
+        if self.backend.capabilities.deterministic:
+            return observed
+        flipped = {p: np.zeros(expected.axes.shape, bool) for p in expected.ports}
+        if settle is not None:
+            target = settle.on_axes(expected.axes)
+            for port in expected.ports:
+                flipped[port] = target.codes(port) != NOT_PROBED
+
+        def pending() -> CellSet:
+            masks = {}
+            for port in expected.ports:
+                got, want = observed.codes(port), expected.codes(port)
+                differs = (want != NOT_PROBED) & (got != want) & (got != UNSUPPORTED_CODE)
+                if settle is not None:
+                    seen = flipped[port] & (got == target.codes(port))
+                    flipped[port] &= ~seen  # seen in its new state once: settled
+                    differs |= flipped[port]
+                masks[port] = differs
+            return CellSet(expected.axes, masks)
+
+        todo = pending()
+        if not todo:
             return observed
 
-        def differing() -> list[Probe]:
-            return [
-                p
-                for p in probes
-                if observed[p.cell].outcome not in _FINAL and observed[p.cell].outcome is not expected.get(p.cell)
-            ]
-
-        pending = differing()
-        if not pending:
-            return observed
-
-        def reprobe() -> list[Probe]:
-            nonlocal pending
-            if progress:
-                progress(f"re-probing {len(pending)} cell(s) that differ from the expectation")
-            observed.update(self._round(pending))
-            pending = differing()
-            return pending
+        def reprobe() -> bool:
+            nonlocal observed, todo
+            progress(f"re-probing {len(todo)} cell(s) not yet seen in their expected or new state")
+            observed = observed.overlay(self._round(todo))
+            todo = pending()
+            return bool(todo)
 
         retrying = Retrying(
             stop=stop_after_delay(self.settings.deadline),
@@ -102,12 +112,11 @@ class ProbeEngine:
         try:
             retrying(reprobe)
         except RetryError:
-            pass  # the deadline passed with cells still differing: handled below
-        if pending:
+            pass  # the deadline passed with cells still pending: handled below
+        if todo:
             log.info(
-                "%d cell(s) still differ after %.0fs; probing the whole matrix once more", len(pending), self.settings.deadline
+                "%d cell(s) still pending after %.0fs; probing the whole matrix once more", len(todo), self.settings.deadline
             )
-            if progress:
-                progress("probing the whole matrix once more before failing")
-            observed = self._round(probes)
+            progress("probing the whole matrix once more before judging")
+            observed = self._round(cells)
         return observed

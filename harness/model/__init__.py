@@ -1,6 +1,6 @@
 """The reference model of Kubernetes NetworkPolicy semantics (pure, vectorised)."""
 
-from harness.core.settings import ModelSettings, SelfTraffic
+from harness.model.cached import model_of
 from harness.model.reference import ReferenceModel
 
-__all__ = ["ModelSettings", "ReferenceModel", "SelfTraffic"]
+__all__ = ["ReferenceModel", "model_of"]

@@ -18,7 +18,7 @@ Semantics (networking.k8s.io/v1):
   hosts too); absent or empty ``ports`` every port and protocol; a port without a
   number every port of its protocol; ``endPort`` a range; a named port is resolved
   against the destination pod (never against an external host).
-* Left to the implementation, and set by :class:`ModelSettings` (defaults follow
+* Left to the implementation, and set by :class:`ImplementationSettings` (defaults follow
   Calico): whether a pod always reaches itself, and whether ``ipBlock`` matches pod
   addresses as well as addresses outside the cluster.
 
@@ -35,10 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from harness.core.errors import HarnessError
-from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
+from harness.core.matrix import ALLOWED_CODE, BLOCKED_CODE, NOT_PROBED, CellSet, ReachabilityMatrix
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
 from harness.core.selectors import LabelSelector, Operator
-from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Topology
 
 Mask = npt.NDArray[np.bool_]
@@ -94,11 +94,11 @@ class ReferenceModel:
         topology: Topology,
         policies: Iterable[NetworkPolicy],
         addresses: Mapping[str, ipaddress.IPv4Address],
-        settings: ModelSettings | None = None,
+        settings: ImplementationSettings | None = None,
     ) -> None:
         self.topology = topology
         self.policies = tuple(policies)
-        self.settings = settings or ModelSettings()
+        self.settings = settings or ImplementationSettings()
         self.pods: tuple[PodSpec, ...] = topology.pods
         self.externals: tuple[ExternalHost, ...] = topology.externals
         self.pod_index = {p.id: i for i, p in enumerate(self.pods)}
@@ -263,34 +263,108 @@ class ReferenceModel:
         return bool(self.allowed_matrix(key)[self.pod_index[source], self.dest_index[destination]])
 
     def explain(self, source: str, destination: str, port: PortProtocol) -> str:
-        """Why a cell is blocked: which side denies it and which policies isolate it."""
-        if self.allowed(source, destination, port):
-            return ""
+        """Why a cell is allowed or blocked, side by side: for the source's egress
+        and the destination's ingress, whether the pod is isolated, by which
+        policies, and which rule (with the peer and port entry that matched) admits
+        the traffic, or that none does."""
+        key = port
         s, d = self.pod_index[source], self.dest_index[destination]
-        ingress, egress = self._sides(port)
-        reasons = []
-        if not egress[s, d]:
-            reasons.append(f"egress of {source} isolated by {self._isolating(source, PolicyType.EGRESS)}")
-        if d < len(self.pods) and not ingress[d, s]:
-            reasons.append(f"ingress of {destination} isolated by {self._isolating(destination, PolicyType.INGRESS)}")
-        return "; ".join(reasons) + ", no rule allows it"
+        if source == destination and self.settings.self_traffic is SelfTraffic.ALLOWED:
+            return f"{source} reaches itself: a pod's traffic to its own address is always allowed (self_traffic: allowed)"
+        parts = [self._side_reason(PolicyType.EGRESS, s, d, key)]
+        if d < len(self.pods):
+            parts.append(self._side_reason(PolicyType.INGRESS, d, s, key))
+        return "; ".join(parts)
 
-    def _isolating(self, pod_id: str, direction: PolicyType) -> str:
-        i = self.pod_index[pod_id]
-        refs = [p.ref for p in self.policies if direction in p.policy_types and self._selected[p.ref][i]]
-        return ", ".join(refs)
+    def _side_reason(self, direction: PolicyType, subject: int, peer: int, key: PortProtocol) -> str:
+        """One side of a cell: ``subject`` is the pod whose policies apply (the
+        source for egress, the destination for ingress), ``peer`` the index of the
+        other end (a destination for egress, a pod for ingress)."""
+        pod = self.pods[subject]
+        word = "egress" if direction is PolicyType.EGRESS else "ingress"
+        isolating = [p for p in self.policies if direction in p.policy_types and self._selected[p.ref][subject]]
+        if not isolating:
+            return f"{word} of {pod.id} not isolated"
+        other = self.destinations[peer] if direction is PolicyType.EGRESS else self.pods[peer]
+        for policy in isolating:
+            rules = policy.egress if direction is PolicyType.EGRESS else policy.ingress
+            for number, rule in enumerate(rules):
+                match = self._rule_match(policy, rule, direction, pod, other, peer, key)
+                if match is not None:
+                    return f"{word} of {pod.id} allowed by {policy.ref} {word}[{number}]{match}"
+        refs = ", ".join(p.ref for p in isolating)
+        what = f"{other.id}:{key}" if direction is PolicyType.EGRESS else f"{other.id} on {key}"
+        return f"{word} of {pod.id} isolated by {refs}; no rule allows {what}"
 
-    def matrix(
+    def _rule_match(
         self,
-        cells: Iterable[Cell],
-        sources: Sequence[str],
-        destinations: Sequence[str],
-        ports: Sequence[PortProtocol],
-        explain: bool = False,
-    ) -> ReachabilityMatrix:
-        out: dict[Cell, Observation] = {}
-        for cell in cells:
-            ok = self.allowed(cell.source, cell.destination, cell.port)
-            detail = "" if ok or not explain else self.explain(cell.source, cell.destination, cell.port)
-            out[cell] = Observation(Outcome.from_bool(ok), detail)
-        return ReachabilityMatrix(tuple(sources), tuple(destinations), tuple(ports), out)
+        policy: NetworkPolicy,
+        rule: Rule,
+        direction: PolicyType,
+        subject: PodSpec,
+        other: PodSpec | ExternalHost,
+        peer_index: int,
+        key: PortProtocol,
+    ) -> str | None:
+        """`` (from[1] ..., ports[0] ...)`` when ``rule`` admits the cell, else None."""
+        field = "to" if direction is PolicyType.EGRESS else "from"
+        peer_text = f"every {'destination' if direction is PolicyType.EGRESS else 'source'}"
+        if rule.peers:
+            found = None
+            for j, peer in enumerate(rule.peers):
+                pods, ext = self._peer(policy, peer)
+                hit = pods[peer_index] if peer_index < len(self.pods) else ext[peer_index - len(self.pods)]
+                if isinstance(other, PodSpec) and direction is PolicyType.INGRESS:
+                    hit = pods[peer_index]
+                if hit:
+                    found = f"{field}[{j}] {_describe_peer(peer)}"
+                    break
+            if found is None:
+                return None
+            peer_text = found
+        # The port is resolved on the destination: the peer for egress, the subject for ingress.
+        destination = other if direction is PolicyType.EGRESS else subject
+        if not rule.ports:
+            port_text = "every port"
+        else:
+            hits = [i for i, entry in enumerate(rule.ports) if self._port_matches(entry, key, destination)]
+            if not hits:
+                return None
+            port_text = f"ports[{hits[0]}] {_describe_port(rule.ports[hits[0]])}"
+        return f" ({peer_text}, {port_text})"
+
+    def reachability(self, cells: CellSet) -> ReachabilityMatrix:
+        """The model's outcome (allowed or blocked) for every cell of ``cells``,
+        computed on whole arrays."""
+        axes = cells.axes
+        rows = np.array([self.pod_index[s] for s in axes.sources], dtype=np.int64)
+        cols = np.array([self.dest_index[d] for d in axes.destinations], dtype=np.int64)
+        codes = {}
+        for port in axes.ports:
+            allowed = self.allowed_matrix(port)[np.ix_(rows, cols)] if len(rows) and len(cols) else np.zeros(axes.shape, bool)
+            grid = np.where(allowed, np.int8(ALLOWED_CODE), np.int8(BLOCKED_CODE)).astype(np.int8)
+            grid[~cells.masks[port]] = NOT_PROBED
+            codes[port] = grid
+        return ReachabilityMatrix.from_codes(axes, codes)
+
+
+def _describe_peer(peer: Peer) -> str:
+    if peer.ip_block is not None:
+        text = f"ipBlock {peer.ip_block.cidr}"
+        if peer.ip_block.excepts:
+            text += " except " + ", ".join(str(e) for e in peer.ip_block.excepts)
+        return text
+    parts = []
+    if peer.namespace_selector is not None:
+        parts.append(f"namespaceSelector {peer.namespace_selector}")
+    if peer.pod_selector is not None:
+        parts.append(f"podSelector {peer.pod_selector}")
+    return " and ".join(parts)
+
+
+def _describe_port(entry: PolicyPort) -> str:
+    if entry.port is None:
+        return f"every {entry.protocol} port"
+    if entry.end_port is not None:
+        return f"{entry.port}-{entry.end_port}/{entry.protocol}"
+    return f"{entry.port}/{entry.protocol}"

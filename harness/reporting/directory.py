@@ -3,12 +3,14 @@ scenario, ``index.html`` for the run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.files import write_atomic
+from harness.engine.verdict import Status
 from harness.reporting.html import index_html
 from harness.reporting.markdown import scenario_markdown
 from harness.reporting.records import RunSummary, ScenarioRecord
@@ -19,7 +21,6 @@ INDEX = "index.html"
 class ReportDirectory:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stems: dict[str, str] = {}
 
     def prepare(self) -> None:
         try:
@@ -33,22 +34,20 @@ class ReportDirectory:
     def index(self) -> Path:
         return self.path / INDEX
 
-    def stem(self, key: str, name: str) -> str:
-        """A file name for the scenario ``key`` (its node id), unique in this run:
-        two broken files may share a name."""
-        if key in self._stems:
-            return self._stems[key]
-        base = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "scenario"
-        stem, n = base, 1
-        taken = set(self._stems.values())
-        while stem in taken or stem == "index":
-            n += 1
-            stem = f"{base}-{n}"
-        self._stems[key] = stem
-        return stem
+    def stem(self, record: ScenarioRecord) -> str:
+        """A file name for the scenario, the same whatever order records arrive in
+        (pytest-xdist workers finish in any order): a scenario that ran is named
+        after itself (names are unique in a run); one that stopped before probing
+        (an invalid file, whose name is its file's) gets a hash of its node id too,
+        as two such files may share a name."""
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", record.name).lstrip(".") or "scenario"
+        if (record.ran or record.status is not Status.ERROR) and base != "index":
+            return base
+        digest = hashlib.sha256(record.nodeid.encode()).hexdigest()[:8]
+        return f"{base}-{digest}"
 
-    def write_scenario(self, key: str, record: ScenarioRecord) -> tuple[Path, Path]:
-        stem = self.stem(key, record.name)
+    def write_scenario(self, record: ScenarioRecord) -> tuple[Path, Path]:
+        stem = self.stem(record)
         json_path = self.path / f"{stem}.json"
         md_path = self.path / f"{stem}.md"
         _write(json_path, json.dumps(record.to_json(), indent=2, ensure_ascii=False) + "\n")

@@ -10,26 +10,25 @@ expectation, ``cell none`` for a cell that was not probed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 from harness import __version__
 from harness.core.matrix import Cell, Comparison
 from harness.core.topology import PortProtocol
-from harness.engine.pipeline import StepResult
+from harness.engine.verdict import Status
+from harness.reporting.drawing import drawn_region
 from harness.reporting.records import (
     RunSummary,
     ScenarioRecord,
-    Status,
-    applied_policies,
+    StepRecord,
     format_duration,
     ordered,
     plural,
 )
 
-#: Larger port matrices are drawn only around their wrong cells (the JSON report has
-#: every cell); a page of thousands of pods would otherwise be unusable.
-MAX_DRAWN_CELLS = 2500
+#: Wrong cells listed one by one per step; the JSON report has them all.
+PAGE_CELL_LIMIT = 200
 
 CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa; }
@@ -78,6 +77,8 @@ table.matrix th.corner { font-style: italic; }
 .refused { background: #57606a; color: #fff; }
 .wrong-responder { background: #8250df; color: #fff; }
 .error { background: #9a6700; color: #fff; }
+.name-not-resolved { background: #bc4c00; color: #fff; }
+.partial { background: #1b7c83; color: #fff; }
 .unsupported { background: repeating-linear-gradient(45deg, #eaeef2 0 4px, #fff 4px 8px); color: var(--muted); }
 .none { background: var(--soft); color: #afb8c1; font-weight: 400; }
 .mismatch { background: #d1242f; color: #fff; box-shadow: inset 0 0 0 2px #82071e; }
@@ -86,6 +87,11 @@ table.matrix th.corner { font-style: italic; }
 ul.wrong { margin: 4px 0; padding-left: 18px; }
 ul.wrong li { margin: 2px 0 8px; }
 ul.wrong pre { margin-top: 3px; }
+table.wrong-cells { border-collapse: collapse; margin: 4px 0 8px; }
+table.wrong-cells th, table.wrong-cells td { border-bottom: 1px solid var(--line); padding: 4px 10px 4px 0; text-align: left;
+                                             vertical-align: top; font-size: 12px; }
+table.wrong-cells td.why { color: var(--muted); max-width: 420px; }
+.findings { color: #8250df; }
 details { margin: 10px 0 0; }
 summary { cursor: pointer; color: var(--muted); font-weight: 600; font-size: 13px; }
 .note { color: var(--muted); font-size: 12px; }
@@ -98,22 +104,26 @@ def _id(name: str) -> str:
 
 
 def _status(record: ScenarioRecord) -> str:
-    return f'<span class="status {record.status.value}">{record.status.value}</span>'
+    return f'<span class="status {record.status.value}">{escape(record.status_text)}</span>'
 
 
-def _cell_td(comparison: Comparison, cell: Cell, wrong: frozenset[Cell], changed: frozenset[Cell]) -> str:
-    obs = comparison.observed.cells.get(cell)
+def _cell_td(comparison: Comparison, cell: Cell, explanations: Mapping[Cell, str], changed: frozenset[Cell]) -> str:
+    obs = comparison.observed.observation(cell)
     if obs is None:
         return '<td class="cell none" title="not probed">-</td>'
+    where = comparison.expected.axes.index(cell)
+    wrong = where is not None and bool(comparison.wrong[cell.port][where])
+    why = explanations.get(cell)
+    model = f"; reference model: {why}" if why else ""
     if cell in changed:
         # Differs from the baseline: outlined, whatever its colour.
-        title = f"{cell}: {obs.describe()}; changed since the baseline"
-        kind = "mismatch" if cell in wrong else obs.outcome.value
+        title = f"{cell}: {obs.describe()}; changed since the baseline{model}"
+        kind = "mismatch" if wrong else obs.outcome.value
         return f'<td class="cell {kind} changed" title="{escape(title)}">{escape(obs.outcome.symbol)}</td>'
-    if cell in wrong:
-        want = comparison.expected.cells.get(cell)
+    if wrong:
+        want = comparison.expected.observation(cell)
         want_text = want.outcome.value if want else "?"
-        title = f"{cell}: expected {want_text}, observed {obs.describe()}"
+        title = f"{cell}: expected {want_text}, observed {obs.describe()}{model}"
         return (
             f'<td class="cell mismatch" data-expected="{escape(want_text)}" data-observed="{escape(obs.outcome.value)}" '
             f'title="{escape(title)}">{escape(obs.outcome.symbol)}</td>'
@@ -122,32 +132,16 @@ def _cell_td(comparison: Comparison, cell: Cell, wrong: frozenset[Cell], changed
     return f'<td class="cell {obs.outcome.value}" title="{escape(title)}">{escape(obs.outcome.symbol)}</td>'
 
 
-def _matrix(comparison: Comparison, port: PortProtocol, changed: frozenset[Cell]) -> str:
-    observed = comparison.observed
-    wrong = comparison.wrong_cells()
-    rows = list(observed.sources)
-    columns = list(observed.columns(port))
-    note = ""
-    if len(rows) * len(columns) > MAX_DRAWN_CELLS:
-        here = [c for c in wrong if c.port == port]
-        size = f"{len(rows)}×{len(columns)}"
-        if not here:
-            return (
-                f'<div class="matrix-wrap"><p class="note"><b>{escape(str(port))}</b>: {size} cells, all as expected '
-                "(too many to draw; every cell is in the scenario's JSON report).</p></div>"
-            )
-        bad_rows = {c.source for c in here}
-        bad_cols = {c.destination for c in here}
-        rows = [r for r in rows if r in bad_rows]
-        columns = [c for c in columns if c in bad_cols]
-        note = (
-            f'<p class="note">{size} cells; only the {len(rows)} row(s) and {len(columns)} column(s) with wrong '
-            "cells are drawn (every cell is in the scenario's JSON report).</p>"
-        )
+def _matrix(step: StepRecord, port: PortProtocol, changed: frozenset[Cell]) -> str:
+    comparison = step.comparison
+    rows, columns, note_text = drawn_region(comparison, port)
+    if not columns:
+        return f'<div class="matrix-wrap"><p class="note">{escape(note_text)}</p></div>'
+    note = f'<p class="note">{escape(note_text)}</p>' if note_text else ""
     head = "".join(f'<th scope="col">{escape(c)}</th>' for c in columns)
     body = []
     for src in rows:
-        tds = "".join(_cell_td(comparison, Cell(src, dst, port), wrong, changed) for dst in columns)
+        tds = "".join(_cell_td(comparison, Cell(src, dst, port), step.explanations, changed) for dst in columns)
         body.append(f'<tr><th scope="row">{escape(src)}</th>{tds}</tr>')
     return (
         f'<div class="matrix-wrap"><table class="matrix"><caption>{escape(str(port))}</caption>'
@@ -155,24 +149,56 @@ def _matrix(comparison: Comparison, port: PortProtocol, changed: frozenset[Cell]
     )
 
 
-def _step(step: StepResult, several: bool, changed: frozenset[Cell]) -> str:
+def _step(step: StepRecord, several: bool, changed: frozenset[Cell]) -> str:
     comparison = step.comparison
-    verdict = "as expected" if step.ok else plural(len(comparison.mismatches), "wrong cell")
+    verdict = "as expected" if step.ok else plural(comparison.mismatch_count, "wrong cell")
     title = f"Step {escape(step.name)}: " if several else ""
     out = [
         f"<h3>{title}{plural(step.probes, 'probe')}, {verdict}</h3>",
         f'<p class="meta">policies in force: {escape(", ".join(step.policies)) or "none"} · {format_duration(step.duration)}</p>',
-        '<div class="matrices">' + "".join(_matrix(comparison, p, changed) for p in comparison.observed.ports) + "</div>",
+        '<div class="matrices">' + "".join(_matrix(step, p, changed) for p in comparison.expected.ports) + "</div>",
     ]
-    if comparison.mismatches:
-        items = []
-        for m in comparison.mismatches:
+    if not comparison.ok:
+        rows = []
+        for i, m in enumerate(comparison.iter_mismatches()):
+            if i >= PAGE_CELL_LIMIT:
+                rows.append(
+                    f'<tr><td colspan="4" class="note">... and {comparison.mismatch_count - PAGE_CELL_LIMIT} more '
+                    "(every cell is in the scenario's JSON report)</td></tr>"
+                )
+                break
             cmd = f"<pre>{escape(m.observed.command)}</pre>" if m.observed.command else ""
-            items.append(f"<li>{escape(m.line())}{cmd}</li>")
-        out.append(f'<h4>Wrong cells and how to reproduce them</h4><ul class="wrong">{"".join(items)}</ul>')
-    if comparison.unsupported:
-        items = [f"<li>{escape(str(c))}: {escape(comparison.observed.cells[c].detail)}</li>" for c in comparison.unsupported]
-        out.append(f'<h4>Probes not run on this backend</h4><ul class="wrong">{"".join(items)}</ul>')
+            why = step.explanations.get(m.cell, "")
+            rows.append(
+                f"<tr><td>{escape(str(m.cell))}</td><td>expected {escape(m.expected.value)}, observed "
+                f'{escape(m.observed.describe())}</td><td class="why">{escape(why)}</td><td>{cmd}</td></tr>'
+            )
+        out.append(
+            '<h4>Wrong cells and how to reproduce them</h4><table class="wrong-cells"><thead><tr><th>cell</th>'
+            "<th>outcome</th><th>why (reference model)</th><th>reproduce</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
+        )
+    if comparison.unsupported_count:
+        items = [
+            f"<li>{escape(str(c))}: {escape(comparison.observed[c].detail)}</li>"
+            for c in comparison.unsupported[:PAGE_CELL_LIMIT]
+        ]
+        out.append(
+            f"<h4>{plural(comparison.unsupported_count, 'probe')} not run on this backend</h4>"
+            f'<ul class="wrong">{"".join(items)}</ul>'
+        )
+    findings = step.findings
+    if findings is not None and not findings.ok:
+        items = [
+            f"<li>{escape(str(m.cell))}: reference model {escape(m.expected.value)}, "
+            f"observed {escape(m.observed.outcome.value)}</li>"
+            for m in findings.mismatches[:PAGE_CELL_LIMIT]
+        ]
+        out.append(
+            f'<h4 class="findings">CNI findings: {plural(findings.mismatch_count, "cell")} where the network and '
+            f'Kubernetes semantics differ</h4><ul class="wrong findings">{"".join(items)}</ul>'
+        )
     return "\n".join(out)
 
 
@@ -185,8 +211,10 @@ def _scenario(record: ScenarioRecord) -> str:
     if record.description:
         out.append(f'<p class="description">{escape(record.description)}</p>')
     meta = [escape(record.path), escape(record.backend_label), format_duration(record.duration)]
-    if record.result is not None and record.result.scenario.xfail:
-        meta.append("expected to fail: " + escape(record.result.scenario.xfail))
+    if record.xfail:
+        meta.append("expected to fail: " + escape(record.xfail))
+    if record.reason and record.status is not Status.PASSED:
+        meta.append(escape(record.reason))
     out.append(f'<p class="meta">{" · ".join(meta)}</p>')
     body = _scenario_body(record)
     if record.status in (Status.PASSED, Status.SKIPPED):
@@ -200,46 +228,47 @@ def _scenario(record: ScenarioRecord) -> str:
 
 def _scenario_body(record: ScenarioRecord) -> str:
     out = []
-    result = record.result
-    if result is not None:
-        several = len(result.steps) > 1
-        changes = record.baseline.changes() if record.baseline is not None else []
-        out += [_step(s, several, frozenset(c.cell for name, c in changes if name == s.name)) for s in result.steps]
-        policies = applied_policies(result)
-        if policies:
-            blocks = []
-            for applied in policies:
-                where = f" <span class='note'>applied in step {escape(applied.step)}</span>" if several else ""
-                blocks.append(f"<h4>{escape(applied.policy.ref)}{where}</h4><pre>{escape(applied.yaml)}</pre>")
-            out.append(f"<details><summary>Policies applied ({len(policies)})</summary>{''.join(blocks)}</details>")
-    if record.baseline_error:
-        out.append(f'<div class="baseline"><h4>Baseline not compared</h4><pre>{escape(record.baseline_error)}</pre></div>')
-    elif record.baseline is not None:
-        diff = record.baseline
+    several = len(record.steps) > 1
+    baseline = record.baseline
+    for s in record.steps:
+        changed = baseline.changed_cells(s.name) if baseline is not None else frozenset()
+        out.append(_step(s, several, changed))
+    applied = [(s.name, a) for s in record.steps for a in s.applied]
+    if applied:
+        blocks = []
+        for step_name, policy in applied:
+            where = f" <span class='note'>applied in step {escape(step_name)}</span>" if several else ""
+            blocks.append(f"<h4>{escape(policy.ref)}{where}</h4><pre>{escape(policy.yaml)}</pre>")
+        out.append(f"<details><summary>Policies applied ({len(applied)})</summary>{''.join(blocks)}</details>")
+    if baseline is not None and baseline.error:
+        out.append(f'<div class="baseline"><h4>Baseline not compared</h4><pre>{escape(baseline.error)}</pre></div>')
+    elif baseline is not None:
         out.append(
-            f'<div class="baseline"><h4>Baseline: {escape(diff.summary())}</h4>'
-            f'<p class="meta">{escape(str(diff.path))}, {escape(diff.baseline.describe())}</p>'
+            f'<div class="baseline"><h4>Baseline: {escape(baseline.summary)}</h4>'
+            f'<p class="meta">{escape(baseline.file)}, {escape(baseline.described)}</p>'
         )
-        if not diff.ok:
-            several = len(diff.steps) > 1
+        if baseline.text:
             lines = "".join(
-                f"<li>{escape(c.line())}{' (step ' + escape(step) + ')' if several else ''}</li>" for step, c in diff.changes()
+                f"<li>{escape(line)}{' (step ' + escape(step) + ')' if baseline.several_steps else ''}</li>"
+                for step, _, line in baseline.changes[:PAGE_CELL_LIMIT]
             )
             if lines:
                 out.append(f'<ul class="wrong">{lines}</ul>')
-            out.append(f"<details><summary>Baseline comparison</summary><pre>{escape(diff.render())}</pre></details>")
+            out.append(f"<details><summary>Baseline comparison</summary><pre>{escape(baseline.text)}</pre></details>")
         out.append("</div>")
     if record.message and record.status.failing:
-        if result is None:
+        if not record.ran:
             out.append(f"<h4>Failure</h4><pre>{escape(record.message)}</pre>")
         else:
-            out.append(f"<details><summary>Failure as reported by pytest</summary><pre>{escape(record.message)}</pre></details>")
+            out.append(f"<details><summary>Failure as reported</summary><pre>{escape(record.message)}</pre></details>")
     return "\n".join(out)
 
 
 def _summary_table(records: Sequence[ScenarioRecord]) -> str:
-    with_baseline = any(r.baseline is not None or r.baseline_error for r in records)
-    head = "<tr><th>scenario</th><th>status</th><th>backend</th><th class='num'>probes</th><th class='num'>mismatches</th>"
+    with_baseline = any(r.baseline is not None for r in records)
+    with_unsupported = any(r.unsupported for r in records)
+    head = "<tr><th>scenario</th><th>status</th><th>backend</th><th class='num'>probes</th><th class='num'>wrong</th>"
+    head += "<th class='num'>unsupported</th>" if with_unsupported else ""
     head += "<th>baseline</th>" if with_baseline else ""
     head += "<th class='num'>duration</th></tr>"
     rows = []
@@ -248,9 +277,11 @@ def _summary_table(records: Sequence[ScenarioRecord]) -> str:
             f'<td><a href="#{_id(r.name)}">{escape(r.name)}</a></td>',
             f"<td>{_status(r)}</td>",
             f"<td>{escape(r.backend_label)}</td>",
-            f"<td class='num'>{r.probes if r.result else '-'}</td>",
-            f"<td class='num'>{r.mismatches if r.result else '-'}</td>",
+            f"<td class='num'>{r.probes if r.ran else '-'}</td>",
+            f"<td class='num'>{r.mismatches if r.ran else '-'}</td>",
         ]
+        if with_unsupported:
+            cells.append(f"<td class='num'>{r.unsupported if r.ran else '-'}</td>")
         if with_baseline:
             cells.append(f"<td>{escape(r.baseline_summary or '-')}</td>")
         cells.append(f"<td class='num'>{format_duration(r.duration)}</td>")
@@ -264,6 +295,8 @@ def _legend() -> str:
         ("blocked", "X blocked"),
         ("refused", "R refused"),
         ("wrong-responder", "W wrong responder"),
+        ("name-not-resolved", "N name not resolved"),
+        ("partial", "P partial (a Service's pods disagree)"),
         ("error", "E probe error"),
         ("unsupported", "U not supported here"),
         ("none", "- not probed"),

@@ -7,16 +7,10 @@ import textwrap
 from collections.abc import Sequence
 
 from harness.core.matrix import LEGEND, Cell, Comparison
-from harness.engine.pipeline import StepResult
-from harness.reporting.records import (
-    RunSummary,
-    ScenarioRecord,
-    Status,
-    applied_policies,
-    format_duration,
-    ordered,
-    plural,
-)
+from harness.core.topology import PortProtocol
+from harness.engine.verdict import Status
+from harness.reporting.drawing import drawn_region
+from harness.reporting.records import RunSummary, ScenarioRecord, StepRecord, format_duration, ordered, plural
 
 _STATUS_MARK = {
     Status.PASSED: "✅",
@@ -29,6 +23,8 @@ _STATUS_MARK = {
 
 #: Wrong cells listed per scenario in the CI summary; the scenario's own report has them all.
 SUMMARY_CELL_LIMIT = 20
+#: Wrong cells listed one by one in a scenario's Markdown page.
+PAGE_CELL_LIMIT = 200
 
 
 def escape(text: str) -> str:
@@ -60,21 +56,30 @@ def _backtick_runs(line: str) -> list[str]:
 
 
 def summary_table(records: Sequence[ScenarioRecord]) -> str:
-    with_baseline = any(r.baseline is not None or r.baseline_error for r in records)
-    head = ["", "scenario", "status", "backend", "probes", "mismatches"] + (["baseline"] if with_baseline else []) + ["duration"]
+    with_baseline = any(r.baseline is not None for r in records)
+    with_unsupported = any(r.unsupported for r in records)
+    with_findings = any(r.findings for r in records)
+    head = ["", "scenario", "status", "backend", "probes", "wrong"]
+    head += (["unsupported"] if with_unsupported else []) + (["CNI ≠ model"] if with_findings else [])
+    head += (["baseline"] if with_baseline else []) + ["duration"]
+    numeric = ("probes", "wrong", "unsupported", "CNI ≠ model", "duration")
     lines = [
         "| " + " | ".join(head) + " |",
-        "|" + "|".join("---:" if h in ("probes", "mismatches", "duration") else "---" for h in head) + "|",
+        "|" + "|".join("---:" if h in numeric else "---" for h in head) + "|",
     ]
     for r in ordered(records):
         row = [
             _STATUS_MARK[r.status],
             escape(r.name),
-            r.status.value,
+            escape(r.status_text),
             escape(r.backend_label),
-            str(r.probes) if r.result else "-",
-            str(r.mismatches) if r.result else "-",
+            str(r.probes) if r.ran else "-",
+            str(r.mismatches) if r.ran else "-",
         ]
+        if with_unsupported:
+            row.append(str(r.unsupported) if r.ran else "-")
+        if with_findings:
+            row.append(str(r.findings) if r.ran else "-")
         if with_baseline:
             row.append(escape(r.baseline_summary or "-"))
         row.append(format_duration(r.duration))
@@ -82,85 +87,102 @@ def summary_table(records: Sequence[ScenarioRecord]) -> str:
     return "\n".join(lines)
 
 
-def _matrix_table(comparison: Comparison, port_index: int) -> str:
+def _matrix_table(comparison: Comparison, port: PortProtocol) -> str:
     """One port of a step as a table: observed symbols, wrong cells in bold with the
     expected symbol."""
     observed, expected = comparison.observed, comparison.expected
-    port = observed.ports[port_index]
-    columns = observed.columns(port)
-    wrong = comparison.wrong_cells()
+    rows, columns, note = drawn_region(comparison, port)
+    if not columns:
+        return note
     lines = [
         "| from \\\\ to | " + " | ".join(escape(c) for c in columns) + " |",
         "|---|" + "|".join(":---:" for _ in columns) + "|",
     ]
-    for src in observed.sources:
+    wrong = comparison.wrong[port]
+    for src in rows:
         cells = []
         for dst in columns:
             cell = Cell(src, dst, port)
-            obs = observed.cells.get(cell)
-            symbol = "-" if obs is None else obs.outcome.symbol
-            if cell in wrong:
-                want = expected.cells[cell].outcome.symbol if cell in expected.cells else "?"
-                cells.append(f"**{escape(symbol)}** ≠ {escape(want)}")
+            symbol = observed.symbol(src, dst, port)
+            where = expected.axes.index(cell)
+            if where is not None and bool(wrong[where]):
+                cells.append(f"**{escape(symbol)}** ≠ {escape(expected.symbol(src, dst, port))}")
             else:
                 cells.append(escape(symbol))
         lines.append(f"| {escape(src)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    table = "\n".join(lines)
+    return f"{table}\n\n{note}" if note else table
 
 
-def _step_section(step: StepResult, several: bool) -> str:
+def _step_section(step: StepRecord, several: bool) -> str:
     comparison = step.comparison
     title = f"### Step {step.name}" if several else "### Matrices"
-    verdict = "as expected" if step.ok else plural(len(comparison.mismatches), "wrong cell")
+    verdict = "as expected" if step.ok else plural(comparison.mismatch_count, "wrong cell")
     out = [
         title,
         "",
         f"{plural(step.probes, 'probe')}, {verdict}, {format_duration(step.duration)}. "
         f"Policies in force: {escape(', '.join(step.policies)) or 'none'}.",
     ]
-    for i, port in enumerate(comparison.observed.ports):
-        out += ["", f"**{port}**", "", _matrix_table(comparison, i)]
+    for port in comparison.expected.ports:
+        out += ["", f"**{port}**", "", _matrix_table(comparison, port)]
     out += ["", f"Symbols: {escape(LEGEND)}. A bold cell is wrong: observed ≠ expected."]
-    if comparison.mismatches:
+    if not comparison.ok:
         out += ["", "Wrong cells:", ""]
-        for m in comparison.mismatches:
+        for i, m in enumerate(comparison.iter_mismatches()):
+            if i >= PAGE_CELL_LIMIT:
+                out.append(f"- ... and {comparison.mismatch_count - PAGE_CELL_LIMIT} more (all in the JSON report)")
+                break
             out.append(f"- {escape(m.line())}")
+            why = step.explanations.get(m.cell)
+            if why:
+                out.append(f"  - reference model: {escape(why)}")
             if m.observed.command:
                 out += ["", textwrap.indent(_fence(m.observed.command, "sh"), "  "), ""]
-    if comparison.unsupported:
-        out += ["", "Probes not run on this backend:", ""]
-        out += [f"- {escape(str(c))} ({escape(comparison.observed.cells[c].detail)})" for c in comparison.unsupported]
+    if comparison.unsupported_count:
+        out += ["", f"{plural(comparison.unsupported_count, 'probe')} not run on this backend:", ""]
+        out += [f"- {escape(str(c))} ({escape(comparison.observed[c].detail)})" for c in comparison.unsupported[:PAGE_CELL_LIMIT]]
+    findings = step.findings
+    if findings is not None and not findings.ok:
+        count = plural(findings.mismatch_count, "cell")
+        out += ["", f"CNI findings: {count} where the network and Kubernetes semantics (the reference model) differ:", ""]
+        out += [
+            f"- {escape(str(m.cell))}: model {m.expected.value}, observed {m.observed.outcome.value}"
+            for m in findings.mismatches[:PAGE_CELL_LIMIT]
+        ]
     return "\n".join(out)
 
 
 def scenario_markdown(record: ScenarioRecord) -> str:
-    out = [f"# {_STATUS_MARK[record.status]} Scenario {escape(record.name)}: {record.status.value}", ""]
+    out = [f"# {_STATUS_MARK[record.status]} Scenario {escape(record.name)}: {escape(record.status_text)}", ""]
     if record.description:
         out += [escape(record.description), ""]
+    if record.reason and record.status is not Status.PASSED:
+        out += [f"**{escape(record.status.value)}**: {escape(record.reason)}", ""]
     out += [
-        "| file | backend | probes | mismatches | duration |",
-        "|---|---|---:|---:|---:|",
+        "| file | backend | probes | wrong | unsupported | duration |",
+        "|---|---|---:|---:|---:|---:|",
         f"| {escape(record.path)} | {escape(record.backend_label)} | {record.probes} | {record.mismatches} "
-        f"| {format_duration(record.duration)} |",
+        f"| {record.unsupported} | {format_duration(record.duration)} |",
     ]
-    result = record.result
-    if result is not None:
-        several = len(result.steps) > 1
-        for step in result.steps:
-            out += ["", _step_section(step, several)]
-        policies = applied_policies(result)
-        if policies:
-            out += ["", "## Policies", ""]
-            for applied in policies:
-                where = f" (step {escape(applied.step)})" if several else ""
-                out += [f"**{escape(applied.policy.ref)}**{where}", "", _fence(applied.yaml, "yaml"), ""]
-    if record.baseline_error:
-        out += ["", "## Baseline", "", _fence(record.baseline_error)]
-    elif record.baseline is not None:
-        out += ["", "## Baseline", "", f"{escape(record.baseline.baseline.describe())}: {record.baseline.summary()}."]
-        if not record.baseline.ok:
-            out += ["", _fence(record.baseline.render())]
-    if record.message and record.status.failing and result is None:
+    several = len(record.steps) > 1
+    for step in record.steps:
+        out += ["", _step_section(step, several)]
+    applied = [(s.name, a) for s in record.steps for a in s.applied]
+    if applied:
+        out += ["", "## Policies", ""]
+        for step_name, policy in applied:
+            where = f" (step {escape(step_name)})" if several else ""
+            out += [f"**{escape(policy.ref)}**{where}", "", _fence(policy.yaml, "yaml"), ""]
+    if record.baseline is not None:
+        baseline = record.baseline
+        if baseline.error:
+            out += ["", "## Baseline", "", _fence(baseline.error)]
+        else:
+            out += ["", "## Baseline", "", f"{escape(baseline.described)}: {escape(baseline.summary)}."]
+            if baseline.text:
+                out += ["", _fence(baseline.text)]
+    if record.message and record.status.failing and not record.ran:
         out += ["", "## Failure", "", _fence(record.message)]
     return "\n".join(out).rstrip() + "\n"
 
@@ -169,29 +191,48 @@ def run_summary_markdown(records: Sequence[ScenarioRecord], report_dir: str = ""
     """A section for ``$GITHUB_STEP_SUMMARY``: the table, then the wrong cells of each
     failing scenario."""
     summary = RunSummary(tuple(records))
-    out = [f"## netpol-harness: {summary.headline()}", ""]
+    out = [f"## netpol-harness: {escape(summary.headline())}", ""]
     if summary.backends:
         out += [f"Backend: {escape('; '.join(summary.backends))}.", ""]
     out += [summary_table(records)]
     for r in ordered(records):
         if not r.status.failing:
             continue
-        lines = [m.line() for s in (r.result.steps if r.result else ()) for m in s.comparison.mismatches]
-        if r.baseline is not None and not r.baseline.ok:
-            lines += [f"{c.line()} (step {step})" if len(r.baseline.steps) > 1 else c.line() for step, c in r.baseline.changes()]
+        lines: list[str] = []
+        total = 0
+        for s in r.steps:
+            total += s.comparison.mismatch_count
+            for m in s.comparison.iter_mismatches():
+                if len(lines) >= SUMMARY_CELL_LIMIT:
+                    break
+                lines.append(m.line())
+        if r.baseline is not None and r.baseline.changes:
+            total += len(r.baseline.changes)
+            lines += [
+                f"{line} (step {step})" if r.baseline.several_steps else line
+                for step, _, line in r.baseline.changes[: max(0, SUMMARY_CELL_LIMIT - len(lines))]
+            ]
         if not lines:
-            lines = (r.baseline_error or r.message or r.status.value).splitlines()[:SUMMARY_CELL_LIMIT]
-        shown = lines[:SUMMARY_CELL_LIMIT]
-        if len(lines) > len(shown):
-            shown.append(f"... and {len(lines) - len(shown)} more")
+            text = (
+                (r.baseline.error if r.baseline is not None and r.baseline.error else "")
+                or r.message
+                or r.reason
+                or r.status.value
+            )
+            lines = text.splitlines()[:SUMMARY_CELL_LIMIT]
+            total = len(lines)
+        if total > len(lines):
+            lines.append(f"... and {total - len(lines)} more")
         out += [
             "",
-            f"<details><summary>{escape(r.name)}: {r.status.value}</summary>",
+            f"<details><summary>{escape(r.name)}: {escape(r.reason or r.status.value)}</summary>",
             "",
-            _fence("\n".join(shown)),
+            _fence("\n".join(lines)),
             "",
             "</details>",
         ]
     if report_dir:
-        out += ["", f"Full report: `{report_dir}/index.html`."]
+        # A path on the runner, not a link: it only exists where the job ran (upload
+        # the directory as an artifact to keep it).
+        out += ["", f"Full report: written to `{report_dir}/index.html` on the runner."]
     return "\n".join(out) + "\n"

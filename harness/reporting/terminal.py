@@ -1,4 +1,5 @@
-"""The table printed at the end of a run: one row per scenario."""
+"""The table printed at the end of a run: one row per scenario, within the
+terminal's width (80 columns fit)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.reporting.records import RunSummary, ScenarioRecord, Status, format_duration, ordered
+from harness.engine.verdict import Status
+from harness.reporting.records import RunSummary, ScenarioRecord, format_duration, ordered
 
 _STATUS_STYLE = {
     Status.PASSED: "green",
@@ -22,53 +24,53 @@ _STATUS_STYLE = {
 }
 
 
-def summary_table(records: Sequence[ScenarioRecord], width: int = 120) -> tuple[Table, str]:
-    """One row per scenario, failures first, and the line printed under it. When
-    every scenario ran on the same backend and a backend column would not fit in
-    ``width``, that line names the backend instead."""
-    with_baseline = any(r.baseline is not None or r.baseline_error for r in records)
+def summary_table(records: Sequence[ScenarioRecord], width: int = 80) -> tuple[Table, str]:
+    """One row per scenario, failures first, and the line printed under it. The
+    backend is a column only when scenarios ran on several; otherwise that line
+    names it. Columns for unsupported cells, CNI findings and baselines appear
+    when some scenario has them."""
     summary = RunSummary(tuple(records))
-    labels = {r.backend_label for r in records if r.result is not None}
-    rows = [_row(r, with_baseline) for r in ordered(records)]
-    headers = ["scenario", "status", "backend", "probes", "mismatches"] + (["baseline"] if with_baseline else []) + ["duration"]
-    # Natural width of each column, plus three characters of padding between columns.
-    natural = [max([len(h)] + [len(str(row[i])) for row in rows]) for i, h in enumerate(headers)]
-    backend_column = len(labels) > 1 or sum(natural) + 3 * len(natural) <= width
+    labels = summary.backends
+    with_unsupported = any(r.unsupported for r in records)
+    with_findings = any(r.findings for r in records)
+    with_baseline = any(r.baseline is not None for r in records)
+    backend_column = len(labels) > 1
     caption = summary.headline()
-    if not backend_column and labels:
-        caption += f" on {labels.pop()}"
-    table = Table(box=box.SIMPLE_HEAD, show_footer=True, pad_edge=False)
+    if labels and not backend_column:
+        caption += f" on {labels[0]}"
+    table = Table(box=box.SIMPLE_HEAD, show_footer=True, pad_edge=False, width=None)
     # The short columns keep their width; the scenario name takes what is left and
     # folds only beyond that (names are what one searches for).
-    others = sum(w for i, w in enumerate(natural) if i and (backend_column or i != 2))
-    room = width - others - 3 * (len(natural) - (0 if backend_column else 1))
-    table.add_column("scenario", footer="total", overflow="fold", min_width=max(12, min(natural[0], room)))
+    table.add_column("scenario", footer="total", overflow="fold", ratio=1, min_width=12)
     table.add_column("status", no_wrap=True)
     if backend_column:
-        table.add_column("backend", overflow="fold")
+        table.add_column("backend", overflow="fold", max_width=24)
     table.add_column("probes", justify="right", footer=str(summary.probes), no_wrap=True)
-    table.add_column("mismatches", justify="right", footer=str(summary.mismatches), no_wrap=True)
+    table.add_column("wrong", justify="right", footer=str(summary.mismatches), no_wrap=True)
+    if with_unsupported:
+        table.add_column("unsup.", justify="right", footer=str(summary.unsupported), no_wrap=True)
+    if with_findings:
+        table.add_column("cni≠model", justify="right", footer=str(summary.findings), no_wrap=True)
     if with_baseline:
-        table.add_column("baseline", overflow="fold")
-    table.add_column("duration", justify="right", footer=format_duration(summary.duration), no_wrap=True)
-    for row in rows:
-        table.add_row(*(cell for i, cell in enumerate(row) if backend_column or i != 2))
+        table.add_column("baseline", overflow="fold", max_width=18)
+    table.add_column("time", justify="right", footer=format_duration(summary.duration), no_wrap=True)
+    for r in ordered(records):
+        # Text, not str: rich would read "[calico-3.31]" in a name as markup.
+        row: list[str | Text] = [Text(r.name), Text(r.status.value, style=_STATUS_STYLE[r.status])]
+        if backend_column:
+            row.append(Text(r.backend_label))
+        row.append(str(r.probes) if r.ran else "-")
+        row.append(Text(str(r.mismatches), style="bold red" if r.mismatches and r.status.failing else "") if r.ran else "-")
+        if with_unsupported:
+            row.append(Text(str(r.unsupported), style="yellow" if r.unsupported else "") if r.ran else "-")
+        if with_findings:
+            row.append(Text(str(r.findings), style="magenta" if r.findings else "") if r.ran else "-")
+        if with_baseline:
+            text = r.baseline_summary or "-"
+            row.append(Text(text, style="" if text in ("same", "-") else "bold red"))
+        row.append(format_duration(r.duration))
+        table.add_row(*row)
     return table, caption
-
-
-def _row(r: ScenarioRecord, with_baseline: bool) -> list[str | Text]:
-    cells: list[str | Text] = [
-        r.name,
-        Text(r.status.value, style=_STATUS_STYLE[r.status]),
-        r.backend_label,
-        str(r.probes) if r.result else "-",
-        Text(str(r.mismatches), style="bold red" if r.mismatches and r.status.failing else "") if r.result else "-",
-    ]
-    if with_baseline:
-        text = r.baseline_summary or "-"
-        cells.append(Text(text, style="" if text in ("same", "-") else "bold red"))
-    cells.append(format_duration(r.duration))
-    return cells
 
 
 def render_summary(records: Sequence[ScenarioRecord], width: int, color: bool) -> str:
@@ -85,8 +87,9 @@ def render_summary(records: Sequence[ScenarioRecord], width: int, color: bool) -
         legacy_windows=False,
     )
     table, caption = summary_table(records, console.width)
+    table.expand = False
     console.print(table)
-    console.print(caption, soft_wrap=True)
+    console.print(Text(caption), soft_wrap=False)
     # Rich pads every line to the full width; logs read better without the padding.
     lines = [line.rstrip() for line in out.getvalue().splitlines()]
     return "\n".join(lines).strip("\n") + "\n"

@@ -7,21 +7,23 @@ format is documented in ``docs/scenario-format.md``.
 
 from __future__ import annotations
 
-import enum
 import fnmatch
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from harness.core.errors import HarnessError, PolicyError, ScenarioError
+from harness.core.matrix import Cell
 from harness.core.policy import NetworkPolicy, parse_policy
 from harness.core.selectors import LabelSelector, SelectorSyntaxError, check_label_key, check_label_value, parse_selector
-from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.settings import ImplementationSettings, SelfTraffic
+from harness.core.state import DesiredState, StepChanges
 from harness.core.topology import (
+    NAMESPACE_NAME_LABEL,
     POD_CIDR,
     PORT_NAME_FORM,
     ExternalHost,
@@ -31,132 +33,29 @@ from harness.core.topology import (
     PortSpec,
     Protocol,
     Topology,
-    apply_label_changes,
     check_port_name,
     is_dns_label,
+)
+from harness.scenario.plans import parse_cell, plan_steps
+from harness.scenario.spec import (
+    EndpointMatcher,
+    EndpointPattern,
+    EndpointSelector,
+    Expectation,
+    ExpectationForm,
+    ExpectedFailure,
+    ExpectRule,
+    PortPattern,
+    Scenario,
+    ScenarioSettings,
+    Step,
+    TextMatrix,
 )
 from harness.scenario.yamlload import load_all, load_one, read_text
 
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _EXTERNAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
 T = TypeVar("T")
-
-
-# -- what a scenario declares ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EndpointPattern:
-    """Shell-style pattern over endpoint names: ``x/a``, ``x/*``, ``*/*``, ``*``."""
-
-    pattern: str
-
-    def matches(self, endpoint_id: str, topology: Topology) -> bool:
-        return fnmatch.fnmatchcase(endpoint_id, self.pattern)
-
-    def __str__(self) -> str:
-        return self.pattern
-
-
-@dataclass(frozen=True)
-class EndpointSelector:
-    """Pods by namespace pattern and label selectors (labels in force at the step)."""
-
-    namespace: str | None = None
-    namespace_selector: LabelSelector | None = None
-    pod_selector: LabelSelector | None = None
-
-    def matches(self, endpoint_id: str, topology: Topology) -> bool:
-        if "/" not in endpoint_id:
-            return False  # selectors match pods only
-        pod = topology.pod(endpoint_id)
-        if self.namespace is not None and not fnmatch.fnmatchcase(pod.namespace, self.namespace):
-            return False
-        if self.namespace_selector is not None and not self.namespace_selector.matches(topology.namespace(pod.namespace).labels):
-            return False
-        return self.pod_selector is None or self.pod_selector.matches(pod.labels)
-
-    def __str__(self) -> str:
-        parts = []
-        if self.namespace is not None:
-            parts.append(f"namespace {self.namespace}")
-        if self.namespace_selector is not None:
-            parts.append(f"namespaces {self.namespace_selector}")
-        if self.pod_selector is not None:
-            parts.append(f"pods {self.pod_selector}")
-        return " and ".join(parts) or "every pod"
-
-
-EndpointMatcher = EndpointPattern | EndpointSelector
-
-
-@dataclass(frozen=True)
-class PortPattern:
-    """``80/TCP``; ``*/UDP`` (every UDP port); ``*`` (every port)."""
-
-    port: int | None = None
-    protocol: Protocol | None = None
-
-    def matches(self, key: PortProtocol) -> bool:
-        return (self.port is None or self.port == key.port) and (self.protocol is None or self.protocol is key.protocol)
-
-
-@dataclass(frozen=True)
-class ExpectRule:
-    sources: tuple[EndpointMatcher, ...]
-    destinations: tuple[EndpointMatcher, ...]
-    port: PortPattern
-    allowed: bool
-
-
-class ExpectationForm(enum.Enum):
-    RULES = "rules"
-    MATRIX = "matrix"
-    MODEL = "model"
-
-
-@dataclass(frozen=True)
-class TextMatrix:
-    """One table of the matrix form: ``cells[(source, destination)] = allowed``."""
-
-    cells: Mapping[tuple[str, str], bool] = field(hash=False)
-
-
-@dataclass(frozen=True)
-class Expectation:
-    form: ExpectationForm
-    ports: tuple[PortProtocol, ...] | None = None
-    default_allowed: bool = True
-    rules: tuple[ExpectRule, ...] = ()
-    matrices: Mapping[PortProtocol, TextMatrix] = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    expect: Expectation
-    apply: tuple[NetworkPolicy, ...] = ()
-    delete: tuple[str, ...] = ()
-    label_namespaces: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict, hash=False)
-    label_pods: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True)
-class ScenarioSettings:
-    model: ModelSettings = ModelSettings()
-    probe_self: bool = False
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    path: Path
-    topology: Topology
-    steps: tuple[Step, ...]
-    settings: ScenarioSettings = ScenarioSettings()
-    tags: tuple[str, ...] = ()
-    xfail: str | None = None
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -455,15 +354,22 @@ def _result(r: _Reader, raw: object, path: str) -> bool:
     raise r.fail(path, f"got {_kind(raw)}", "allowed or blocked")
 
 
+_MATRIX_HINT = (
+    "a table: a header line of destinations, then one row per source. If the header is "
+    "indented deeper than the rows, write the block as `80/TCP: |4` (explicit indentation), "
+    "or YAML ends it at the first row"
+)
+
+
 def _text_matrix(r: _Reader, raw: object, path: str) -> TextMatrix:
-    text = r.string(raw, path, "a table: a header of destinations, then one row per source")
+    text = r.string(raw, path, _MATRIX_HINT)
     lines = [ln.split() for ln in text.splitlines() if ln.strip()]
     if len(lines) < 2:
-        raise r.fail(path, "a matrix needs a header line and at least one row")
+        raise r.fail(path, "a matrix needs a header line and at least one row", _MATRIX_HINT)
     header = lines[0]
     if len(set(header)) != len(header):
         raise r.fail(path, "a destination appears twice in the header")
-    cells: dict[tuple[str, str], bool] = {}
+    cells: dict[tuple[str, str], bool | None] = {}
     seen_rows: set[str] = set()
     for number, row in enumerate(lines[1:], start=2):
         source, symbols = row[0], row[1:]
@@ -474,17 +380,40 @@ def _text_matrix(r: _Reader, raw: object, path: str) -> TextMatrix:
             raise r.fail(
                 f"{path} line {number}",
                 f"row {source} has {len(symbols)} cells for {len(header)} columns",
-                "one '.' or 'X' per column",
+                "one '.' or 'X' per column ('-' where nothing is probed)",
             )
         for dest, symbol in zip(header, symbols, strict=True):
-            if symbol not in (".", "X"):
-                raise r.fail(f"{path} line {number}", f"cell {source} → {dest} is {symbol!r}", "'.' (allowed) or 'X' (blocked)")
-            cells[(source, dest)] = symbol == "."
+            if symbol not in (".", "X", "-"):
+                raise r.fail(
+                    f"{path} line {number}",
+                    f"cell {source} → {dest} is {symbol!r}",
+                    "'.' (allowed), 'X' (blocked) or '-' (not probed: a pod and itself)",
+                )
+            cells[(source, dest)] = None if symbol == "-" else symbol == "."
     return TextMatrix(MappingProxyType(cells))
 
 
-def probed_ports(topology: Topology, expectation: Expectation) -> tuple[PortProtocol, ...]:
-    return expectation.ports if expectation.ports is not None else topology.port_keys()
+def _probed_ports(r: _Reader, doc: Mapping[Any, Any], path: str, topology: Topology) -> tuple[PortProtocol, ...] | None:
+    if "ports" not in doc:
+        return None
+    items = []
+    for i, item in enumerate(r.seq(doc["ports"], f"{path}.ports")):
+        try:
+            key = PortProtocol.parse(str(item)) if isinstance(item, int | str) and not isinstance(item, bool) else None
+        except HarnessError:
+            key = None
+        if key is None:
+            raise r.fail(f"{path}.ports[{i}]", f"got {_kind(item)}", "a port such as 80/TCP")
+        if not topology.serving(key):
+            raise r.fail(
+                f"{path}.ports[{i}]",
+                f"no pod or external host serves {key}",
+                "one of " + ", ".join(map(str, topology.port_keys())),
+            )
+        items.append(key)
+    if not items:
+        raise r.fail(f"{path}.ports", "empty list", "the ports to probe, or omit it to probe every port")
+    return tuple(items)
 
 
 def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expectation:
@@ -498,33 +427,14 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
             f"found {' and '.join(forms) if forms else 'none'} of rules, matrix, model",
             "exactly one of rules, matrix or model",
         )
-    ports: tuple[PortProtocol, ...] | None = None
-    if "ports" in doc:
-        items = []
-        for i, item in enumerate(r.seq(doc["ports"], f"{path}.ports")):
-            try:
-                key = PortProtocol.parse(str(item)) if isinstance(item, int | str) and not isinstance(item, bool) else None
-            except HarnessError:
-                key = None
-            if key is None:
-                raise r.fail(f"{path}.ports[{i}]", f"got {_kind(item)}", "a port such as 80/TCP")
-            if not topology.serving(key):
-                raise r.fail(
-                    f"{path}.ports[{i}]",
-                    f"no pod or external host serves {key}",
-                    "one of " + ", ".join(map(str, topology.port_keys())),
-                )
-            items.append(key)
-        if not items:
-            raise r.fail(f"{path}.ports", "empty list", "the ports to probe, or omit it to probe every port")
-        ports = tuple(items)
+    ports = _probed_ports(r, doc, path, topology)
     form = ExpectationForm(forms[0])
     if "default" in doc and form is not ExpectationForm.RULES:
         raise r.fail(f"{path}.default", "default goes with rules only")
     if form is ExpectationForm.MODEL:
         if doc["model"] is not True:
             raise r.fail(f"{path}.model", f"got {_kind(doc['model'])}", "true")
-        return Expectation(form, ports)
+        return Expectation(form, ports, path=path)
     if form is ExpectationForm.RULES:
         default = _result(r, doc.get("default", "allowed"), f"{path}.default")
         rules = []
@@ -537,9 +447,10 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
                     _endpoints(r, rule["to"], f"{rp}.to", topology),
                     _port_pattern(r, rule.get("port"), f"{rp}.port"),
                     _result(r, rule["result"], f"{rp}.result"),
+                    path=rp,
                 )
             )
-        return Expectation(form, ports, default, tuple(rules))
+        return Expectation(form, ports, default, tuple(rules), path=path)
     tables: dict[PortProtocol, TextMatrix] = {}
     raw_tables = r.mapping(doc["matrix"], f"{path}.matrix")
     for key_raw, table_raw in raw_tables.items():
@@ -565,7 +476,7 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
             raise r.fail(tp, _dimension_problem("rows", rows, sources), "one row per pod")
         if cols != dests:
             raise r.fail(tp, _dimension_problem("columns", cols, dests), f"one column per endpoint serving {key}")
-    return Expectation(form, ports, matrices=MappingProxyType(tables))
+    return Expectation(form, ports, matrices=MappingProxyType(tables), path=path)
 
 
 def _dimension_problem(what: str, got: set[str], want: set[str]) -> str:
@@ -587,16 +498,110 @@ def _settings(r: _Reader, raw: object) -> ScenarioSettings:
     except ValueError:
         raise r.fail("settings.self_traffic", f"got {_kind(self_traffic)}", "allowed or policy") from None
     return ScenarioSettings(
-        ModelSettings(st, r.boolean(doc.get("ipblock_matches_pods", True), "settings.ipblock_matches_pods")),
+        ImplementationSettings(st, r.boolean(doc.get("ipblock_matches_pods", True), "settings.ipblock_matches_pods")),
         r.boolean(doc.get("probe_self", False), "settings.probe_self"),
     )
 
 
+_XFAIL_FORMS = (
+    "a mapping with reason (why the policies do not do what their author meant) and wrong_cells "
+    "(the cells expected to differ, written as the harness prints them: 'x/a → y/b:80/TCP') or "
+    "actual (the matrix the policies produce, in the forms of expect)"
+)
+
+
+def _xfail(r: _Reader, raw: object, steps: Sequence[tuple[str, Mapping[Any, Any], Topology]], several: bool) -> ExpectedFailure:
+    """``steps``: (name, raw step, topology with the labels in force) of each step."""
+    if isinstance(raw, str):
+        raise r.fail(
+            "xfail",
+            "an expected failure must name what it expects: the cells that differ from the intent, "
+            "or the matrix the policies actually produce",
+            _XFAIL_FORMS,
+        )
+    doc = r.mapping(raw, "xfail", ["reason", "wrong_cells", "actual"], ["reason"])
+    reason = r.string(doc["reason"], "xfail.reason", "why the policies do not do what their author meant")
+    if ("wrong_cells" in doc) == ("actual" in doc):
+        raise r.fail("xfail", "give exactly one of wrong_cells and actual", _XFAIL_FORMS)
+    names = [name for name, _, _ in steps]
+    topologies = {name: topology for name, _, topology in steps}
+
+    def per_step(value: object, field_name: str) -> dict[str, object]:
+        if not several:
+            return {names[0]: value}
+        mapping = r.mapping(value, f"xfail.{field_name}", names)
+        return dict(mapping)
+
+    if "wrong_cells" in doc:
+        wrong: dict[str, frozenset[Cell]] = {}
+        for step, items in per_step(doc["wrong_cells"], "wrong_cells").items():
+            where = f"xfail.wrong_cells.{step}" if several else "xfail.wrong_cells"
+            cells = []
+            for i, item in enumerate(r.seq(items, where)):
+                cell = parse_cell(item) if isinstance(item, str) else None
+                if cell is None:
+                    raise r.fail(f"{where}[{i}]", f"got {_kind(item)}", "a cell such as 'x/a → y/b:80/TCP'")
+                cells.append(cell)
+            wrong[step] = frozenset(cells)
+        return ExpectedFailure(reason, MappingProxyType(wrong))
+    actual: dict[str, Expectation] = {}
+    for step, value in per_step(doc["actual"], "actual").items():
+        where = f"xfail.actual.{step}" if several else "xfail.actual"
+        actual[step] = _expectation(r, value, where, topologies[step])
+    return ExpectedFailure(reason, actual=MappingProxyType(actual))
+
+
 _TOP = ["name", "description", "tags", "xfail", "settings", "namespaces", "external", "policies", "expect", "steps"]
+_STEP = ["name", "apply", "delete", "label_namespaces", "label_pods", "expect"]
+
+
+def _step_changes(
+    r: _Reader, s: Mapping[Any, Any], sp: str, apply_path: str, base: Path, topology: Topology, applied: set[str]
+) -> StepChanges:
+    """A step's changes, checked against what is in force before it (``applied``,
+    updated)."""
+    delete = r.each(s.get("delete", []), _join(sp, "delete"), lambda d, p: r.string(d, p, "namespace/name of an applied policy"))
+    for j, ref in enumerate(delete):
+        if ref not in applied:
+            raise r.fail(
+                f"{_join(sp, 'delete')}[{j}]",
+                f"no policy {ref} is in force at this step",
+                "one of " + (", ".join(sorted(applied)) or "(none applied yet)"),
+            )
+        applied.discard(ref)
+    apply = _policies(r, s.get("apply", []), apply_path, base)
+    known_ns = {ns.name for ns in topology.namespaces}
+    for policy in apply:
+        if policy.namespace not in known_ns:
+            raise PolicyError(
+                policy.source,
+                policy.ref,
+                "metadata.namespace",
+                f"namespace {policy.namespace!r} is not declared in the scenario",
+                "one of " + ", ".join(sorted(known_ns)),
+            )
+        applied.add(policy.ref)
+    label_ns: dict[str, Mapping[str, str | None]] = {}
+    for ns_name, changes in r.mapping(s.get("label_namespaces", {}), _join(sp, "label_namespaces")).items():
+        lp = f"{_join(sp, 'label_namespaces')}.{ns_name}"
+        if ns_name not in known_ns:
+            raise r.fail(lp, f"namespace {ns_name!r} is not declared", "one of " + ", ".join(sorted(known_ns)))
+        parsed = r.label_changes(changes, lp)
+        if NAMESPACE_NAME_LABEL in parsed:
+            raise r.fail(f"{lp}.{NAMESPACE_NAME_LABEL}", "this label is set by the API server and cannot change")
+        label_ns[ns_name] = parsed
+    label_pods: dict[str, Mapping[str, str | None]] = {}
+    for pod_id, changes in r.mapping(s.get("label_pods", {}), _join(sp, "label_pods")).items():
+        lp = f"{_join(sp, 'label_pods')}.{pod_id}"
+        if not (isinstance(pod_id, str) and "/" in pod_id and topology.has_endpoint(pod_id)):
+            raise r.fail(lp, f"pod {pod_id!r} is not declared", "namespace/pod of a declared pod")
+        label_pods[pod_id] = r.label_changes(changes, lp)
+    return StepChanges(apply, delete, label_ns, label_pods)
 
 
 def parse_scenario(doc: object, path: Path) -> Scenario:
-    """Validate a parsed scenario document (``path`` names it and anchors relative paths)."""
+    """Validate a parsed scenario document (``path`` names it and anchors relative
+    paths) and plan its steps."""
     r = _Reader(str(path))
     top = r.mapping(doc, "", _TOP, ["description", "namespaces"])
     name = top.get("name", path.stem.removesuffix(".scenario"))
@@ -605,13 +610,11 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
         raise r.fail("name", f"{name!r} is not a valid scenario name", "letters, digits, '-', '_' and '.'")
     description = r.string(top["description"], "description", "a one-line description")
     tags = r.each(top.get("tags", []), "tags", lambda t, p: r.string(t, p, "a tag"))
-    xfail = top.get("xfail")
-    if xfail is not None:
-        xfail = r.string(xfail, "xfail", "the reason the policy does not do what its author meant")
     settings = _settings(r, top.get("settings"))
     topology = _topology(r, top)
     base = path.parent
-    if "steps" in top:
+    several = "steps" in top
+    if several:
         for key in ("policies", "expect"):
             if key in top:
                 raise r.fail(
@@ -627,61 +630,26 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
             raise r.fail("expect", "required field is missing", "the intended reachability (rules, matrix or model)")
         raw_steps = [{"name": "main", "apply": top.get("policies", []), "expect": top["expect"]}]
     steps = []
-    current = topology
+    state = DesiredState(topology)
     applied: set[str] = set()
     step_names: set[str] = set()
+    in_force: list[tuple[str, Mapping[Any, Any], Topology]] = []
     for i, raw_step in enumerate(raw_steps):
-        sp = f"steps[{i}]" if "steps" in top else ""
-        s = r.mapping(raw_step, sp, ["name", "apply", "delete", "label_namespaces", "label_pods", "expect"], ["expect"])
+        sp = f"steps[{i}]" if several else ""
+        s = r.mapping(raw_step, sp, _STEP, ["expect"])
         step_name = r.string(s.get("name", f"step-{i + 1}"), _join(sp, "name"), "a step name")
         if step_name in step_names:
             raise r.fail(_join(sp, "name"), f"step name {step_name!r} is used twice")
         step_names.add(step_name)
-        delete = r.each(
-            s.get("delete", []), _join(sp, "delete"), lambda d, p: r.string(d, p, "namespace/name of an applied policy")
-        )
-        for j, ref in enumerate(delete):
-            if ref not in applied:
-                raise r.fail(
-                    f"{_join(sp, 'delete')}[{j}]",
-                    f"no policy {ref} is in force at this step",
-                    "one of " + (", ".join(sorted(applied)) or "(none applied yet)"),
-                )
-            applied.discard(ref)
-        apply_path = _join(sp, "apply") if "steps" in top else "policies"
-        apply = _policies(r, s.get("apply", []), apply_path, base)
-        known_ns = {ns.name for ns in topology.namespaces}
-        for policy in apply:
-            if policy.namespace not in known_ns:
-                raise PolicyError(
-                    policy.source,
-                    policy.ref,
-                    "metadata.namespace",
-                    f"namespace {policy.namespace!r} is not declared in the scenario",
-                    "one of " + ", ".join(sorted(known_ns)),
-                )
-            applied.add(policy.ref)
-        label_ns: dict[str, Mapping[str, str | None]] = {}
-        for ns_name, changes in r.mapping(s.get("label_namespaces", {}), _join(sp, "label_namespaces")).items():
-            lp = f"{_join(sp, 'label_namespaces')}.{ns_name}"
-            if ns_name not in known_ns:
-                raise r.fail(lp, f"namespace {ns_name!r} is not declared", "one of " + ", ".join(sorted(known_ns)))
-            parsed = r.label_changes(changes, lp)
-            if "kubernetes.io/metadata.name" in parsed:
-                raise r.fail(f"{lp}.kubernetes.io/metadata.name", "this label is set by the API server and cannot change")
-            label_ns[ns_name] = MappingProxyType(parsed)
-            current = current.with_namespace_labels(ns_name, apply_label_changes(current.namespace(ns_name).labels, parsed))
-        label_pods: dict[str, Mapping[str, str | None]] = {}
-        for pod_id, changes in r.mapping(s.get("label_pods", {}), _join(sp, "label_pods")).items():
-            lp = f"{_join(sp, 'label_pods')}.{pod_id}"
-            if pod_id not in {p.id for p in topology.pods}:
-                raise r.fail(lp, f"pod {pod_id!r} is not declared", "namespace/pod of a declared pod")
-            parsed = r.label_changes(changes, lp)
-            label_pods[pod_id] = MappingProxyType(parsed)
-            current = current.with_pod_labels(pod_id, apply_label_changes(current.pod(pod_id).labels, parsed))
-        expect = _expectation(r, s["expect"], _join(sp, "expect"), current)
-        steps.append(Step(step_name, expect, apply, delete, MappingProxyType(label_ns), MappingProxyType(label_pods)))
-    return Scenario(name, description, path, topology, tuple(steps), settings, tags, xfail)
+        apply_path = _join(sp, "apply") if several else "policies"
+        changes = _step_changes(r, s, sp, apply_path, base, topology, applied)
+        state = state.after(changes)
+        expect = _expectation(r, s["expect"], _join(sp, "expect"), state.topology)
+        steps.append(Step(step_name, expect, changes))
+        in_force.append((step_name, s, state.topology))
+    xfail = _xfail(r, top["xfail"], in_force, several) if "xfail" in top else None
+    scenario = Scenario(name, description, path, topology, tuple(steps), settings, tags, xfail)
+    return replace(scenario, plans=plan_steps(scenario))
 
 
 def parse_topology(namespaces: object, external: object = None, source: str = "<python>") -> Topology:

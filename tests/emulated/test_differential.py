@@ -27,13 +27,12 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.backends.base import Deployment, Options, Probe
+from harness.backends.base import Deployment, Options
 from harness.backends.emulated import missing_requirements
-from harness.backends.emulated.backend import EmulatedBackend
 from harness.core.addressing import plan_addresses
 from harness.core.matrix import Observation, Outcome
 from harness.core.policy import NetworkPolicy, parse_policy
-from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
@@ -44,6 +43,7 @@ from harness.core.topology import (
     Topology,
 )
 from harness.model import ReferenceModel
+from tests.drivers import Probe, StepDriver
 
 NEEDS = missing_requirements()
 pytestmark = [
@@ -220,10 +220,10 @@ class PolicyGenerator:
                 changes.append(Relabel("namespace", namespace, {key: rng.choice(LABEL_VALUES[key]) for key in keys}))
         return tuple(changes)
 
-    def settings(self) -> ModelSettings:
+    def settings(self) -> ImplementationSettings:
         rng = self.rng
         self_traffic = SelfTraffic.POLICY if rng.random() < 0.3 else SelfTraffic.ALLOWED
-        return ModelSettings(self_traffic, ipblock_matches_pods=rng.random() < 0.7)
+        return ImplementationSettings(self_traffic, ipblock_matches_pods=rng.random() < 0.7)
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ class Relabel:
     target: str
     labels: dict[str, str]
 
-    def apply(self, backend: EmulatedBackend) -> None:
+    def apply(self, backend: StepDriver) -> None:
         if self.kind == "pod":
             backend.set_pod_labels(self.target, self.labels)
         else:
@@ -250,7 +250,7 @@ class Relabel:
 class Case:
     number: int
     manifests: tuple[dict[str, Any], ...]
-    settings: ModelSettings
+    settings: ImplementationSettings
     relabels: tuple[Relabel, ...] = ()
 
     @property
@@ -299,10 +299,10 @@ def all_probes() -> list[Probe]:
 
 
 @pytest.fixture(scope="module")
-def deployed() -> Iterator[tuple[EmulatedBackend, Deployment]]:
+def deployed() -> Iterator[tuple[StepDriver, Deployment]]:
     from harness.backends import emulated
 
-    backend = emulated.create(Options())
+    backend = StepDriver(emulated.create(Options()))
     try:
         yield backend, backend.deploy(TOPOLOGY)
     finally:
@@ -310,7 +310,7 @@ def deployed() -> Iterator[tuple[EmulatedBackend, Deployment]]:
 
 
 def disagreements(
-    backend: EmulatedBackend, model: ReferenceModel, probes: Sequence[Probe], timeout: float
+    backend: StepDriver, model: ReferenceModel, probes: Sequence[Probe], timeout: float
 ) -> dict[Probe, tuple[Outcome, Observation]]:
     observed = backend.probe(probes, timeout)
     wrong = {}
@@ -371,7 +371,7 @@ def test_the_generator_covers_the_api() -> None:
 
 
 @pytest.mark.parametrize("case", generate_cases(CASES, SEED), ids=lambda case: f"case{case.number}")
-def test_emulated_backend_agrees_with_the_model(deployed: tuple[EmulatedBackend, Deployment], case: Case) -> None:
+def test_emulated_backend_agrees_with_the_model(deployed: tuple[StepDriver, Deployment], case: Case) -> None:
     backend, deployment = deployed
     backend.reset()
     backend.use_settings(case.settings)

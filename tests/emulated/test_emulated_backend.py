@@ -25,17 +25,17 @@ import pytest
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 import harness
-from harness.backends.base import Options, Probe
+from harness.backends.base import Options
 from harness.backends.emulated import cleanup_leftovers, missing_requirements
-from harness.backends.emulated.backend import EmulatedBackend
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
+from harness.backends.emulated.probes import observation, probe_command
 from harness.backends.emulated.runner import Job, run_jobs
 from harness.core.addressing import plan_addresses
-from harness.core.errors import BackendError, BackendUnavailable
+from harness.core.errors import BackendError, BackendUnavailable, UnknownName
 from harness.core.matrix import Observation, Outcome
 from harness.core.policy import NetworkPolicy, parse_policy
-from harness.core.settings import ModelSettings, SelfTraffic
+from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
@@ -47,6 +47,7 @@ from harness.core.topology import (
     Topology,
 )
 from harness.engine.probing import ProbeEngine, ProbeSettings
+from tests.drivers import Probe, StepDriver, expecting
 
 NEEDS = missing_requirements()
 pytestmark = [
@@ -93,14 +94,14 @@ def policy(namespace: str, name: str, spec: dict[str, Any]) -> NetworkPolicy:
     )
 
 
-def probe_cells(backend: EmulatedBackend, cells: Sequence[Cell], topology: Topology = TOPOLOGY) -> dict[Cell, Observation]:
+def probe_cells(backend: StepDriver, cells: Sequence[Cell], topology: Topology = TOPOLOGY) -> dict[Cell, Observation]:
     """Probe ``(source, destination, "80/TCP")`` cells in one round."""
     probes = {cell: Probe(topology.pod(cell[0]), topology.endpoint(cell[1]), PortProtocol.parse(cell[2])) for cell in cells}
     results = backend.probe(list(probes.values()), 1.0)
     return {cell: results[p] for cell, p in probes.items()}
 
 
-def outcomes(backend: EmulatedBackend, cells: Sequence[Cell], topology: Topology = TOPOLOGY) -> dict[Cell, str]:
+def outcomes(backend: StepDriver, cells: Sequence[Cell], topology: Topology = TOPOLOGY) -> dict[Cell, str]:
     return {cell: obs.outcome.value for cell, obs in probe_cells(backend, cells, topology).items()}
 
 
@@ -160,10 +161,10 @@ def host_before() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def deployed(host_before: dict[str, str]) -> Iterator[EmulatedBackend]:
+def deployed(host_before: dict[str, str]) -> Iterator[StepDriver]:
     from harness.backends import emulated
 
-    backend = emulated.create(Options())
+    backend = StepDriver(emulated.create(Options()))
     try:
         backend.deploy(TOPOLOGY)
         yield backend
@@ -172,10 +173,10 @@ def deployed(host_before: dict[str, str]) -> Iterator[EmulatedBackend]:
 
 
 @pytest.fixture
-def backend(deployed: EmulatedBackend) -> Iterator[EmulatedBackend]:
+def backend(deployed: StepDriver) -> Iterator[StepDriver]:
     deployed.reset()
     yield deployed
-    deployed.use_settings(ModelSettings())
+    deployed.use_settings(ImplementationSettings())
     deployed.reset()
 
 
@@ -185,7 +186,7 @@ DENY_ALL_X = policy("x", "deny-all", {"podSelector": {}, "policyTypes": ["Ingres
 # -- basics ------------------------------------------------------------------------
 
 
-def test_without_policies_every_served_port_answers_with_its_identity(backend: EmulatedBackend) -> None:
+def test_without_policies_every_served_port_answers_with_its_identity(backend: StepDriver) -> None:
     results = probe_cells(
         backend,
         [
@@ -208,7 +209,7 @@ def test_without_policies_every_served_port_answers_with_its_identity(backend: E
     )
 
 
-def test_reproduce_command_runs_the_same_probe_by_hand(backend: EmulatedBackend) -> None:
+def test_reproduce_command_runs_the_same_probe_by_hand(backend: StepDriver) -> None:
     probe = Probe(TOPOLOGY.pod("y/a"), TOPOLOGY.pod("x/b"), PortProtocol(80, TCP))
     command = backend.reproduce_command(probe)
     done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
@@ -218,7 +219,7 @@ def test_reproduce_command_runs_the_same_probe_by_hand(backend: EmulatedBackend)
     assert (done.returncode, done.stdout) == (0, "x/b")
 
 
-def test_a_port_nobody_serves_is_refused_not_blocked(backend: EmulatedBackend) -> None:
+def test_a_port_nobody_serves_is_refused_not_blocked(backend: StepDriver) -> None:
     results = probe_cells(backend, [("x/a", "y/b", "81/TCP"), ("x/a", "y/b", "81/UDP")])
     assert [(o.outcome, o.detail) for o in results.values()] == [
         (Outcome.REFUSED, "connection refused"),
@@ -226,11 +227,11 @@ def test_a_port_nobody_serves_is_refused_not_blocked(backend: EmulatedBackend) -
     ]
 
 
-def test_sctp_is_unsupported_and_runs_nothing(backend: EmulatedBackend) -> None:
-    assert backend.protocols == frozenset({TCP, UDP})
+def test_sctp_is_unsupported_and_runs_nothing(backend: StepDriver) -> None:
+    assert backend.capabilities.protocols == frozenset({TCP, UDP})
     sctp = Probe(TOPOLOGY.pod("x/b"), TOPOLOGY.pod("x/a"), PortProtocol(80, SCTP))
     tcp = Probe(TOPOLOGY.pod("x/b"), TOPOLOGY.pod("x/a"), PortProtocol(80, TCP))
-    observed = ProbeEngine(backend, ProbeSettings(timeout=1.0)).run([sctp, tcp], {})
+    observed = ProbeEngine(backend.backend, ProbeSettings(timeout=1.0)).observe(expecting([sctp.cell, tcp.cell]))
     assert (observed[sctp.cell].outcome, observed[sctp.cell].detail) == (
         Outcome.UNSUPPORTED,
         "SCTP is not available in this kernel",
@@ -241,13 +242,13 @@ def test_sctp_is_unsupported_and_runs_nothing(backend: EmulatedBackend) -> None:
     assert (direct.outcome, direct.detail) == (Outcome.ERROR, "cannot probe SCTP: SCTP is not available in this kernel")
 
 
-def test_pods_get_the_addresses_the_harness_plans(deployed: EmulatedBackend) -> None:
+def test_pods_get_the_addresses_the_harness_plans(deployed: StepDriver) -> None:
     # The model backend uses the same plan, so both speak of the same addresses.
     assert dict(deployed.network.addresses) == plan_addresses(TOPOLOGY)
     assert deployed.deploy(TOPOLOGY).addresses == plan_addresses(TOPOLOGY)
 
 
-def test_describe(backend: EmulatedBackend) -> None:
+def test_describe(backend: StepDriver) -> None:
     info = backend.describe()
     assert info["backend"] == "emulated" and info["cni"] == "nftables"
     assert info["cni_version"].startswith("v") and info["kernel"] == os.uname().release
@@ -256,7 +257,7 @@ def test_describe(backend: EmulatedBackend) -> None:
 # -- enforcement -------------------------------------------------------------------
 
 
-def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: EmulatedBackend) -> None:
+def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: StepDriver) -> None:
     backend.apply_policies([DENY_ALL_X])
     results = probe_cells(
         backend,
@@ -283,7 +284,7 @@ def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: Emu
     assert 0.9 < results[("x/a", "x/b", "80/TCP")].elapsed < 2.5
 
 
-def test_delete_lifts_the_policy(backend: EmulatedBackend) -> None:
+def test_delete_lifts_the_policy(backend: StepDriver) -> None:
     backend.apply_policies([DENY_ALL_X])
     assert outcomes(backend, [("y/a", "x/b", "80/TCP")]) == {("y/a", "x/b", "80/TCP"): "blocked"}
     backend.delete_policies(["x/deny-all"])
@@ -293,7 +294,7 @@ def test_delete_lifts_the_policy(backend: EmulatedBackend) -> None:
 CELLS_TO_XB = [("x/a", "x/b", "80/TCP"), ("y/a", "x/b", "80/TCP"), ("y/b", "x/b", "80/TCP")]
 
 
-def test_pod_selector_peer_means_pods_of_the_policy_namespace(backend: EmulatedBackend) -> None:
+def test_pod_selector_peer_means_pods_of_the_policy_namespace(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -313,7 +314,7 @@ def test_pod_selector_peer_means_pods_of_the_policy_namespace(backend: EmulatedB
     }
 
 
-def test_namespace_selector_peer_means_every_pod_of_matching_namespaces(backend: EmulatedBackend) -> None:
+def test_namespace_selector_peer_means_every_pod_of_matching_namespaces(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -333,7 +334,7 @@ def test_namespace_selector_peer_means_every_pod_of_matching_namespaces(backend:
     }
 
 
-def test_both_selectors_in_one_peer_must_both_match(backend: EmulatedBackend) -> None:
+def test_both_selectors_in_one_peer_must_both_match(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -362,7 +363,7 @@ def test_both_selectors_in_one_peer_must_both_match(backend: EmulatedBackend) ->
     }
 
 
-def test_traffic_needs_the_sources_egress_and_the_destinations_ingress(backend: EmulatedBackend) -> None:
+def test_traffic_needs_the_sources_egress_and_the_destinations_ingress(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -384,7 +385,7 @@ def test_traffic_needs_the_sources_egress_and_the_destinations_ingress(backend: 
     }
 
 
-def test_egress_to_an_external_host_only_on_443_by_ip_block(backend: EmulatedBackend) -> None:
+def test_egress_to_an_external_host_only_on_443_by_ip_block(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -414,7 +415,7 @@ def test_egress_to_an_external_host_only_on_443_by_ip_block(backend: EmulatedBac
     }
 
 
-def test_ip_block_except_and_whether_it_matches_pods(backend: EmulatedBackend) -> None:
+def test_ip_block_except_and_whether_it_matches_pods(backend: StepDriver) -> None:
     xa = backend.network.addresses["x/a"]
     backend.apply_policies(
         [
@@ -431,12 +432,12 @@ def test_ip_block_except_and_whether_it_matches_pods(backend: EmulatedBackend) -
     cells = [("x/a", "x/b", "80/TCP"), ("y/a", "x/b", "80/TCP")]
     # As in Calico, an ipBlock also matches pod addresses.
     assert outcomes(backend, cells) == {cells[0]: "blocked", cells[1]: "allowed"}
-    backend.use_settings(ModelSettings(ipblock_matches_pods=False))
+    backend.use_settings(ImplementationSettings(ipblock_matches_pods=False))
     assert "192.168.0.0/16" not in backend.ruleset
     assert outcomes(backend, cells) == {cells[0]: "blocked", cells[1]: "blocked"}
 
 
-def test_self_traffic_is_always_allowed_unless_the_scenario_says_policy(backend: EmulatedBackend) -> None:
+def test_self_traffic_is_always_allowed_unless_the_scenario_says_policy(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -451,18 +452,18 @@ def test_self_traffic_is_always_allowed_unless_the_scenario_says_policy(backend:
     )
     cells = [("x/a", "x/a", "80/TCP"), ("x/a", "x/a", "80/UDP"), ("x/b", "x/b", "80/TCP"), ("x/b", "x/a", "80/TCP")]
     assert outcomes(backend, cells) == dict.fromkeys(cells, "allowed")  # Calico: self traffic never leaves the pod
-    backend.use_settings(ModelSettings(self_traffic=SelfTraffic.POLICY))
+    backend.use_settings(ImplementationSettings(self_traffic=SelfTraffic.POLICY))
     assert outcomes(backend, cells) == {
         ("x/a", "x/a", "80/TCP"): "blocked",  # x/a's ingress admits only x/b
         ("x/a", "x/a", "80/UDP"): "blocked",
         ("x/b", "x/b", "80/TCP"): "allowed",  # x/b is not isolated
         ("x/b", "x/a", "80/TCP"): "allowed",
     }
-    backend.use_settings(ModelSettings())
+    backend.use_settings(ImplementationSettings())
     assert outcomes(backend, cells[:2]) == dict.fromkeys(cells[:2], "allowed")
 
 
-def test_named_ports_resolve_on_each_destination_pod(backend: EmulatedBackend) -> None:
+def test_named_ports_resolve_on_each_destination_pod(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -504,7 +505,7 @@ def test_named_ports_resolve_on_each_destination_pod(backend: EmulatedBackend) -
     }
 
 
-def test_end_port_allows_a_range(backend: EmulatedBackend) -> None:
+def test_end_port_allows_a_range(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -525,7 +526,7 @@ def test_end_port_allows_a_range(backend: EmulatedBackend) -> None:
     }
 
 
-def test_ports_are_per_protocol(backend: EmulatedBackend) -> None:
+def test_ports_are_per_protocol(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -544,7 +545,7 @@ def test_ports_are_per_protocol(backend: EmulatedBackend) -> None:
     }
 
 
-def test_a_reused_source_port_meets_the_policy_in_force(backend: EmulatedBackend) -> None:
+def test_a_reused_source_port_meets_the_policy_in_force(backend: StepDriver) -> None:
     # The same UDP flow (x/a:40000 -> y/b:80) before and after a policy that denies
     # it: the connection tracking entry of the first must not let the second pass.
     address = backend.network.addresses["y/b"]
@@ -560,7 +561,7 @@ def test_a_reused_source_port_meets_the_policy_in_force(backend: EmulatedBackend
     assert send() == "y/b"
 
 
-def test_a_connection_nobody_answers_is_a_wrong_responder_not_blocked(backend: EmulatedBackend) -> None:
+def test_a_connection_nobody_answers_is_a_wrong_responder_not_blocked(backend: StepDriver) -> None:
     # A listener that accepts connections and never says a word: the policies let
     # the probe through, so calling it blocked would be wrong.
     netns = backend.network.netns["y/b"]
@@ -580,7 +581,7 @@ def test_a_connection_nobody_answers_is_a_wrong_responder_not_blocked(backend: E
         mute.wait()
 
 
-def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: EmulatedBackend) -> None:
+def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: StepDriver) -> None:
     # A listener that receives the datagram and never answers: the datagram gets
     # through, yet the probe must not call the port open.
     silent = subprocess.Popen(
@@ -603,17 +604,24 @@ def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: EmulatedBack
             silent.wait()
 
 
-def test_a_host_answering_for_another_address_is_a_wrong_responder(backend: EmulatedBackend) -> None:
-    # "ghost" is declared at x/b's address: x/b answers, with its own identity.
-    ghost = ExternalHost("ghost", backend.network.addresses["x/b"], _ports((80, TCP), (80, UDP)))
-    probes = [Probe(TOPOLOGY.pod("x/a"), ghost, PortProtocol(80, TCP)), Probe(TOPOLOGY.pod("x/a"), ghost, PortProtocol(80, UDP))]
-    results = backend.probe(probes, 1.0)
-    assert [(results[p].outcome, results[p].detail) for p in probes] == [
+def probe_address(backend: StepDriver, source: str, address: str, port: PortProtocol, identity: str) -> Observation:
+    """The probe the backend runs, from ``source``'s namespace to any address,
+    expecting ``identity`` to answer."""
+    command = probe_command(backend.network.netns[source], port.protocol, address, port.port, identity, 1.0)
+    (done,) = run_jobs([Job(command.netns, command.argv, command.stdin, command.limit)], 4)
+    return observation(command, done.returncode, done.stdout, done.stderr, done.elapsed)
+
+
+def test_a_host_answering_for_another_address_is_a_wrong_responder(backend: StepDriver) -> None:
+    # A probe for "ghost" sent to x/b's address: x/b answers, with its own identity.
+    address = str(backend.network.addresses["x/b"])
+    results = [probe_address(backend, "x/a", address, PortProtocol(80, proto), "ghost") for proto in (TCP, UDP)]
+    assert [(o.outcome, o.detail) for o in results] == [
         (Outcome.WRONG_RESPONDER, "answered by 'x/b', expected 'ghost'"),
     ] * 2
 
 
-def test_relabelling_changes_what_a_policy_selects(backend: EmulatedBackend) -> None:
+def test_relabelling_changes_what_a_policy_selects(backend: StepDriver) -> None:
     backend.apply_policies(
         [
             policy(
@@ -647,41 +655,31 @@ def test_relabelling_changes_what_a_policy_selects(backend: EmulatedBackend) -> 
     backend.reset()  # declared labels again, no policies
     assert backend.topology == TOPOLOGY
     assert outcomes(backend, [cell]) == {cell: "allowed"}
-    with pytest.raises(BackendError, match="namespace q is not part"):
+    with pytest.raises(UnknownName, match="no namespace 'q' is declared"):
         backend.set_namespace_labels("q", {})
 
 
-def test_policies_are_replaced_by_namespace_and_name(backend: EmulatedBackend) -> None:
+def test_policies_are_replaced_by_namespace_and_name(backend: StepDriver) -> None:
     cell = ("y/a", "x/b", "80/TCP")
     backend.apply_policies([policy("x", "p", {"podSelector": {}, "policyTypes": ["Ingress"]})])
     assert outcomes(backend, [cell]) == {cell: "blocked"}
     backend.apply_policies([policy("x", "p", {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]})])
     assert outcomes(backend, [cell]) == {cell: "allowed"}
-    with pytest.raises(BackendError, match="namespace q is not part of the deployed topology"):
+    with pytest.raises(BackendError, match="NetworkPolicy q/p: namespace not part of the deployed topology"):
         backend.apply_policies([policy("q", "p", {"podSelector": {}})])
 
 
 # -- the sealed network and the host -----------------------------------------------------
 
 
-def test_unowned_addresses_are_unreachable_and_the_host_is_untouched(
-    backend: EmulatedBackend, host_before: dict[str, str]
-) -> None:
-    nowhere = ExternalHost("nowhere", ipaddress.IPv4Address("198.51.100.7"), _ports((80, TCP), (80, UDP)))
-    unused_pod_ip = ExternalHost(
-        "unused",
-        ipaddress.IPv4Address("192.168.9.9"),
-        _ports(
-            (80, TCP),
-        ),
-    )
-    probes = [
-        Probe(TOPOLOGY.pod("x/a"), nowhere, PortProtocol(80, TCP)),
-        Probe(TOPOLOGY.pod("x/a"), unused_pod_ip, PortProtocol(80, TCP)),
-        Probe(TOPOLOGY.pod("x/a"), nowhere, PortProtocol(80, UDP)),
+def test_unowned_addresses_are_unreachable_and_the_host_is_untouched(backend: StepDriver, host_before: dict[str, str]) -> None:
+    # 198.51.100.7 is owned by no emulated host; 192.168.9.9 is an unused pod address.
+    results = [
+        probe_address(backend, "x/a", "198.51.100.7", PortProtocol(80, TCP), "nowhere"),
+        probe_address(backend, "x/a", "192.168.9.9", PortProtocol(80, TCP), "unused"),
+        probe_address(backend, "x/a", "198.51.100.7", PortProtocol(80, UDP), "nowhere"),
     ]
-    results = backend.probe(probes, 1.0)
-    assert [(results[p].outcome, results[p].detail) for p in probes] == [
+    assert [(o.outcome, o.detail) for o in results] == [
         (Outcome.ERROR, "network is unreachable"),
         (Outcome.ERROR, "network is unreachable"),
         (Outcome.BLOCKED, "timeout"),  # nc ignores the ICMP error: it just gets no reply
@@ -696,7 +694,7 @@ def test_unowned_addresses_are_unreachable_and_the_host_is_untouched(
     assert host_network_state() == host_before
 
 
-def test_namespaces_and_table_carry_the_run_prefix(backend: EmulatedBackend) -> None:
+def test_namespaces_and_table_carry_the_run_prefix(backend: StepDriver) -> None:
     run = backend.network.run
     assert run.name.startswith(f"nph-{os.getpid()}-")
     assert netns_of_run(run.name + "-") == sorted(backend.network.all_netns)
@@ -711,7 +709,7 @@ def test_namespaces_and_table_carry_the_run_prefix(backend: EmulatedBackend) -> 
 
 
 def test_a_job_that_fails_to_start_is_an_error_and_the_round_goes_on(
-    deployed: EmulatedBackend, children_running: Callable[[str], list[int]]
+    deployed: StepDriver, children_running: Callable[[str], list[int]]
 ) -> None:
     netns = deployed.network.netns["x/a"]
     jobs = [
@@ -730,9 +728,7 @@ def test_a_job_that_fails_to_start_is_an_error_and_the_round_goes_on(
     assert children_running("cat") == []
 
 
-def test_a_round_past_its_deadline_ends_with_errors(
-    deployed: EmulatedBackend, children_running: Callable[[str], list[int]]
-) -> None:
+def test_a_round_past_its_deadline_ends_with_errors(deployed: StepDriver, children_running: Callable[[str], list[int]]) -> None:
     netns = deployed.network.netns["x/a"]
     started = time.monotonic()
     results = run_jobs([Job(netns, ("sleep", "7"), None, 10.0), Job(netns, ("sleep", "8"), None, 10.0)], 1, deadline=0.5)
@@ -741,7 +737,7 @@ def test_a_round_past_its_deadline_ends_with_errors(
     assert children_running("sleep") == []
 
 
-def test_a_namespace_that_cannot_be_entered_fails_its_jobs_only(deployed: EmulatedBackend) -> None:
+def test_a_namespace_that_cannot_be_entered_fails_its_jobs_only(deployed: StepDriver) -> None:
     jobs = [
         Job("nph-0-00000000-missing", ("echo", "no"), None, 2.0),
         Job(deployed.network.netns["x/a"], ("echo", "yes"), None, 2.0),
@@ -780,7 +776,7 @@ SMALL = Topology(
 def test_redeploy_reuses_the_same_shape_and_rebuilds_another(host_before: dict[str, str]) -> None:
     from harness.backends import emulated
 
-    backend = emulated.create(Options(probe_workers=8))
+    backend = StepDriver(emulated.create(Options(probe_workers=8)))
     try:
         backend.deploy(SMALL)
         first = backend.network.run
@@ -810,6 +806,7 @@ DEPLOY_AND_WAIT = textwrap.dedent("""\
     import json, signal, threading
     from harness.backends import emulated
     from harness.backends.base import Options
+    from harness.core.settings import ImplementationSettings
     from harness.core.topology import NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
 
     {preamble}
@@ -817,7 +814,7 @@ DEPLOY_AND_WAIT = textwrap.dedent("""\
     backend.deploy(Topology(
         namespaces=(NamespaceSpec("x"),),
         pods=(PodSpec("x", "a", {{}}, (PortSpec(80),)), PodSpec("x", "b", {{}}, (PortSpec(80, Protocol.UDP),))),
-    ))
+    ), ImplementationSettings())
     handler = signal.getsignal(signal.SIGTERM)
     print(json.dumps({{
         "run": backend.network.run.name,
@@ -828,7 +825,7 @@ DEPLOY_AND_WAIT = textwrap.dedent("""\
 """)
 
 #: What the pytest plugin does at configure time, before any backend exists.
-PLUGIN_SIGTERM = "import harness.plugin; signal.signal(signal.SIGTERM, harness.plugin._raise_interrupt)"
+PLUGIN_SIGTERM = "import harness.plugin.manager; signal.signal(signal.SIGTERM, harness.plugin.manager._raise_interrupt)"
 
 
 def _deploy_in_subprocess(preamble: str = "") -> tuple[subprocess.Popen[str], dict[str, Any]]:
@@ -888,7 +885,7 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_cleanup() -> None:
     assert not list(Path("/run/netpol-harness").glob(info["run"] + "*"))
 
 
-def test_cleanup_leaves_runs_of_live_processes_alone(deployed: EmulatedBackend) -> None:
+def test_cleanup_leaves_runs_of_live_processes_alone(deployed: StepDriver) -> None:
     mine = sorted(deployed.network.all_netns)
     cleanup_leftovers()
     assert netns_of_run(deployed.network.run.name + "-") == mine

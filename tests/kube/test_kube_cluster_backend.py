@@ -14,7 +14,7 @@ import pytest
 from cluster_double import InMemoryCluster  # the helper modules beside this file
 from loopback_api import LoopbackApiServer
 
-from harness.backends.base import Probe
+from harness.backends.base import BackendInfo
 from harness.backends.cluster.backend import ClusterBackend
 from harness.core.errors import BackendError, BackendUnavailable
 from harness.core.matrix import Outcome
@@ -32,6 +32,7 @@ from harness.core.topology import (
 from harness.kube.client import KubeClient
 from harness.kube.manifests import ANNOTATION_RUN
 from harness.kube.naming import NamespaceMap
+from tests.drivers import Probe, StepDriver
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat (apt-get install socat)")
 
@@ -65,6 +66,9 @@ class SharedClusterBackend(ClusterBackend):
     name = "existing"
     poll = 0.01
 
+    def info(self) -> BackendInfo:
+        return BackendInfo(self.name, "in-memory double")
+
     def close(self) -> None:
         self.close_namespaces()
 
@@ -77,9 +81,10 @@ def cluster():
 
 
 def backend_on(cluster, run_id="r1", adopt=False, messages=None):
+    """The backend, driven step by step as the pipeline does (deploy, then converge)."""
     names = NamespaceMap(None if adopt else run_id)
     log = messages if messages is not None else []
-    return SharedClusterBackend(cluster, names, IMAGE, log.append, adopt_existing_namespaces=adopt, run_id=run_id)
+    return StepDriver(SharedClusterBackend(cluster, names, IMAGE, log.append, adopt_existing_namespaces=adopt, run_id=run_id))
 
 
 def probes(topology, *cells):
@@ -228,7 +233,7 @@ def test_an_image_the_cluster_cannot_pull(cluster):
 def test_pods_that_never_get_ready_time_out_with_their_state(cluster):
     cluster.ready_after = 10**9
     backend = backend_on(cluster)
-    backend.pods_ready_timeout = 0.3
+    backend.backend.pods_ready_timeout = 0.3
     with pytest.raises(BackendError) as err:
         backend.deploy(TOPOLOGY)
     assert "waiting for 3 pod(s) to be Ready: gave up" in str(err.value)
@@ -241,7 +246,7 @@ def test_a_failed_deploy_leaves_reset_harmless_and_close_complete(cluster):
     backend = backend_on(cluster)
     with pytest.raises(BackendError, match=r"pod nph-r1-[a-z-]+/[a-z]+: CrashLoopBackOff: rpc error"):
         backend.deploy(TOPOLOGY)
-    backend.reset()  # the runner always resets after a scenario
+    backend.reset()  # nothing was deployed: nothing to converge
     cluster.pod_waiting_reason = None
     backend.deploy(TOPOLOGY)  # the next scenario starts clean
     assert cluster.calls.count("delete namespace nph-r1-shop") == 1

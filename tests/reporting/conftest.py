@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-#: Loads the reporting plugin whether or not harness.plugin already pulls it in.
-PLUGIN = ("-p", "harness.reporting.plugin")
+#: Extra plugin arguments of the runs under test (the reports come with harness.plugin).
+PLUGIN: tuple[str, ...] = ()
 
 #: Unrelated plugins installed alongside: the in-process runs under test would
 #: import them afresh every time (pytester restores sys.modules after each run).

@@ -16,14 +16,13 @@ from harness.core.matrix import Cell, Outcome
 from harness.core.topology import PortProtocol
 from harness.engine.baseline import (
     BASELINE_FORMAT,
-    BaselineChanged,
-    BaselineOutdated,
-    baseline_failure,
+    BaselineCheck,
+    BaselineDiff,
     check_baseline,
     load_baseline,
     record_baseline,
 )
-from harness.engine.pipeline import ScenarioResult, ScenarioRunner
+from harness.engine.pipeline import Pipeline, ScenarioResult
 from harness.scenario import load_scenario
 
 SCENARIO = """\
@@ -49,7 +48,22 @@ TCP80 = PortProtocol.parse("80/TCP")
 
 def run(path: Path) -> ScenarioResult:
     with ModelBackend() as backend:
-        return ScenarioRunner(backend).run(load_scenario(path))
+        return Pipeline(backend).run_scenario(load_scenario(path))
+
+
+def compared(path: Path, directory: Path) -> tuple[BaselineCheck, BaselineDiff]:
+    """The run of ``path`` against the baseline in ``directory``, which must exist."""
+    check = check_baseline(run(path), directory)
+    assert check.diff is not None, check.error
+    return check, check.diff
+
+
+def set_cell(step: dict, port: str, source: str, destination: str, symbol: str) -> None:
+    """Change one cell of a recorded matrix (rows of symbols, one per destination)."""
+    observed = step["observed"]
+    row, column = observed["sources"].index(source), observed["destinations"].index(destination)
+    text = observed["ports"][port][row]
+    observed["ports"][port][row] = text[:column] + symbol + text[column + 1 :]
 
 
 @pytest.fixture
@@ -75,19 +89,20 @@ def test_recorded_file_holds_matrices_and_what_produced_them(scenario: Path, tmp
     assert datetime.datetime.fromisoformat(data["recorded"]["at"]) >= before
     (step,) = data["steps"]
     assert step["name"] == "main" and step["policies"] == ["x/b-from-a"]
-    cells = step["observed"]["ports"]["80/TCP"]
-    assert cells["x/a"]["x/b"]["outcome"] == "allowed"
-    assert cells["x/c"]["x/b"]["outcome"] == "blocked"
-    assert "command" not in cells["x/c"]["x/b"]  # machine-specific, left out
-    assert list(step["observed"]["ports"]) == ["53/UDP", "80/TCP"]
+    observed = step["observed"]
+    assert observed["sources"] == ["x/a", "x/b", "x/c"] and observed["destinations"] == ["x/a", "x/b", "x/c"]
+    # One symbol per cell: x/b accepts x/a only; a pod and itself is not probed.
+    assert observed["ports"]["80/TCP"] == ["-..", ".-.", ".X-"]
+    assert observed["notes"] == []  # no reproduce commands: they are machine-specific
+    assert list(observed["ports"]) == ["53/UDP", "80/TCP"]
     assert not list((tmp_path / "baselines").glob(".*.tmp"))
 
 
 def test_unchanged_run_matches_its_baseline(scenario: Path, tmp_path: Path) -> None:
     record_baseline(run(scenario), tmp_path)
-    diff = check_baseline(run(scenario), tmp_path)
+    check, diff = compared(scenario, tmp_path)
     assert diff.ok and diff.changed_cells == 0 and diff.summary() == "same"
-    assert baseline_failure(diff) is None
+    assert check.problem() == "" and check.summary() == "same"
 
 
 def test_changed_policy_file_names_the_changed_cells(tmp_path: Path) -> None:
@@ -102,23 +117,22 @@ def test_changed_policy_file_names_the_changed_cells(tmp_path: Path) -> None:
     policy = (tmp_path / "policy.yaml").read_text()
     (tmp_path / "policy.yaml").write_text(policy.replace("app: a}", "app: c}"))
 
-    diff = check_baseline(run(scenario), tmp_path / "bl")
+    check, diff = compared(scenario, tmp_path / "bl")
     assert not diff.scenario_changed
     assert [(c.cell, c.baseline.outcome, c.observed.outcome) for _, c in diff.changes()] == [  # type: ignore[union-attr]
         (Cell("x/a", "x/b", TCP80), Outcome.ALLOWED, Outcome.BLOCKED),
         (Cell("x/c", "x/b", TCP80), Outcome.BLOCKED, Outcome.ALLOWED),
     ]
-    error = baseline_failure(diff)
-    assert isinstance(error, BaselineChanged)
-    text = str(error)
-    assert "x/a → x/b:80/TCP baseline allowed, observed blocked (ingress of x/b isolated by x/b-from-a" in text
+    text = check.problem()
+    assert text.startswith("scenario from-file differs from its baseline")
+    assert "x/a → x/b:80/TCP baseline allowed, observed blocked" in text
     assert "x/c → x/b:80/TCP baseline blocked, observed allowed" in text
     assert "2 changed cell(s):" in text
     for title in ("baseline 80/TCP", "observed 80/TCP", "diff 80/TCP"):
         assert title in text
-    # The diff grid marks exactly the two changed cells.
-    diff_grid = text.split("diff 80/TCP\n")[1].split("\n\n")[0].splitlines()
-    assert diff_grid[1:] == ["x/a  -   X   .", "x/b  .   -   .", "x/c  .   X   -"]
+    # The diff grid is drawn around the changed cells and marks exactly them ('!').
+    diff_grid = text.split("diff 80/TCP (rows and columns with a changed cell)\n")[1].split("\n\n")[0].splitlines()
+    assert diff_grid[1:] == ["x/a  !", "x/c  !"]
     assert "53/UDP" not in text  # ports without a changed cell are left out
 
 
@@ -127,12 +141,10 @@ def test_edited_scenario_file_is_reported_as_outdated_with_its_changes(scenario:
     old_hash = hashlib.sha256(scenario.read_bytes()).hexdigest()
     scenario.write_text(SCENARIO.replace("FROM", "c"))
     new_hash = hashlib.sha256(scenario.read_bytes()).hexdigest()
-    diff = check_baseline(run(scenario), tmp_path)
+    check, diff = compared(scenario, tmp_path)
     assert diff.scenario_changed and diff.changed_cells == 2
-    error = baseline_failure(diff, "the scenario's own report")
-    assert isinstance(error, BaselineOutdated) and isinstance(error, BaselineError)
-    text = str(error)
-    assert text.startswith("the scenario's own report\n\n")
+    text = check.problem()
+    assert text.startswith("scenario b-from-a differs from its baseline")
     assert f"the scenario file {scenario} changed since the baseline was recorded" in text
     assert f"sha256 {old_hash[:12]}… in the baseline, {new_hash[:12]}… now" in text
     assert str(tmp_path / "b-from-a.json") in text
@@ -142,19 +154,22 @@ def test_edited_scenario_file_is_reported_as_outdated_with_its_changes(scenario:
 def test_an_edit_that_changes_no_cell_still_needs_a_new_baseline(scenario: Path, tmp_path: Path) -> None:
     record_baseline(run(scenario), tmp_path)
     scenario.write_text(scenario.read_text().replace("from a only", "from pod a only"))
-    diff = check_baseline(run(scenario), tmp_path)
-    assert diff.changed_cells == 0
-    error = baseline_failure(diff)
-    assert isinstance(error, BaselineOutdated)
-    assert "no cell changed" in str(error)
+    check, diff = compared(scenario, tmp_path)
+    assert diff.changed_cells == 0 and not diff.ok
+    assert "no cell changed" in check.problem()
+    assert check.summary() == "scenario edited"
 
 
 def test_missing_baseline_says_where_it_looked_and_how_to_record(scenario: Path, tmp_path: Path) -> None:
-    with pytest.raises(BaselineError) as err:
-        check_baseline(run(scenario), tmp_path / "empty")
-    assert str(err.value) == (
-        f"no baseline for scenario b-from-a: {tmp_path / 'empty' / 'b-from-a.json'} does not exist. "
-        f"Record one with --record-baseline {tmp_path / 'empty'}."
+    check = check_baseline(run(scenario), tmp_path / "empty")
+    assert check.diff is None and check.summary() == "not compared"
+    assert (
+        check.problem()
+        == check.error
+        == (
+            f"no baseline for scenario b-from-a: {tmp_path / 'empty' / 'b-from-a.json'} does not exist. "
+            f"Record one with --record-baseline {tmp_path / 'empty'}."
+        )
     )
 
 
@@ -177,9 +192,9 @@ def test_same_format_from_another_harness_version_is_compared_and_named(scenario
     path = record_baseline(run(scenario), tmp_path)
     data = json.loads(path.read_text())
     data["recorded"]["harness_version"] = "0.0.9"
-    data["steps"][0]["observed"]["ports"]["80/TCP"]["x/c"]["x/b"]["outcome"] = "allowed"
+    set_cell(data["steps"][0], "80/TCP", "x/c", "x/b", ".")
     path.write_text(json.dumps(data))
-    diff = check_baseline(run(scenario), tmp_path)
+    _, diff = compared(scenario, tmp_path)
     assert diff.changed_cells == 1
     text = diff.render()
     assert "by netpol-harness 0.0.9" in text and f"with netpol-harness {__version__}" in text
@@ -213,16 +228,13 @@ def test_baseline_of_another_scenario_is_refused(scenario: Path, tmp_path: Path)
 def test_unsupported_cells_are_not_changes_but_new_and_lost_cells_are(scenario: Path, tmp_path: Path) -> None:
     path = record_baseline(run(scenario), tmp_path)
     data = json.loads(path.read_text())
-    ports = data["steps"][0]["observed"]["ports"]
+    step = data["steps"][0]
     # Recorded where UDP could not be probed; and one TCP cell the run no longer has.
-    for row in ports["53/UDP"].values():
-        for entry in row.values():
-            entry.update(outcome="unsupported", detail="no UDP here")
-    del ports["80/TCP"]["x/b"]["x/c"]
+    for source in ("x/b", "x/c"):
+        set_cell(step, "53/UDP", source, "x/a", "U")
+    set_cell(step, "80/TCP", "x/b", "x/c", "-")
     path.write_text(json.dumps(data))
-    diff = check_baseline(run(scenario), tmp_path)
-    (step,) = diff.steps
-    assert {c.port for c in step.comparison.unsupported} == {PortProtocol.parse("53/UDP")}
+    _, diff = compared(scenario, tmp_path)
     assert [c.line() for _, c in diff.changes()] == ["x/b → x/c:80/TCP baseline not probed, observed allowed"]
 
 
@@ -231,9 +243,7 @@ def test_steps_missing_on_either_side_are_named(scenario: Path, tmp_path: Path) 
     data = json.loads(path.read_text())
     data["steps"][0]["name"] = "earlier"
     path.write_text(json.dumps(data))
-    diff = check_baseline(run(scenario), tmp_path)
+    check, diff = compared(scenario, tmp_path)
     assert diff.missing_steps == ("earlier",) and diff.new_steps == ("main",)
-    error = baseline_failure(diff)
-    assert isinstance(error, BaselineChanged)
-    assert "steps in the baseline that this run does not have: earlier" in str(error)
-    assert "steps of this run that the baseline does not have: main" in str(error)
+    assert "steps in the baseline that this run does not have: earlier" in check.problem()
+    assert "steps of this run that the baseline does not have: main" in check.problem()

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from harness.engine.baseline import BASELINE_FORMAT
+
 if TYPE_CHECKING:
     from conftest import Project
 
-WEB_TO_API = "shop/web → shop/api:8080/TCP baseline allowed, observed blocked (ingress of shop/api isolated by shop/api-from-web"
+WEB_TO_API = "shop/web → shop/api:8080/TCP baseline allowed, observed blocked"
 CLIENT_TO_API = "tools/client → shop/api:8080/TCP baseline blocked, observed allowed"
 
 
@@ -23,7 +25,9 @@ def test_record_writes_one_file_per_scenario_and_says_so(project: Project) -> No
     assert sorted(p.name for p in (project.path / "bl").iterdir()) == ["open.json", "shop.json"]
     data = json.loads((project.path / "bl" / "shop.json").read_text())
     assert data["scenario"]["name"] == "shop"
-    assert data["steps"][0]["observed"]["ports"]["8080/TCP"]["tools/client"]["shop/api"]["outcome"] == "blocked"
+    observed = data["steps"][0]["observed"]
+    row = observed["ports"]["8080/TCP"][observed["sources"].index("tools/client")]
+    assert row[observed["destinations"].index("shop/api")] == "X"
     result.stdout.fnmatch_lines(["netpol baseline: 2 scenario(s) recorded in bl"])
 
 
@@ -108,7 +112,7 @@ def test_baseline_from_another_harness_version_fails_with_both_versions(project:
     path.write_text(json.dumps(data))
     result = project.run("--baseline", "bl")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["bl/shop.json was written by netpol-harness 7.1.0 in baseline format 2; *"])
+    result.stdout.fnmatch_lines([f"bl/shop.json was written by netpol-harness 7.1.0 in baseline format {BASELINE_FORMAT + 1}; *"])
 
 
 def test_baseline_directory_must_exist(project: Project) -> None:
@@ -130,11 +134,15 @@ def test_comparing_and_recording_in_one_run_updates_the_baseline(project: Projec
 
 def test_expected_failure_stays_expected_until_its_matrix_changes(project: Project) -> None:
     path = project.shop(project.TOOLS_PEER)
-    path.write_text("xfail: the policy admits the wrong peer\n" + path.read_text())
+    documented = '  wrong_cells: ["shop/web → shop/api:8080/TCP", "tools/client → shop/api:8080/TCP"]\n'
+    path.write_text("xfail:\n  reason: the policy admits the wrong peer\n" + documented + path.read_text())
     project.run("--record-baseline", "bl").assert_outcomes(xfailed=1)
     project.run("--baseline", "bl").assert_outcomes(xfailed=1)
     data = json.loads((project.path / "bl" / "shop.json").read_text())
-    data["steps"][0]["observed"]["ports"]["80/TCP"]["shop/web"]["tools/client"]["outcome"] = "blocked"
+    observed = data["steps"][0]["observed"]
+    row, column = observed["sources"].index("shop/web"), observed["destinations"].index("tools/client")
+    text = observed["ports"]["80/TCP"][row]
+    observed["ports"]["80/TCP"][row] = text[:column] + "X" + text[column + 1 :]
     (project.path / "bl" / "shop.json").write_text(json.dumps(data))
     result = project.run("--baseline", "bl")
     result.assert_outcomes(failed=1)

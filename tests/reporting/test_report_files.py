@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from harness.backends.model import ModelBackend
-from harness.engine.pipeline import ScenarioRunner
-from harness.reporting.html import MAX_DRAWN_CELLS, index_html
-from harness.reporting.records import RunSummary, ScenarioRecord, Status
+from harness.engine.pipeline import Pipeline
+from harness.engine.verdict import judge
+from harness.reporting.drawing import MAX_DRAWN_CELLS
+from harness.reporting.html import index_html
+from harness.reporting.records import RunSummary, ScenarioRecord
 from harness.scenario import load_scenario
 
 if TYPE_CHECKING:
@@ -25,6 +27,11 @@ WRONG_CLIENT = "tools/client → shop/api:8080/TCP expected blocked, observed al
 
 def mismatch_cells(step: dict[str, Any]) -> set[tuple[str, str, str, str, str]]:
     return {(m["source"], m["destination"], m["port"], m["expected"], m["observed"]) for m in step["mismatches"]}
+
+
+def symbol(matrix: dict[str, Any], port: str, source: str, destination: str) -> str:
+    """One cell of a matrix in its JSON form (rows of symbols, one per destination)."""
+    return str(matrix["ports"][port][matrix["sources"].index(source)][matrix["destinations"].index(destination)])
 
 
 @pytest.fixture
@@ -41,15 +48,10 @@ def failing_run(project: Project) -> tuple[Project, pytest.RunResult]:
 def test_report_dir_has_json_and_markdown_per_scenario_and_one_page(failing_run: tuple[Project, pytest.RunResult]) -> None:
     project, result = failing_run
     out = project.path / "out"
-    assert sorted(p.name for p in out.iterdir()) == [
-        "broken.json",
-        "broken.md",
-        "index.html",
-        "open.json",
-        "open.md",
-        "shop.json",
-        "shop.md",
-    ]
+    names = sorted(p.name for p in out.iterdir())
+    # A file that could not be loaded is named after the file, with a hash of its node id.
+    assert [n for n in names if not n.startswith("broken-")] == ["index.html", "open.json", "open.md", "shop.json", "shop.md"]
+    assert len([n for n in names if re.fullmatch(r"broken-[0-9a-f]{8}\.(json|md)", n)]) == 2
     result.stdout.fnmatch_lines(["netpol report: out/index.html"])
 
 
@@ -72,15 +74,20 @@ def test_json_report_holds_status_counts_cells_and_commands(failing_run: tuple[P
         "python -m harness explain scenarios/shop.yaml --step main shop/web shop/api 8080/TCP",
         "python -m harness explain scenarios/shop.yaml --step main tools/client shop/api 8080/TCP",
     }
-    assert step["observed"]["ports"]["80/TCP"]["shop/api"]["tools/client"]["outcome"] == "allowed"
-    assert step["expected"]["ports"]["8080/TCP"]["shop/web"]["shop/api"]["outcome"] == "allowed"
+    assert symbol(step["observed"], "80/TCP", "shop/api", "tools/client") == "."
+    assert symbol(step["expected"], "8080/TCP", "shop/web", "shop/api") == "."
+    assert symbol(step["observed"], "8080/TCP", "shop/web", "shop/api") == "X"
+    # Each wrong cell comes with the reference model's reason.
+    explained = {m["source"]: m["model"] for m in step["mismatches"]}
+    assert explained["shop/web"].startswith("blocked: egress of shop/web not isolated; ingress of shop/api isolated by")
 
     passed = json.loads((project.path / "out" / "open.json").read_text())
     assert (passed["status"], passed["probes"], passed["mismatches"]) == ("passed", 2, 0)
     assert passed["steps"][0]["mismatches"] == []
 
-    broken = json.loads((project.path / "out" / "broken.json").read_text())
-    assert broken["status"] == "failed" and broken["steps"] == [] and broken["probes"] == 0
+    (broken_file,) = (project.path / "out").glob("broken-*.json")
+    broken = json.loads(broken_file.read_text())
+    assert broken["status"] == "error" and broken["steps"] == [] and broken["probes"] == 0
     assert "invalid scenario" in broken["message"] and "invalid YAML" in broken["message"]
 
 
@@ -88,8 +95,8 @@ def test_markdown_report_has_the_summary_and_matrix_tables(failing_run: tuple[Pr
     project, _ = failing_run
     md = (project.path / "out" / "shop.md").read_text()
     assert md.startswith("# ❌ Scenario shop: failed\n")
-    assert "| file | backend | probes | mismatches | duration |" in md
-    assert "| scenarios/shop.yaml | model (reference-model 0.1.0) | 6 | 2 |" in md
+    assert "| file | backend | probes | wrong | unsupported | duration |" in md
+    assert "| scenarios/shop.yaml | model (reference-model 0.1.0) | 6 | 2 | 0 |" in md
     # The 8080/TCP table: one column (the api), wrong cells in bold with the expected symbol.
     table = md.split("**8080/TCP**\n\n")[1].split("\n\n")[0].splitlines()
     assert table == [
@@ -116,7 +123,7 @@ def test_html_report_colours_each_cell_and_escapes_policies(failing_run: tuple[P
     assert 'data-expected="allowed" data-observed="blocked"' in page
     assert "&lt;b&gt;only web&lt;/b&gt; &amp; friends" in page and "<b>only web</b>" not in page
     assert "python -m harness explain scenarios/shop.yaml --step main tools/client shop/api 8080/TCP" in page
-    assert f"<li>{WRONG_CLIENT}" in page
+    assert "<td>tools/client → shop/api:8080/TCP</td><td>expected blocked, observed allowed</td>" in page
     assert "invalid scenario" in page  # the broken file's message
     # Self-contained: no external stylesheet, script, image or font.
     assert not re.search(r"<(link|script|img|iframe)\b", page)
@@ -152,7 +159,7 @@ def test_step_summary_is_appended(project: Project, monkeypatch: pytest.MonkeyPa
     assert text.startswith("# earlier step\n## netpol-harness: 2 scenarios: 1 failed, 1 passed\n")
     assert "| ❌ | shop | failed | model (reference-model 0.1.0) | 6 | 2 |" in text
     assert "| ✅ | open | passed | model (reference-model 0.1.0) | 2 | 0 |" in text
-    failing = text.split("<details><summary>shop: failed</summary>")[1].split("</details>")[0]
+    failing = text.split("<details><summary>shop: 2 wrong cell(s) on backend model</summary>")[1].split("</details>")[0]
     assert WRONG_WEB in failing and WRONG_CLIENT in failing
     assert "open: passed" not in text
 
@@ -164,7 +171,8 @@ def test_terminal_summary_lists_every_scenario_without_colour_when_not_a_tty(pro
     project.shop(project.TOOLS_PEER)
     project.open()
     path = project.shop(name="shop-xfail", peer=project.TOOLS_PEER)
-    path.write_text("xfail: admits the wrong peer\n" + path.read_text())
+    documented = '  wrong_cells: ["shop/web → shop/api:8080/TCP", "tools/client → shop/api:8080/TCP"]\n'
+    path.write_text("xfail:\n  reason: admits the wrong peer\n" + documented + path.read_text())
     result = project.run()
     result.assert_outcomes(passed=1, failed=1, xfailed=1)
     out = result.stdout.str()
@@ -172,14 +180,17 @@ def test_terminal_summary_lists_every_scenario_without_colour_when_not_a_tty(pro
     result.stdout.re_match_lines(
         [
             r"=+ netpol-harness summary =+",
-            r" scenario +status +backend +probes +mismatches +duration",
-            r" shop +failed +model \(reference-model 0\.1\.0\) +6 +2 +\d+\.\d\ds",
-            r" shop-xfail +xfailed +model \(reference-model 0\.1\.0\) +6 +2 +\d+\.\d\ds",
-            r" open +passed +model \(reference-model 0\.1\.0\) +2 +0 +\d+\.\d\ds",
+            r" scenario +status +probes +wrong +time",
+            r" shop +failed +6 +2 +\d+\.\d\ds",
+            r" shop-xfail +xfailed +6 +2 +\d+\.\d\ds",
+            r" open +passed +2 +0 +\d+\.\d\ds",
             r" total +14 +4 +\d+\.\d\ds",
-            r"3 scenarios: 1 failed, 1 xfailed, 1 passed",
+            r"3 scenarios: 1 failed, 1 xfailed, 1 passed on model \(reference-model 0\.1\.0\)",
         ]
     )
+    # Every line of the table fits in 80 columns.
+    table = out.split("netpol-harness summary")[1].split("3 scenarios")[0]
+    assert max(len(line) for line in table.splitlines()[1:]) <= 80
 
 
 def test_terminal_summary_is_coloured_when_colour_is_on(project: Project) -> None:
@@ -233,10 +244,10 @@ def test_large_matrices_are_drawn_around_their_wrong_cells(tmp_path: Path) -> No
         + "\nexpect:\n  default: allowed\n  rules:\n    - {from: big/p07, to: big/p42, result: blocked}\n"
     )
     with ModelBackend() as backend:
-        result = ScenarioRunner(backend).run(load_scenario(scenario))
+        result = Pipeline(backend).run_scenario(load_scenario(scenario))
     assert 60 * 59 > MAX_DRAWN_CELLS and result.mismatches == 1
-    page = index_html(RunSummary((ScenarioRecord("many", "many.yaml", Status.FAILED, result),)))
+    page = index_html(RunSummary((ScenarioRecord.of("many.yaml::many", result, judge(result)),)))
     cells = re.findall(r'<td class="(cell [^"]*)"', page)
     assert cells == ["cell mismatch"]
     assert '<th scope="row">big/p07</th>' in page and '<th scope="col">big/p42</th>' in page
-    assert "60×60 cells; only the 1 row(s) and 1 column(s) with wrong cells are drawn" in page
+    assert "60×60 cells; only 1 row(s) and 1 column(s) with wrong cells are drawn" in page

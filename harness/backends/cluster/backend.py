@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from harness.backends.base import Backend, Deployment, Probe
+from harness.backends.base import Backend, Capabilities, Deployment
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError
-from harness.core.matrix import Observation, Outcome
+from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import NetworkPolicy
 from harness.core.progress import Progress
+from harness.core.settings import ImplementationSettings
+from harness.core.state import DesiredState
 from harness.core.topology import ExternalHost, PodSpec, Protocol, Topology
 from harness.kube.client import KubeClient
 from harness.kube.manifests import (
@@ -63,7 +65,7 @@ class ClusterBackend(Backend):
     """A Backend on a Kubernetes API server. Subclasses decide where the cluster
     comes from, how namespaces are named and whether external hosts exist."""
 
-    protocols = frozenset(Protocol)
+    capabilities = Capabilities(deterministic=False, protocols=frozenset(Protocol))
 
     #: Seconds allowed for the pods of a topology to become Ready.
     pods_ready_timeout = 300.0
@@ -93,6 +95,7 @@ class ClusterBackend(Backend):
         self._adopted: dict[str, dict[str, str]] = {}  # real namespace → labels it had before
         self._pods_in_adopted: list[tuple[str, str]] = []
         self._applied: set[tuple[str, str]] = set()
+        self._converged: DesiredState | None = None  # what the cluster was last brought to
         self._timeout = 1.0
         self._socat = True
         self._closed = False
@@ -115,17 +118,20 @@ class ClusterBackend(Backend):
 
     # -- deploy -----------------------------------------------------------------------
 
-    def deploy(self, topology: Topology) -> Deployment:
+    def deploy(self, topology: Topology, settings: ImplementationSettings) -> Deployment:
+        """Create the topology's namespaces and pods, or keep them when the shape is
+        the one deployed: then the state in force stays what it was, and the next
+        :meth:`converge` sends only what differs. ``settings`` describe the CNI's
+        own behaviour, which a real cluster does not take from a scenario."""
         if self._topology is not None and topology.shape() == self._topology.shape():
             self._topology = topology
-            self._remove_policies()
-            self._restore_labels()
             return Deployment(topology, self._addresses)
         self._teardown(wait=True)
-        # Set only once everything runs: after a failed deploy, reset() has nothing to restore
+        # Set only once everything runs: after a failed deploy, nothing is converged
         # and the next deploy or close() removes what was made (tracked in _created).
         self._create(topology)
         self._topology = topology
+        self._converged = DesiredState(topology)
         return Deployment(topology, self._addresses)
 
     def _create(self, topology: Topology) -> None:
@@ -283,77 +289,72 @@ class ClusterBackend(Backend):
             raise BackendError(f"cannot run commands in pod {pod.id}: {why}{hint}")
         self._socat = "missing" not in result.stdout
 
-    # -- policies and labels ------------------------------------------------------------
+    # -- the state in force -------------------------------------------------------------
 
-    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
-        for policy in policies:
-            manifest = self.names.translate_policy(policy.manifest)
-            self.kube.apply_policy(manifest)
-            self._applied.add((manifest["metadata"]["namespace"], manifest["metadata"]["name"]))
+    def converge(self, state: DesiredState) -> None:
+        """Send what differs from the last state converged to, in the documented
+        order: deletes, server-side applies of new or changed policies, then label
+        patches of the namespaces and pods whose labels differ."""
+        if self._topology is None or self._converged is None:
+            raise BackendError("nothing is deployed on the cluster: call deploy(topology) first")
+        if state.topology.shape() != self._topology.shape():
+            raise BackendError("the cluster has another topology deployed: call deploy() with this one first")
+        before = self._converged
+        for ref in before.policies:
+            if ref not in state.policies:
+                self._delete_policy(ref)
+        for ref, policy in state.policies.items():
+            old = before.policies.get(ref)
+            if old is None or dict(old.manifest) != dict(policy.manifest):
+                self._apply_policy(policy)
+        for ns in state.topology.namespaces:
+            if dict(before.topology.namespace(ns.name).labels) != dict(ns.labels):
+                self.kube.set_namespace_labels(self.names.real(ns.name), self.names.namespace_labels(ns.labels))
+        for pod in state.topology.pods:
+            if dict(before.topology.pod(pod.id).labels) != dict(pod.labels):
+                self.kube.set_pod_labels(self.names.real(pod.namespace), pod.name, pod.labels)
+        self._converged = state
 
-    def delete_policies(self, refs: Sequence[str]) -> None:
-        for ref in refs:
-            namespace, _, name = ref.partition("/")
-            real = self.names.real(namespace)
-            if not self.kube.delete_policy(real, name):
-                log.info("NetworkPolicy %s/%s was not there to delete", real, name)
-            self._applied.discard((real, name))
+    def _apply_policy(self, policy: NetworkPolicy) -> None:
+        manifest = self.names.translate_policy(policy.manifest)
+        self.kube.apply_policy(manifest)
+        self._applied.add((manifest["metadata"]["namespace"], manifest["metadata"]["name"]))
 
-    def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
-        self.kube.set_namespace_labels(self.names.real(namespace), self.names.namespace_labels(labels))
-
-    def set_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> None:
-        namespace, _, name = pod_id.partition("/")
-        self.kube.set_pod_labels(self.names.real(namespace), name, labels)
-
-    def reset(self) -> None:
-        if self._topology is None:
-            return
-        self._remove_policies()
-        self._restore_labels()
-
-    def _remove_policies(self) -> None:
-        for real in self._created:
-            self.kube.delete_all_policies(real)
-        for real, name in sorted(self._applied):
-            if real in self._adopted:
-                self.kube.delete_policy(real, name)
-        self._applied.clear()
-
-    def _restore_labels(self) -> None:
-        assert self._topology is not None
-        for ns in self._topology.namespaces:
-            self.set_namespace_labels(ns.name, ns.labels)
-        for pod in self._topology.pods:
-            self.set_pod_labels(pod.id, pod.labels)
+    def _delete_policy(self, ref: str) -> None:
+        namespace, _, name = ref.partition("/")
+        real = self.names.real(namespace)
+        if not self.kube.delete_policy(real, name):
+            log.info("NetworkPolicy %s/%s was not there to delete", real, name)
+        self._applied.discard((real, name))
 
     # -- probing ------------------------------------------------------------------------
 
-    def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
+    def probe(self, cells: CellSet, timeout: float) -> ReachabilityMatrix:
         self._timeout = timeout
-        results: dict[Probe, Observation] = {}
-        by_source: dict[str, list[Probe]] = {}
-        for probe in probes:
-            if isinstance(probe.destination, ExternalHost) and not self.serves_externals:
-                results[probe] = Observation(
+        topology = self._topology
+        results: dict[Cell, Observation] = {}
+        by_source: dict[str, list[Cell]] = {}
+        for cell in cells:
+            destination = topology.endpoint(cell.destination) if topology and topology.has_endpoint(cell.destination) else None
+            if isinstance(destination, ExternalHost) and not self.serves_externals:
+                results[cell] = Observation(
                     Outcome.UNSUPPORTED, f"external hosts are served by the kind backend only, not by {self.name}"
                 )
-            elif probe.destination.id not in self._addresses or probe.source.id not in self._addresses:
-                results[probe] = Observation(Outcome.ERROR, "not deployed: call deploy() with this topology first")
+            elif cell.destination not in self._addresses or cell.source not in self._addresses:
+                results[cell] = Observation(Outcome.ERROR, "not deployed: call deploy() with this topology first")
             else:
-                by_source.setdefault(probe.source.id, []).append(probe)
+                by_source.setdefault(cell.source, []).append(cell)
         if by_source:
             workers = min(MAX_CONCURRENT_EXECS, len(by_source))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="netpol-exec") as pool:
                 for found in pool.map(lambda group: self._probe_source(group, timeout), by_source.values()):
                     results.update(found)
-        return results
+        return ReachabilityMatrix.empty(cells.axes).with_cells(results)
 
-    def _probe_source(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
-        source = probes[0].source
-        targets = [
-            ProbeTarget(i, p.port.protocol, str(self._addresses[p.destination.id]), p.port.port) for i, p in enumerate(probes)
-        ]
+    def _probe_source(self, cells: Sequence[Cell], timeout: float) -> dict[Cell, Observation]:
+        assert self._topology is not None
+        source = self._topology.pod(cells[0].source)
+        targets = [ProbeTarget(i, c.port.protocol, str(self._addresses[c.destination]), c.port.port) for i, c in enumerate(cells)]
         result = self.kube.exec(
             self.names.real(source.namespace),
             source.name,
@@ -373,15 +374,16 @@ class ClusterBackend(Backend):
             if part
         )
         return {
-            probe: observation(lines.get(i), probe.destination.id, self.reproduce_command(probe), missing)
-            for i, probe in enumerate(probes)
+            cell: observation(lines.get(i), cell.destination, self.reproduce_command(cell), missing)
+            for i, cell in enumerate(cells)
         }
 
-    def reproduce_command(self, probe: Probe) -> str:
-        source: PodSpec = probe.source
-        address = self._addresses.get(probe.destination.id)
-        target = str(address) if address is not None else f"<address of {probe.destination.id}>"
-        command = single_probe_command(probe.port.protocol, target, probe.port.port, self._timeout, self._socat)
+    def reproduce_command(self, cell: Cell) -> str:
+        assert self._topology is not None
+        source: PodSpec = self._topology.pod(cell.source)
+        address = self._addresses.get(cell.destination)
+        target = str(address) if address is not None else f"<address of {cell.destination}>"
+        command = single_probe_command(cell.port.protocol, target, cell.port.port, self._timeout, self._socat)
         kubeconfig, context = self.kubectl_target()
         return kubectl_exec_command(kubeconfig, context, self.names.real(source.namespace), source.name, CONTAINER, command)
 
@@ -423,6 +425,7 @@ class ClusterBackend(Backend):
         }
         self._addresses = {}
         self._topology = None
+        self._converged = None
         if problems:
             raise BackendError(
                 "cleanup was incomplete:\n" + "\n".join(f"  - {problem}" for problem in problems) + self._leftovers_text()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.backends.base import OptionSource
+from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend, new_run_id
 from harness.core.errors import BackendError, HarnessError
 from harness.core.progress import Progress
@@ -40,15 +40,16 @@ class ExistingBackend(ClusterBackend):
         self.kubernetes_version = kubernetes_version
         self._cni: dict[str, str] | None = None
 
-    def describe(self) -> dict[str, str]:
+    def info(self) -> BackendInfo:
         if self._cni is None:
             self._cni = detect_cni(self.kube)
-        return {
-            "backend": self.name,
-            **self._cni,
-            "kubernetes_version": self.kubernetes_version,
-            "context": self.kube.context or "",
-        }
+        return BackendInfo(
+            self.name,
+            self._cni.get("cni", ""),
+            self._cni.get("cni_version", ""),
+            self.kubernetes_version,
+            {"context": self.kube.context or ""},
+        )
 
     def close(self) -> None:
         self.close_namespaces()

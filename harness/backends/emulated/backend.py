@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import platform
 import threading
-from collections.abc import Mapping, Sequence
 
-from harness.backends.base import Backend, Deployment, Probe
+from harness.backends.base import Backend, BackendInfo, Capabilities, Deployment
 from harness.backends.emulated import lifecycle
 from harness.backends.emulated.leftovers import remove_state, write_state
 from harness.backends.emulated.names import RunId
@@ -19,10 +18,9 @@ from harness.backends.emulated.runner import Job, max_workers, run_jobs
 from harness.backends.emulated.servers import EndpointServers
 from harness.backends.emulated.system import run
 from harness.core.errors import BackendError
-from harness.core.matrix import Observation, Outcome
-from harness.core.policy import NetworkPolicy
-from harness.core.settings import ModelSettings, SelfTraffic
-from harness.core.state import ClusterState
+from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
+from harness.core.settings import ImplementationSettings, SelfTraffic
+from harness.core.state import DesiredState
 from harness.core.topology import ExternalHost, Protocol, Topology
 
 log = logging.getLogger(__name__)
@@ -38,11 +36,13 @@ class EmulatedBackend(Backend):
     # the rules in force (only reply traffic is accepted by connection state), so
     # there is no programming delay to wait out: a cell that differs from the
     # expectation will differ on every re-probe.
-    deterministic = True
-    protocols = frozenset({Protocol.TCP, Protocol.UDP})
-    unsupported_note = "SCTP is not available in this kernel"
+    capabilities = Capabilities(
+        deterministic=True,
+        protocols=frozenset({Protocol.TCP, Protocol.UDP}),
+        unsupported_note="SCTP is not available in this kernel",
+    )
 
-    def __init__(self, probe_workers: int = DEFAULT_PROBE_WORKERS, ipblock_matches_pods: bool = True) -> None:
+    def __init__(self, probe_workers: int = DEFAULT_PROBE_WORKERS) -> None:
         if probe_workers < 1:
             raise BackendError(f"--probe-workers must be at least 1, got {probe_workers}")
         #: Probes in flight at once: as asked, within what the open-file limit allows.
@@ -53,29 +53,17 @@ class EmulatedBackend(Backend):
                 self.probe_workers,
                 probe_workers,
             )
-        self.ipblock_matches_pods = ipblock_matches_pods
-        self.self_traffic = SelfTraffic.ALLOWED
+        self.settings = ImplementationSettings()
         self._lock = threading.RLock()
         self._network: EmulatedNetwork | None = None
         self._servers: EndpointServers | None = None
         self._declared: Topology | None = None  # as deployed, with declared labels
-        self._state: ClusterState | None = None  # labels and policies in force
+        self._state: DesiredState | None = None  # labels and policies in force
+        self._rendered: tuple[DesiredState, ImplementationSettings] | None = None
         self._timeout = _DEFAULT_TIMEOUT
         self._self_tables = False  # pod namespaces hold self-traffic tables
         self.ruleset = ""  # the last ruleset loaded, for diagnostics
         lifecycle.register(self)
-
-    # -- settings --------------------------------------------------------------------
-
-    def use_settings(self, settings: ModelSettings) -> None:
-        """Take a scenario's settings: ``ipblock_matches_pods`` changes the compiled
-        rules (re-rendered at once if something is deployed); ``self_traffic``
-        says whether a pod's traffic to itself is subject to policy."""
-        with self._lock:
-            changed = (settings.self_traffic, settings.ipblock_matches_pods) != (self.self_traffic, self.ipblock_matches_pods)
-            self.self_traffic, self.ipblock_matches_pods = settings.self_traffic, settings.ipblock_matches_pods
-            if changed and self._network is not None:
-                self._reload()
 
     # -- deployment ------------------------------------------------------------------
 
@@ -95,12 +83,13 @@ class EmulatedBackend(Backend):
         """Process ids of the endpoint servers (for diagnostics and tests)."""
         return self._servers.pids if self._servers is not None else []
 
-    def deploy(self, topology: Topology) -> Deployment:
+    def deploy(self, topology: Topology, settings: ImplementationSettings) -> Deployment:
         with self._lock:
+            self.settings = settings
             if self._network is not None and self._declared is not None:
                 if self._declared.shape() == topology.shape():
                     self._declared = topology
-                    self.reset()
+                    self._converge(DesiredState(topology))
                     return Deployment(topology, self._network.addresses)
                 self._teardown()
             run_id = RunId.new()
@@ -110,10 +99,9 @@ class EmulatedBackend(Backend):
             write_state(run_id, network.all_netns)
             self._network = network
             self._declared = topology
-            self._state = ClusterState(topology)
             try:
                 network.build()
-                self._reload()
+                self._converge(DesiredState(topology))
                 self._servers = EndpointServers(run_id.log_dir)
                 self._servers.start({ep.id: ep for ep in topology.endpoints()}, network.netns)
             except BaseException:
@@ -121,13 +109,6 @@ class EmulatedBackend(Backend):
                 raise
             log.info("emulated network %s: %d pods, %d external hosts", run_id, len(topology.pods), len(topology.externals))
             return Deployment(topology, network.addresses)
-
-    def reset(self) -> None:
-        with self._lock:
-            if self._network is None or self._declared is None:
-                return
-            self._state = ClusterState(self._declared)
-            self._reload()
 
     def close(self) -> None:
         with self._lock:
@@ -139,6 +120,7 @@ class EmulatedBackend(Backend):
         network, self._network = self._network, None
         self._declared = None
         self._state = None
+        self._rendered = None
         self._self_tables = False
         try:
             if servers is not None:
@@ -156,60 +138,35 @@ class EmulatedBackend(Backend):
         else:
             remove_state(network.run)
 
-    # -- policies and labels -----------------------------------------------------------
+    # -- the state in force -------------------------------------------------------------
 
-    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
+    def converge(self, state: DesiredState) -> None:
         with self._lock:
-            state = self._current()
-            known = {ns.name for ns in state.topology.namespaces}
-            for policy in policies:
-                if policy.namespace not in known:
-                    raise BackendError(
-                        f"NetworkPolicy {policy.ref}: namespace {policy.namespace} is not part of the deployed topology"
-                    )
-            self._state = state.with_policies(policies)
-            self._reload()
+            self._converge(state)
 
-    def delete_policies(self, refs: Sequence[str]) -> None:
-        with self._lock:
-            self._state = self._current().without_policies(refs)
-            self._reload()
-
-    def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
-        with self._lock:
-            try:
-                self._state = self._current().with_namespace_labels(namespace, labels)
-            except KeyError:
-                raise BackendError(f"namespace {namespace} is not part of the deployed topology") from None
-            self._reload()
-
-    def set_pod_labels(self, pod_id: str, labels: Mapping[str, str]) -> None:
-        with self._lock:
-            try:
-                self._state = self._current().with_pod_labels(pod_id, labels)
-            except KeyError:
-                raise BackendError(f"pod {pod_id} is not part of the deployed topology") from None
-            self._reload()
-
-    def _current(self) -> ClusterState:
-        if self._state is None:
-            raise BackendError("the emulated backend has nothing deployed: call deploy(topology) first")
-        return self._state
-
-    def _reload(self) -> None:
+    def _converge(self, state: DesiredState) -> None:
+        """Render the whole ruleset from ``state`` and load it in one transaction
+        (unless exactly this state is already loaded)."""
         network = self.network
-        state = self._current()
+        if self._declared is None or state.topology.shape() != self._declared.shape():
+            raise BackendError("the emulated backend has another topology deployed: call deploy() with this one first")
+        unknown = [p.ref for p in state.policy_list if p.namespace not in {ns.name for ns in state.topology.namespaces}]
+        if unknown:
+            raise BackendError(f"NetworkPolicy {', '.join(unknown)}: namespace not part of the deployed topology")
+        self._state = state
+        if self._rendered == (state, self.settings):
+            return
         data = RulesetInput(
             table=network.run.table,
             topology=state.topology,
             addresses=network.addresses,
             interfaces=network.interfaces,
-            policies=tuple(state.policies.values()),
-            ipblock_matches_pods=self.ipblock_matches_pods,
+            policies=state.policy_list,
+            ipblock_matches_pods=self.settings.ipblock_matches_pods,
         )
         self.ruleset = render_ruleset(data)
         network.load_ruleset(self.ruleset)
-        if self.self_traffic is SelfTraffic.POLICY:
+        if self.settings.self_traffic is SelfTraffic.POLICY:
             network.load_endpoint_rulesets(render_self_rulesets(data))
             self._self_tables = True
         elif self._self_tables:
@@ -217,55 +174,60 @@ class EmulatedBackend(Backend):
             self._self_tables = False
         network.run.log_dir.mkdir(parents=True, exist_ok=True)
         (network.run.log_dir / "ruleset.nft").write_text(self.ruleset)
+        self._rendered = (state, self.settings)
 
     # -- probing ------------------------------------------------------------------------
 
-    def _command(self, probe: Probe, timeout: float) -> ProbeCommand | Observation:
+    def _command(self, cell: Cell, timeout: float) -> ProbeCommand | Observation:
         network = self.network
-        netns = network.netns.get(probe.source.id)
-        if netns is None or probe.source.id not in network.addresses:
-            return Observation(Outcome.ERROR, f"source {probe.source.id} is not a deployed pod")
-        address = network.addresses.get(probe.destination.id)
+        topology = self._declared
+        netns = network.netns.get(cell.source)
+        if topology is None or netns is None or cell.source not in network.addresses:
+            return Observation(Outcome.ERROR, f"source {cell.source} is not a deployed pod")
+        address = network.addresses.get(cell.destination)
         if address is None:
-            if not isinstance(probe.destination, ExternalHost):
-                return Observation(Outcome.ERROR, f"destination {probe.destination.id} is not deployed")
-            address = probe.destination.ip  # an address no emulated host may own
-        if probe.port.protocol not in self.protocols:
+            if not topology.has_endpoint(cell.destination):
+                return Observation(Outcome.ERROR, f"destination {cell.destination} is not deployed")
+            destination = topology.endpoint(cell.destination)
+            if not isinstance(destination, ExternalHost):
+                return Observation(Outcome.ERROR, f"destination {cell.destination} is not deployed")
+            address = destination.ip  # an address no emulated host may own
+        if cell.port.protocol not in self.capabilities.protocols:
             # The probe engine never asks (it observes these as unsupported itself).
-            return Observation(Outcome.ERROR, f"cannot probe {probe.port.protocol}: {self.unsupported_note}")
-        return probe_command(netns, probe.port.protocol, str(address), probe.port.port, probe.destination.id, timeout)
+            return Observation(Outcome.ERROR, f"cannot probe {cell.port.protocol}: {self.capabilities.unsupported_note}")
+        return probe_command(netns, cell.port.protocol, str(address), cell.port.port, cell.destination, timeout)
 
-    def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
+    def probe(self, cells: CellSet, timeout: float) -> ReachabilityMatrix:
         with self._lock:
             self._timeout = timeout
-            results: dict[Probe, Observation] = {}
-            commands: list[tuple[Probe, ProbeCommand]] = []
-            for probe in probes:
-                command = self._command(probe, timeout)
+            results: dict[Cell, Observation] = {}
+            commands: list[tuple[Cell, ProbeCommand]] = []
+            for cell in cells:
+                command = self._command(cell, timeout)
                 if isinstance(command, Observation):
-                    results[probe] = command
+                    results[cell] = command
                 else:
-                    commands.append((probe, command))
+                    commands.append((cell, command))
             jobs = [Job(c.netns, c.argv, c.stdin, c.limit) for _, c in commands]
-            for (probe, command), done in zip(commands, run_jobs(jobs, self.probe_workers), strict=True):
+            for (cell, command), done in zip(commands, run_jobs(jobs, self.probe_workers), strict=True):
                 if done.error:
-                    results[probe] = Observation(Outcome.ERROR, done.error, command.shell)
+                    results[cell] = Observation(Outcome.ERROR, done.error, command.shell)
                 else:
-                    results[probe] = observation(command, done.returncode, done.stdout, done.stderr, done.elapsed)
-            return results
+                    results[cell] = observation(command, done.returncode, done.stdout, done.stderr, done.elapsed)
+            return ReachabilityMatrix.empty(cells.axes).with_cells(results)
 
-    def reproduce_command(self, probe: Probe) -> str:
+    def reproduce_command(self, cell: Cell) -> str:
         with self._lock:
-            command = self._command(probe, self._timeout)
+            command = self._command(cell, self._timeout)
         if isinstance(command, Observation):
             return f"# {command.detail}"
         return command.shell
 
-    def describe(self) -> dict[str, str]:
+    def info(self) -> BackendInfo:
         version = run(["nft", "--version"], "asking nft for its version").split()
-        return {
-            "backend": self.name,
-            "cni": "nftables",
-            "cni_version": version[1] if len(version) > 1 else " ".join(version),
-            "kernel": platform.release(),
-        }
+        return BackendInfo(
+            self.name,
+            "nftables",
+            version[1] if len(version) > 1 else " ".join(version),
+            details={"kernel": platform.release()},
+        )

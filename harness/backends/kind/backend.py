@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import OptionSource
+from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend
 from harness.backends.kind import cluster_name
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError
@@ -205,21 +205,19 @@ class KindBackend(ClusterBackend):
     def kubectl_target(self) -> tuple[str | None, str | None]:
         return str(self.target.kubeconfig), f"kind-{self.cluster.name}"
 
-    def describe(self) -> dict[str, str]:
+    def info(self) -> BackendInfo:
         if not self._kubernetes_version:
             try:
                 self._kubernetes_version = self.kube.server_version()
             except HarnessError:
                 self._kubernetes_version = kubernetes_version_of(self.node_image)
-        return {
-            "backend": self.name,
-            "cni": "calico",
-            "cni_version": self.release.version,
-            "kubernetes_version": self._kubernetes_version,
-            "kind_version": self.kind_version,
-            "node_image": self.node_image,
-            "cluster": str(self.cluster.name),
-        }
+        return BackendInfo(
+            self.name,
+            "calico",
+            self.release.version,
+            self._kubernetes_version,
+            {"kind_version": self.kind_version, "node_image": self.node_image, "cluster": str(self.cluster.name)},
+        )
 
     def upgrade_calico(self, to_version: str) -> None:
         """Upgrade this cluster's Calico (server-side apply of the target version's

@@ -1,0 +1,68 @@
+"""What one step runs, decided once: the state to converge to, the cells to
+probe with their expected outcomes, and the reference model's answer for the same
+cells. Built by the scenario loader (or by :class:`harness.api.PolicyTest`);
+nothing downstream recomputes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.core.matrix import Axes, CellSet, ReachabilityMatrix
+from harness.core.settings import ImplementationSettings
+from harness.core.state import DesiredState, StepChanges
+from harness.core.topology import PortProtocol, Topology
+
+
+def probe_grid(topology: Topology, ports: Iterable[PortProtocol], probe_self: bool = False) -> CellSet:
+    """Every pod to every endpoint serving each port, on axes of every pod (rows)
+    and every endpoint serving one of ``ports`` (columns); a pod's traffic to itself
+    only when ``probe_self`` (CNIs differ on it, as the upstream suite notes)."""
+    ports = tuple(ports)
+    serving = {key: {ep.id for ep in topology.serving(key)} for key in ports}
+    every = set().union(*serving.values()) if serving else set()
+    sources = tuple(p.id for p in topology.pods)
+    destinations = tuple(ep.id for ep in topology.endpoints() if ep.id in every)
+    axes = Axes(sources, destinations, ports)
+    self_pairs = [(i, axes.column(src)) for i, src in enumerate(sources) if axes.column(src) is not None]
+    masks = {}
+    for key in ports:
+        columns = np.array([d in serving[key] for d in destinations], dtype=bool)
+        mask = np.broadcast_to(columns, axes.shape).copy()
+        if not probe_self and self_pairs:
+            rows, cols = zip(*self_pairs, strict=True)
+            mask[list(rows), list(cols)] = False
+        masks[key] = mask
+    return CellSet(axes, masks)
+
+
+@dataclass(frozen=True, eq=False)
+class StepPlan:
+    """One step of a scenario, ready to run.
+
+    ``expected`` holds every cell to probe with the outcome the step's intent
+    declares; ``model`` the reference model's outcome for the same cells (with the
+    addresses the harness plans); ``documented``, for a scenario marked as an
+    expected failure, the matrix its policies are documented to produce instead."""
+
+    name: str
+    state: DesiredState
+    expected: ReachabilityMatrix
+    model: ReachabilityMatrix
+    settings: ImplementationSettings
+    changes: StepChanges = StepChanges()
+    documented: ReachabilityMatrix | None = None
+
+    @property
+    def cells(self) -> CellSet:
+        return self.expected.cellset
+
+    @property
+    def probes(self) -> int:
+        return len(self.expected)
+
+    @property
+    def topology(self) -> Topology:
+        return self.state.topology

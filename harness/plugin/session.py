@@ -1,0 +1,273 @@
+"""The plugin object of a pytest run: collection of scenario files, the backend,
+running each scenario through the pipeline, judging it once, and handing its
+record to the reports (across pytest-xdist workers too)."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from harness import __version__
+from harness.core.errors import BackendUnavailable, BaselineError, HarnessError, ScenarioError
+from harness.core.files import display_path
+from harness.core.progress import Progress
+from harness.engine.baseline import check_baseline, record_baseline
+from harness.engine.probing import ProbeSettings
+from harness.engine.verdict import JudgeSettings, Status, Verdict, judge
+from harness.plugin.items import BrokenScenarioItem, ScenarioFailure, ScenarioFile, ScenarioItem, scenario_name
+from harness.plugin.manager import BackendManager
+from harness.plugin.options import scenario_dirs
+from harness.reporting.junit import junit_properties
+from harness.reporting.records import ScenarioRecord
+from harness.scenario.files import SCENARIO_NAME_SUFFIXES, SCENARIO_SUFFIXES, looks_like_scenario
+
+log = logging.getLogger("harness")
+
+#: The record of a scenario item, set while it runs.
+record_key = pytest.StashKey[ScenarioRecord]()
+#: The attribute of a test report that carries the scenario's record (as JSON):
+#: it survives pytest-xdist's report serialisation, as every report attribute does.
+REPORT_ATTRIBUTE = "netpol_record"
+
+
+def is_worker(config: pytest.Config) -> bool:
+    """A pytest-xdist worker: it runs scenarios; the controller reports them."""
+    return hasattr(config, "workerinput")
+
+
+def progress_of(config: pytest.Config, always: bool = False) -> Progress:
+    """Progress messages go to the log, and to the terminal with -v (or always, for
+    the long steps of starting a backend)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    show = always or config.getoption("verbose") > 0
+
+    def progress(message: str) -> None:
+        log.info(message)
+        if show and reporter is not None:
+            reporter.write_line(f"netpol: {message}")
+
+    return progress
+
+
+class NetpolPlugin:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.probe_settings = ProbeSettings(
+            timeout=config.getoption("probe_timeout"), deadline=config.getoption("probe_deadline")
+        )
+        self.judge_settings = JudgeSettings(strict_unsupported=bool(config.getoption("netpol_strict_unsupported")))
+        self.manager = BackendManager(config, self.probe_settings, progress_of(config), progress_of(config, always=True))
+        self.scenario_dirs = scenario_dirs(config)
+        self.explicit = [Path(a.split("::")[0]).resolve() for a in config.args if not a.startswith("-")]
+        self.record_dir, self.baseline_dir = self._baseline_dirs()
+        if len(self.manager.variants) > 1 and config.getoption("numprocesses", None):
+            raise pytest.UsageError(
+                "several --calico-version values run one cluster at a time, in order: run them without -n (pytest-xdist)"
+            )
+
+    def _baseline_dirs(self) -> tuple[Path | None, Path | None]:
+        record = self.config.getoption("netpol_record_baseline", None)
+        compare = self.config.getoption("netpol_baseline", None)
+        baseline_dir = Path(compare) if compare else None
+        if baseline_dir is not None and not baseline_dir.is_dir():
+            raise pytest.UsageError(
+                f"--baseline {compare}: no such directory; record baselines first with --record-baseline {compare}"
+            )
+        record_dir = Path(record) if record else None
+        if record_dir is not None and record_dir.exists() and not record_dir.is_dir():
+            raise pytest.UsageError(f"--record-baseline {record}: exists and is not a directory")
+        return record_dir, baseline_dir
+
+    # -- collection -------------------------------------------------------------------
+
+    def is_scenario_file(self, path: Path) -> bool:
+        """A YAML file given on the command line, named ``*.scenario.yaml``, or found
+        (at any depth) in a scenario directory and shaped like a scenario."""
+        if path.suffix not in SCENARIO_SUFFIXES:
+            return False
+        resolved = path.resolve()
+        if resolved in self.explicit or path.name.endswith(SCENARIO_NAME_SUFFIXES):
+            return True
+        return any(resolved.is_relative_to(d) for d in self.scenario_dirs) and looks_like_scenario(path)
+
+    @pytest.hookimpl
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        if self.is_scenario_file(file_path):
+            return ScenarioFile.from_parent(parent, path=file_path)
+        return None
+
+    @pytest.hookimpl
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+        _flag_duplicate_names(items)
+        order = {v: i for i, v in enumerate(self.manager.variants)}
+        # All scenarios of one backend variant before the next: one cluster at a time.
+        items.sort(key=lambda item: order.get(item.variant, 0) if isinstance(item, ScenarioItem) else 0)
+        patterns: list[str] = config.getoption("netpol_scenario")
+        if not patterns:
+            return
+        known = [n for n in map(scenario_name, items) if n is not None]
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in known)]
+        if unmatched:
+            listing = ", ".join(sorted(known)) or "none"
+            raise pytest.UsageError(
+                f"--scenario {', '.join(unmatched)}: no scenario of that name was collected. Known scenarios: {listing}"
+            )
+        keep, drop = [], []
+        for item in items:
+            name = scenario_name(item)
+            if name is None or any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                keep.append(item)
+            else:
+                drop.append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+    @pytest.hookimpl
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Start the backend before the first scenario, so that a missing tool stops the
+        run at once with one message instead of failing every scenario."""
+        if session.config.option.collectonly:
+            return
+        first = next((item for item in session.items if isinstance(item, ScenarioItem)), None)
+        if first is None:
+            return
+        try:
+            self.manager.get(first.variant)
+        except BackendUnavailable as err:
+            raise pytest.UsageError(f"backend {self.manager.name} is not available: {err}") from None
+        except HarnessError as err:
+            raise pytest.UsageError(f"backend {self.manager.name} could not start: {err}") from None
+
+    # -- running ------------------------------------------------------------------------
+
+    def run_item(self, item: ScenarioItem) -> None:
+        """Run, judge, record; then end the test as the verdict says."""
+        pipeline = self.manager.start(item.variant)
+        try:
+            result = pipeline.run_scenario(item.scenario, item.variant.label)
+        except HarnessError as err:
+            # The backend failed under the scenario: no verdict on what was not observed.
+            message = f"{item.scenario.name}: the {self.manager.name} backend failed: {err}"
+            verdict = Verdict(Status.ERROR, str(err).splitlines()[0] if str(err) else type(err).__name__, message)
+            item.stash[record_key] = _error_record(item, verdict)
+            raise ScenarioFailure(message) from None
+        baseline = check_baseline(result, self.baseline_dir) if self.baseline_dir is not None else None
+        problems = []
+        recorded = ""
+        if self.record_dir is not None:
+            try:
+                recorded = str(record_baseline(result, self.record_dir))
+            except BaselineError as err:
+                problems.append(str(err))
+        verdict = judge(result, baseline, self.judge_settings, problems)
+        record = ScenarioRecord.of(item.nodeid, result, verdict, baseline, recorded)
+        item.stash[record_key] = record
+        item.user_properties.extend(junit_properties(record))
+        if verdict.status is Status.XFAILED:
+            pytest.xfail(verdict.reason)
+        if verdict.status is Status.SKIPPED:
+            pytest.skip(verdict.reason)
+        if verdict.failing:
+            raise ScenarioFailure(verdict.message or verdict.reason)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if not isinstance(item, ScenarioItem | BrokenScenarioItem):
+            return report
+        # One record per scenario: from its call, or from its setup when that failed
+        # (then there is no call).
+        if not (report.when == "call" or (report.when == "setup" and report.failed)):
+            return report
+        record = item.stash.get(record_key, None)
+        if isinstance(item, BrokenScenarioItem):
+            text = f"invalid scenario: {item.error}"
+            record = _error_record(item, Verdict(Status.ERROR, text, text))
+        elif record is None and report.failed and call.excinfo is not None:
+            # Not the harness's own error: keep what happened for the reports.
+            text = str(call.excinfo.getrepr(style="short"))
+            record = _error_record(item, Verdict(Status.ERROR, call.excinfo.exconly().splitlines()[0], text))
+        if record is not None:
+            setattr(report, REPORT_ATTRIBUTE, record.to_json())
+        return report
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, REPORT_ATTRIBUTE, None)
+        if data is None or is_worker(self.config):
+            return
+        self.config.hook.pytest_netpol_record(config=self.config, record=ScenarioRecord.from_json(data))
+
+    # -- the end of the run -------------------------------------------------------------
+
+    @pytest.hookimpl
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Remove what the backend created while the run can still report a failure."""
+        try:
+            self.manager.close()
+        except HarnessError as err:
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"netpol-harness: cleanup failed: {err}", red=True)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # After an interrupted session; a no-op when sessionfinish closed the backend.
+        try:
+            self.manager.close()
+        except HarnessError as err:
+            sys.stderr.write(f"netpol-harness: cleanup failed: {err}\n")
+
+    @pytest.hookimpl
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        dirs = ", ".join(str(display_path(d)) for d in self.scenario_dirs)
+        lines = [f"netpol-harness {__version__}: backend {self.manager.name}, scenarios in {dirs}"]
+        if self.baseline_dir is not None:
+            lines.append(f"netpol baseline: comparing with {self.baseline_dir}")
+        if self.record_dir is not None:
+            lines.append(f"netpol baseline: recording in {self.record_dir}")
+        return lines
+
+
+def _error_record(item: pytest.Item, verdict: Verdict) -> ScenarioRecord:
+    name = item.scenario.name if isinstance(item, ScenarioItem) else item.name
+    if isinstance(item, ScenarioItem) and item.variant.label:
+        name = f"{name}[{item.variant.label}]"
+    description = item.scenario.description if isinstance(item, ScenarioItem) else ""
+    return ScenarioRecord(
+        nodeid=item.nodeid,
+        name=name,
+        path=str(display_path(item.path)),
+        status=verdict.status,
+        reason=verdict.reason,
+        message=verdict.message,
+        description=description,
+    )
+
+
+def _flag_duplicate_names(items: list[pytest.Item]) -> None:
+    first: dict[tuple[str, object], ScenarioItem] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, ScenarioItem):
+            continue
+        other = first.get((item.scenario.name, item.variant))
+        if other is None:
+            first[(item.scenario.name, item.variant)] = item
+            continue
+        error = ScenarioError(
+            str(display_path(item.path)),
+            "name",
+            f"scenario name {item.scenario.name!r} is also used by {display_path(other.path)}",
+            "a name unique across the scenario directories",
+        )
+        items[i] = BrokenScenarioItem.from_parent(item.parent, name=item.name, error=error)  # type: ignore[arg-type]

@@ -1,0 +1,32 @@
+"""A scenario's record in numbers, for JUnit XML ``<properties>`` (and any other
+plugin reading ``user_properties``)."""
+
+from __future__ import annotations
+
+from harness.core.matrix import Outcome
+from harness.reporting.records import ScenarioRecord
+
+
+def junit_properties(record: ScenarioRecord) -> list[tuple[str, object]]:
+    props: list[tuple[str, object]] = [
+        ("netpol.status", record.status.value),
+        ("netpol.backend", record.backend_label),
+        ("netpol.steps", len(record.steps)),
+        ("netpol.probes", record.probes),
+        ("netpol.mismatches", record.mismatches),
+        ("netpol.allowed", sum(s.comparison.observed.count(Outcome.ALLOWED) for s in record.steps)),
+        ("netpol.blocked", sum(s.comparison.observed.count(Outcome.BLOCKED) for s in record.steps)),
+        ("netpol.unsupported", record.unsupported),
+    ]
+    if record.steps and record.steps[0].model is not None:
+        props.append(("netpol.cni_findings", record.findings))
+    backend = record.backend
+    if backend is not None:
+        for key in ("cni", "cni_version", "kubernetes_version"):
+            if getattr(backend, key):
+                props.append((f"netpol.{key}", getattr(backend, key)))
+    if record.baseline is not None:
+        props.append(("netpol.baseline", record.baseline.summary))
+        if not record.baseline.error:
+            props.append(("netpol.baseline.changed", record.baseline.changed))
+    return props
