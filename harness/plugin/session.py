@@ -87,13 +87,15 @@ class NetpolPlugin:
 
     def is_scenario_file(self, path: Path) -> bool:
         """A YAML file given on the command line, named ``*.scenario.yaml``, or found
-        (at any depth) in a scenario directory and shaped like a scenario."""
+        (at any depth) in a scenario directory or a directory given on the command
+        line, and shaped like a scenario (not a policy manifest beside it)."""
         if path.suffix not in SCENARIO_SUFFIXES:
             return False
         resolved = path.resolve()
         if resolved in self.explicit or path.name.endswith(SCENARIO_NAME_SUFFIXES):
             return True
-        return any(resolved.is_relative_to(d) for d in self.scenario_dirs) and looks_like_scenario(path)
+        roots = [*self.scenario_dirs, *(d for d in self.explicit if d.is_dir())]
+        return any(resolved.is_relative_to(d) for d in roots) and looks_like_scenario(path)
 
     @pytest.hookimpl
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -8,6 +8,7 @@ Free of pytest, so reports can be built from a plain script too."""
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,23 +46,26 @@ def _cell_from(data: Mapping[str, Any]) -> Cell:
 
 @dataclass(frozen=True)
 class AppliedPolicy:
-    """A manifest a step applied, as text (key order kept, bounded)."""
+    """A manifest a step applied, as plain data (key order kept); None when it is
+    larger than a report shows (:data:`MANIFEST_TEXT_LIMIT` characters as JSON)."""
 
     ref: str
-    yaml: str
+    manifest: Mapping[str, Any] | None
+    size: int = 0
 
     @classmethod
     def of(cls, policy: NetworkPolicy) -> AppliedPolicy:
-        return cls(policy.ref, manifest_yaml(policy))
+        plain = _plain(policy.manifest)
+        size = len(json.dumps(plain, ensure_ascii=False))
+        return cls(policy.ref, plain if size <= MANIFEST_TEXT_LIMIT else None, size)
 
-
-def manifest_yaml(policy: NetworkPolicy) -> str:
-    """The manifest as the user wrote it, as YAML (key order kept), at most
-    :data:`MANIFEST_TEXT_LIMIT` characters."""
-    text = yaml.safe_dump(_plain(policy.manifest), sort_keys=False, default_flow_style=False, allow_unicode=True)
-    if len(text) > MANIFEST_TEXT_LIMIT:
-        text = text[:MANIFEST_TEXT_LIMIT] + f"\n# ... cut: the manifest is {len(text):,} characters long\n"
-    return text
+    @property
+    def yaml(self) -> str:
+        """The manifest as YAML, as the reports show it."""
+        if self.manifest is None:
+            return f"# {self.ref}: the manifest is {self.size:,} characters long, more than a report shows\n"
+        dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        return yaml.dump(self.manifest, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def _plain(value: Any) -> Any:
@@ -143,7 +147,7 @@ class StepRecord:
             "duration": round(self.duration, 6),
             "probes": self.probes,
             "policies": list(self.policies),
-            "applied": [{"ref": a.ref, "yaml": a.yaml} for a in self.applied],
+            "applied": [{"ref": a.ref, "manifest": a.manifest, "size": a.size} for a in self.applied],
             "mismatch_count": comparison.mismatch_count,
             "mismatches": mismatches,
             "unsupported_count": comparison.unsupported_count,
@@ -175,7 +179,7 @@ class StepRecord:
             compare(expected, observed),
             float(data.get("duration", 0.0)),
             tuple(str(p) for p in data.get("policies", [])),
-            tuple(AppliedPolicy(str(a["ref"]), str(a["yaml"])) for a in data.get("applied", [])),
+            tuple(AppliedPolicy(str(a["ref"]), a.get("manifest"), int(a.get("size", 0))) for a in data.get("applied", [])),
             MappingProxyType({_cell_from(e): str(e["text"]) for e in data.get("explanations", [])}),
             ReachabilityMatrix.from_json(findings["model"]) if findings else None,
         )

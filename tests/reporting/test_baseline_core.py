@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,7 +59,7 @@ def compared(path: Path, directory: Path) -> tuple[BaselineCheck, BaselineDiff]:
     return check, check.diff
 
 
-def set_cell(step: dict, port: str, source: str, destination: str, symbol: str) -> None:
+def set_cell(step: dict[str, Any], port: str, source: str, destination: str, symbol: str) -> None:
     """Change one cell of a recorded matrix (rows of symbols, one per destination)."""
     observed = step["observed"]
     row, column = observed["sources"].index(source), observed["destinations"].index(destination)

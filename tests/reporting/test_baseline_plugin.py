@@ -11,7 +11,7 @@ import pytest
 from harness.engine.baseline import BASELINE_FORMAT
 
 if TYPE_CHECKING:
-    from conftest import Project
+    from tests.reporting.conftest import Project
 
 WEB_TO_API = "shop/web → shop/api:8080/TCP baseline allowed, observed blocked"
 CLIENT_TO_API = "tools/client → shop/api:8080/TCP baseline blocked, observed allowed"

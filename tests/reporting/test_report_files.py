@@ -19,7 +19,7 @@ from harness.reporting.records import RunSummary, ScenarioRecord
 from harness.scenario import load_scenario
 
 if TYPE_CHECKING:
-    from conftest import Project
+    from tests.reporting.conftest import Project
 
 WRONG_WEB = "shop/web → shop/api:8080/TCP expected allowed, observed blocked"
 WRONG_CLIENT = "tools/client → shop/api:8080/TCP expected blocked, observed allowed"

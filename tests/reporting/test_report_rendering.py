@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Project
+    from tests.reporting.conftest import Project
 
 # Background colours of the report's CSS (.mismatch, .allowed, .blocked).
 MISMATCH_RED = (0xD1, 0x24, 0x2F)
@@ -87,17 +87,18 @@ def read_png(data: bytes) -> npt.NDArray[np.uint8]:
     previous = np.zeros(stride, dtype=np.int32)
     for y in range(height):
         start = y * (stride + 1)
-        kind = raw[start]
+        filter_type = raw[start]
         line = np.frombuffer(raw, dtype=np.uint8, count=stride, offset=start + 1).astype(np.int32)
-        if kind == 0:
+        if filter_type == 0:
             row = line
-        elif kind == 1:  # Sub: running sum per channel
+        elif filter_type == 1:  # Sub: running sum per channel
             row = np.cumsum(line.reshape(-1, bpp), axis=0).reshape(-1) & 0xFF
-        elif kind == 2:  # Up
+        elif filter_type == 2:  # Up
             row = (line + previous) & 0xFF
         else:  # Average and Paeth depend on the byte just decoded: one byte at a time
             row = np.frombuffer(
-                _unfilter_sequential(kind, bytes(line.astype(np.uint8)), bytes(previous.astype(np.uint8)), bpp), dtype=np.uint8
+                _unfilter_sequential(filter_type, bytes(line.astype(np.uint8)), bytes(previous.astype(np.uint8)), bpp),
+                dtype=np.uint8,
             ).astype(np.int32)
         image[y] = row
         previous = row
