@@ -33,8 +33,10 @@ from harness.backends.emulated.network import EmulatedNetwork
 from harness.backends.emulated.runner import Job, run_jobs
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendError, BackendUnavailable
+from harness.backends.emulated.why import ChainAction, ChainVerdict
+from harness.core.matrix import Cell as MatrixCell
 from harness.core.matrix import Observation, Outcome
-from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
 from harness.core.settings import ModelSettings, SelfTraffic
 from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
@@ -256,7 +258,7 @@ def test_describe(backend: EmulatedBackend) -> None:
 # -- enforcement -------------------------------------------------------------------
 
 
-def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: EmulatedBackend) -> None:
+def test_default_deny_drops_both_directions_and_the_kernel_says_which_chain(backend: EmulatedBackend) -> None:
     backend.apply_policies([DENY_ALL_X])
     results = probe_cells(
         backend,
@@ -271,16 +273,26 @@ def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: Emu
         ],
     )
     got = {cell: (obs.outcome.value, obs.detail) for cell, obs in results.items()}
+    egress = "dropped: egress of {} isolated by x/deny-all, no rule allows it"
     assert got == {
-        ("x/a", "x/b", "80/TCP"): ("blocked", "timeout"),
-        ("x/a", "x/b", "80/UDP"): ("blocked", "timeout"),
-        ("y/a", "x/b", "80/TCP"): ("blocked", "timeout"),
-        ("x/b", "y/a", "80/TCP"): ("blocked", "timeout"),
-        ("x/a", "api", "443/TCP"): ("blocked", "timeout"),
-        ("y/a", "y/b", "80/TCP"): ("allowed", ""),
-        ("x/a", "x/a", "80/TCP"): ("allowed", ""),
+        # The egress chain drops first: the packet never meets x/b's ingress chain.
+        ("x/a", "x/b", "80/TCP"): ("blocked", egress.format("x/a")),
+        ("x/a", "x/b", "80/UDP"): ("blocked", egress.format("x/a")),
+        ("y/a", "x/b", "80/TCP"): ("blocked", "dropped: ingress of x/b isolated by x/deny-all, no rule allows it"),
+        ("x/b", "y/a", "80/TCP"): ("blocked", egress.format("x/b")),
+        ("x/a", "api", "443/TCP"): ("blocked", egress.format("x/a")),
+        ("y/a", "y/b", "80/TCP"): ("allowed", "egress of y/a not isolated; ingress of y/b not isolated"),
+        ("x/a", "x/a", "80/TCP"): ("allowed", "a pod's traffic to its own address never leaves it (self_traffic: allowed)"),
     }
-    assert 0.9 < results[("x/a", "x/b", "80/TCP")].elapsed < 2.5
+    # Blocked the moment the drop happened, not after the 1 s timeout; the packet
+    # was still dropped, as Calico drops it (nothing answered it, and nc waited).
+    assert all(results[cell].elapsed < 0.5 for cell in results)
+    trace = backend.traces[MatrixCell("y/a", "x/b", PortProtocol(80, TCP))]
+    assert trace.verdicts == (
+        ChainVerdict(PolicyType.EGRESS, "y/a", ChainAction.NOT_ISOLATED),
+        ChainVerdict(PolicyType.INGRESS, "x/b", ChainAction.DROPPED, ("x/deny-all",)),
+    )
+    assert trace.drop == trace.verdicts[1]
 
 
 def test_delete_lifts_the_policy(backend: EmulatedBackend) -> None:
@@ -565,7 +577,8 @@ def test_a_connection_nobody_answers_is_a_wrong_responder_not_blocked(backend: E
     # the probe through, so calling it blocked would be wrong.
     netns = backend.network.netns["y/b"]
     mute = subprocess.Popen(
-        ["ip", "netns", "exec", netns, "nc", "-l", "-n", "7778"],
+        # -k: it keeps listening, as a real mute service would for each try of the probe.
+        ["ip", "netns", "exec", netns, "nc", "-l", "-k", "-n", "7778"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -581,10 +594,13 @@ def test_a_connection_nobody_answers_is_a_wrong_responder_not_blocked(backend: E
 
 
 def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: EmulatedBackend) -> None:
-    # A listener that receives the datagram and never answers: the datagram gets
-    # through, yet the probe must not call the port open.
+    # A listener that receives every datagram and never answers: the datagrams get
+    # through (no policy drops them), yet the probe must not call the port open.
+    listener = "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('',7777)); " + (
+        "[print(s.recv(64).decode().strip(), flush=True) for _ in range(3)]"
+    )
     silent = subprocess.Popen(
-        ["ip", "netns", "exec", backend.network.netns["y/b"], "nc", "-u", "-l", "-n", "-W", "1", "7777"],
+        ["ip", "netns", "exec", backend.network.netns["y/b"], sys.executable, "-c", listener],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -594,9 +610,11 @@ def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: EmulatedBack
         wait_until_port_listens(backend.network.netns["y/b"], 7777, UDP)
         target = Probe(TOPOLOGY.pod("x/a"), TOPOLOGY.pod("y/b"), PortProtocol(7777, UDP))
         obs = backend.probe([target], 1.0)[target]
-        assert (obs.outcome, obs.detail) == (Outcome.BLOCKED, "timeout")
+        assert (obs.outcome, obs.detail) == (Outcome.BLOCKED, "timeout; no policy dropped it")
         out, _ = silent.communicate(timeout=5)
-        assert out == "probe\n"  # the datagram did arrive
+        # The datagram did arrive, on each of the three tries a timeout without a
+        # drop gets before it is a verdict.
+        assert out == "probe\nprobe\nprobe\n"
     finally:
         if silent.poll() is None:
             silent.kill()
@@ -684,14 +702,24 @@ def test_unowned_addresses_are_unreachable_and_the_host_is_untouched(
     assert [(results[p].outcome, results[p].detail) for p in probes] == [
         (Outcome.ERROR, "network is unreachable"),
         (Outcome.ERROR, "network is unreachable"),
-        (Outcome.BLOCKED, "timeout"),  # nc ignores the ICMP error: it just gets no reply
+        # nc ignores the ICMP error; the node's ruleset, which sent it, says so.
+        (Outcome.ERROR, "network is unreachable"),
     ]
-    # The node routes only to emulated hosts: no default route, nothing towards the host.
+    # Answered at once, and every time: no rate limit on these answers.
+    again = backend.probe(probes * 1, 1.0)
+    assert all(again[p].outcome is Outcome.ERROR and again[p].elapsed < 0.5 for p in probes)
+    # The node routes to emulated hosts, and everything else into its sink, which
+    # leads nowhere: nothing towards the host.
     node_routes = subprocess.run(
         ["ip", "-n", backend.network.run.node, "-4", "route", "show"], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     owned = {str(a) for a in backend.network.addresses.values()}
-    assert sorted(line.split()[0] for line in node_routes) == sorted(owned)
+    assert sorted(line.split()[0] for line in node_routes) == sorted(owned | {"default"})
+    assert "default dev sink scope link " in node_routes
+    sink = subprocess.run(
+        ["ip", "-n", backend.network.run.node, "-o", "link", "show", "sink-end"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "sink-end@sink" in sink  # its other end is in the node too
     # While the deployment runs, the host namespace is exactly as before it.
     assert host_network_state() == host_before
 

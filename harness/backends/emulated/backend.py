@@ -4,22 +4,26 @@ probes as real curl and nc processes."""
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import threading
 from collections.abc import Mapping, Sequence
 
 from harness.backends.base import Backend, Deployment, Probe
 from harness.backends.emulated import lifecycle
+from harness.backends.emulated.dataplane import Dataplane
 from harness.backends.emulated.leftovers import remove_state, write_state
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
-from harness.backends.emulated.probes import ProbeCommand, observation, probe_command
-from harness.backends.emulated.ruleset import RulesetInput, remove_table, render_ruleset, render_self_rulesets
-from harness.backends.emulated.runner import Job, max_workers, run_jobs
+from harness.backends.emulated.probes import ProbeCommand, probe_command
+from harness.backends.emulated.rounds import ProbeRequest
+from harness.backends.emulated.ruleset import RulesetInput
+from harness.backends.emulated.runner import max_workers
 from harness.backends.emulated.servers import EndpointServers
 from harness.backends.emulated.system import run
+from harness.backends.emulated.why import PolicyTrace
 from harness.core.errors import BackendError
-from harness.core.matrix import Observation, Outcome
+from harness.core.matrix import Cell, Observation, Outcome
 from harness.core.policy import NetworkPolicy
 from harness.core.settings import ModelSettings, SelfTraffic
 from harness.core.state import ClusterState
@@ -27,8 +31,15 @@ from harness.core.topology import ExternalHost, Protocol, Topology
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROBE_WORKERS = 512
 _DEFAULT_TIMEOUT = 1.0
+
+
+def default_probe_workers() -> int:
+    """Probe processes at once unless ``--probe-workers`` says otherwise: enough to
+    keep every core busy starting and running nc and curl, few enough that a
+    probe never waits long for a CPU (32 per core; TCP probes of one source share
+    one curl process, so this is far more probes in flight)."""
+    return 32 * (os.cpu_count() or 1)
 
 
 class EmulatedBackend(Backend):
@@ -42,7 +53,9 @@ class EmulatedBackend(Backend):
     protocols = frozenset({Protocol.TCP, Protocol.UDP})
     unsupported_note = "SCTP is not available in this kernel"
 
-    def __init__(self, probe_workers: int = DEFAULT_PROBE_WORKERS, ipblock_matches_pods: bool = True) -> None:
+    def __init__(self, probe_workers: int | None = None, ipblock_matches_pods: bool = True, keep_network: bool = False) -> None:
+        if probe_workers is None:
+            probe_workers = default_probe_workers()
         if probe_workers < 1:
             raise BackendError(f"--probe-workers must be at least 1, got {probe_workers}")
         #: Probes in flight at once: as asked, within what the open-file limit allows.
@@ -61,8 +74,15 @@ class EmulatedBackend(Backend):
         self._declared: Topology | None = None  # as deployed, with declared labels
         self._state: ClusterState | None = None  # labels and policies in force
         self._timeout = _DEFAULT_TIMEOUT
-        self._self_tables = False  # pod namespaces hold self-traffic tables
+        self._dataplane: Dataplane | None = None
         self.ruleset = ""  # the last ruleset loaded, for diagnostics
+        #: Keep each network and its servers after close() (``--keep-network``), for
+        #: the reproduce commands; ``python -m harness cleanup`` removes them.
+        self.keep_network = keep_network
+        #: Networks left in place for the user (keep_network), oldest first.
+        self.kept: list[RunId] = []
+        #: What the policy chains did with each cell of the last round.
+        self.traces: dict[Cell, PolicyTrace] = {}
         lifecycle.register(self)
 
     # -- settings --------------------------------------------------------------------
@@ -98,11 +118,12 @@ class EmulatedBackend(Backend):
     def deploy(self, topology: Topology) -> Deployment:
         with self._lock:
             if self._network is not None and self._declared is not None:
-                if self._declared.shape() == topology.shape():
+                reusable = self._dataplane is not None and self._dataplane.broken is None and not self.keep_network
+                if reusable and self._declared.shape() == topology.shape():
                     self._declared = topology
                     self.reset()
                     return Deployment(topology, self._network.addresses)
-                self._teardown()
+                self._teardown()  # another shape, a broken network, or one to keep as it is
             run_id = RunId.new()
             network = EmulatedNetwork(run_id, topology)
             # Record what is about to exist before creating it, so that a crash at any
@@ -113,8 +134,9 @@ class EmulatedBackend(Backend):
             self._state = ClusterState(topology)
             try:
                 network.build()
+                self._servers = EndpointServers(run_id.log_dir, detached=self.keep_network)
+                self._dataplane = Dataplane(network, self._servers, self.probe_workers)
                 self._reload()
-                self._servers = EndpointServers(run_id.log_dir)
                 self._servers.start({ep.id: ep for ep in topology.endpoints()}, network.netns)
             except BaseException:
                 self._teardown()
@@ -137,9 +159,17 @@ class EmulatedBackend(Backend):
     def _teardown(self) -> None:
         servers, self._servers = self._servers, None
         network, self._network = self._network, None
+        dataplane, self._dataplane = self._dataplane, None
         self._declared = None
         self._state = None
-        self._self_tables = False
+        if dataplane is not None:
+            dataplane.close()
+        if self.keep_network and network is not None and servers is not None and (dataplane is None or dataplane.broken is None):
+            servers.release()
+            write_state(network.run, network.all_netns, kept=True)
+            self.kept.append(network.run)
+            log.info("kept the emulated network %s and its servers", network.run)
+            return
         try:
             if servers is not None:
                 servers.stop()
@@ -199,6 +229,8 @@ class EmulatedBackend(Backend):
     def _reload(self) -> None:
         network = self.network
         state = self._current()
+        if self._dataplane is None:
+            raise BackendError("the emulated backend has nothing deployed: call deploy(topology) first")
         data = RulesetInput(
             table=network.run.table,
             topology=state.topology,
@@ -207,23 +239,17 @@ class EmulatedBackend(Backend):
             policies=tuple(state.policies.values()),
             ipblock_matches_pods=self.ipblock_matches_pods,
         )
-        self.ruleset = render_ruleset(data)
-        network.load_ruleset(self.ruleset)
-        if self.self_traffic is SelfTraffic.POLICY:
-            network.load_endpoint_rulesets(render_self_rulesets(data))
-            self._self_tables = True
-        elif self._self_tables:
-            network.load_endpoint_rulesets({pod.id: remove_table(network.run.table) for pod in data.topology.pods})
-            self._self_tables = False
+        self.ruleset = self._dataplane.load(data, self_policy=self.self_traffic is SelfTraffic.POLICY)
         network.run.log_dir.mkdir(parents=True, exist_ok=True)
         (network.run.log_dir / "ruleset.nft").write_text(self.ruleset)
 
     # -- probing ------------------------------------------------------------------------
 
-    def _command(self, probe: Probe, timeout: float) -> ProbeCommand | Observation:
+    def _request(self, probe: Probe, timeout: float) -> ProbeRequest | Observation:
         network = self.network
         netns = network.netns.get(probe.source.id)
-        if netns is None or probe.source.id not in network.addresses:
+        source_address = network.addresses.get(probe.source.id)
+        if netns is None or source_address is None:
             return Observation(Outcome.ERROR, f"source {probe.source.id} is not a deployed pod")
         address = network.addresses.get(probe.destination.id)
         if address is None:
@@ -233,25 +259,48 @@ class EmulatedBackend(Backend):
         if probe.port.protocol not in self.protocols:
             # The probe engine never asks (it observes these as unsupported itself).
             return Observation(Outcome.ERROR, f"cannot probe {probe.port.protocol}: {self.unsupported_note}")
-        return probe_command(netns, probe.port.protocol, str(address), probe.port.port, probe.destination.id, timeout)
+        return ProbeRequest(
+            probe.source.id,
+            netns,
+            str(source_address),
+            probe.destination.id,
+            str(address),
+            not isinstance(probe.destination, ExternalHost),
+            probe.port.protocol,
+            probe.port.port,
+            timeout,
+        )
+
+    def _command(self, probe: Probe, timeout: float) -> ProbeCommand | Observation:
+        request = self._request(probe, timeout)
+        if isinstance(request, Observation):
+            return request
+        return probe_command(
+            request.source_netns, request.protocol, request.destination_address, request.port, request.destination, timeout
+        )
 
     def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
+        """One round (:mod:`harness.backends.emulated.rounds`) after checking the
+        network; each observation's detail says what the policy chains did (the
+        same as data in :attr:`traces`)."""
         with self._lock:
             self._timeout = timeout
             results: dict[Probe, Observation] = {}
-            commands: list[tuple[Probe, ProbeCommand]] = []
+            requests: list[tuple[Probe, ProbeRequest]] = []
             for probe in probes:
-                command = self._command(probe, timeout)
-                if isinstance(command, Observation):
-                    results[probe] = command
+                request = self._request(probe, timeout)
+                if isinstance(request, Observation):
+                    results[probe] = request
                 else:
-                    commands.append((probe, command))
-            jobs = [Job(c.netns, c.argv, c.stdin, c.limit) for _, c in commands]
-            for (probe, command), done in zip(commands, run_jobs(jobs, self.probe_workers), strict=True):
-                if done.error:
-                    results[probe] = Observation(Outcome.ERROR, done.error, command.shell)
-                else:
-                    results[probe] = observation(command, done.returncode, done.stdout, done.stderr, done.elapsed)
+                    requests.append((probe, request))
+            if self._dataplane is None:
+                raise BackendError("the emulated backend has nothing deployed: call deploy(topology) first")
+            self.traces = {}
+            done = self._dataplane.probe([request for _, request in requests])
+            for (probe, _), result in zip(requests, done, strict=True):
+                results[probe] = Observation(result.outcome, result.detail, result.command, result.elapsed)
+                if result.trace is not None:
+                    self.traces[probe.cell] = result.trace
             return results
 
     def reproduce_command(self, probe: Probe) -> str:
