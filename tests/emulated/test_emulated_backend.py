@@ -31,9 +31,9 @@ from harness.backends.emulated.backend import EmulatedBackend
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
 from harness.backends.emulated.runner import Job, run_jobs
+from harness.backends.emulated.why import ChainAction, ChainVerdict
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendError, BackendUnavailable
-from harness.backends.emulated.why import ChainAction, ChainVerdict
 from harness.core.matrix import Cell as MatrixCell
 from harness.core.matrix import Observation, Outcome
 from harness.core.policy import NetworkPolicy, PolicyType, parse_policy

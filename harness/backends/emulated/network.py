@@ -6,15 +6,17 @@ via the link-local gateway ``169.254.1.1``; the other end of its veth sits in th
 node namespace, which carries the gateway address on every veth (so it answers
 the endpoints' ARP for it), one /32 route per endpoint, forwarding on, and the
 nftables table that enforces policies. Its only other route is a default route
-into :data:`~harness.backends.emulated.names.SINK`, a veth whose both ends are
-in the node, through which the ruleset lets nothing pass: a packet to an address no emulated host owns meets the source's egress policy in
-the forward hook like any other, and then, leaving for the sink, is answered
-with "network unreachable" by the ruleset (which logs it). Answering in the
-ruleset, not by a missing route, keeps the answer free of the kernel's rate limit
-on routing errors (five at once, then one a second per source, and not settable
-per namespace), so every probe of such an address is answered the same way.
-Nothing can leave. Every ``ip`` command runs inside a namespace of this run
-(``ip -n``), so the host's own network namespace is never touched.
+into :data:`~harness.backends.emulated.names.SINK`, a veth whose both ends are in
+the node, through which the ruleset lets nothing pass: a packet to an address no
+emulated host owns meets the source's egress policy in the forward hook like any
+other, and then, leaving for the sink, is answered with "network unreachable" by
+the ruleset (which logs it). Answering in the ruleset, not by a missing route,
+keeps the answer free of the kernel's rate limit on routing errors (five at once,
+then one a second per source, set only in the host's namespace:
+``net.ipv4.route.error_burst`` and ``error_cost``), so every probe of such an
+address is answered the same way. Nothing can leave. Every ``ip`` command runs
+inside a namespace of this run (``ip -n``), so the host's own network namespace
+is never touched.
 """
 
 from __future__ import annotations
