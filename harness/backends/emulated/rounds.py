@@ -185,7 +185,7 @@ class ProbeRound:
         self._attempts, self._active, self._batches, self._single = {}, {}, {}, {}
         self._job_of, self._ended, self._started_at = {}, set(), {}
         try:
-            with ProcessPool(self.setup.workers) as self._pool:
+            with ProcessPool(self.setup.workers, [log.fileno() for log in self.setup.logs]) as self._pool:
                 jobs = self._submit(indices, scratch)
                 limit = round_deadline(jobs, self.setup.workers)
                 ends = time.monotonic() + limit
@@ -194,7 +194,7 @@ class ProbeRound:
                     if now >= ends:
                         self._abandon(indices, limit)
                         break
-                    events, _ = self._pool.poll(ends - now, [log.fileno() for log in self.setup.logs])
+                    events, _ = self._pool.poll(ends - now)
                     # The log first: a drop or an admission of a probe's packet was
                     # queued before anything its process could write about it.
                     self._read_logs()

@@ -21,13 +21,13 @@ end.
 from __future__ import annotations
 
 import collections
-import errno
+import contextlib
 import math
 import os
 import queue
 import resource
 import selectors
-import subprocess
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -100,8 +100,10 @@ Event = Started | Output | Exited
 class _Running:
     job_id: int
     job: Job
-    process: subprocess.Popen[bytes]
+    pid: int
     pidfd: int
+    stdout: int  # read ends of its pipes
+    stderr: int
     started: float
     deadline: float
     killed: bool = False
@@ -174,7 +176,7 @@ class _Launcher:
 class ProcessPool:
     """Processes started in network namespaces, at most ``workers`` at once."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, watch: Sequence[int] = ()) -> None:
         self.workers = max(1, workers)
         self.env = child_environment()
         self._jobs: dict[int, Job] = {}
@@ -189,6 +191,9 @@ class ProcessPool:
         # poller, so a launcher must never block on it.
         os.set_blocking(self._wake_write, False)
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        #: File descriptors of the caller's to report as readable (log sockets).
+        for fd in watch:
+            self._selector.register(fd, selectors.EVENT_READ, ("watch", fd))
         self._closed = False
         self._end_requested: set[int] = set()
         #: Events made by the calling thread itself, delivered by the next poll.
@@ -215,7 +220,7 @@ class ProcessPool:
         run = self._running.get(job_id)
         if run is not None:
             if not run.killed:
-                _kill(run.process)
+                _kill(run.pidfd)
                 run.killed = run.ended = True
             return
         if job_id in self._waiting:
@@ -224,43 +229,37 @@ class ProcessPool:
         else:
             self._end_requested.add(job_id)  # being started: ended once it runs
 
-    def poll(self, timeout: float, watch: Sequence[int] = ()) -> tuple[list[Event], list[int]]:
+    def poll(self, timeout: float) -> tuple[list[Event], list[int]]:
         """Wait up to ``timeout`` seconds for something to happen; the events, and
-        which of the ``watch`` file descriptors are readable."""
-        for fd in watch:
-            self._selector.register(fd, selectors.EVENT_READ, ("watch", fd))
-        try:
-            now = time.monotonic()
-            deadlines = [r.deadline for r in self._running.values() if not r.killed]
-            wait = 0.0 if self._own_events else max(0.0, min([*deadlines, now + timeout]) - now)
-            events, self._own_events = self._own_events, []
-            ready: list[int] = []
-            for key, _ in self._selector.select(wait):
-                data = key.data
-                if data is None:
-                    try:
-                        os.read(self._wake_read, 4096)
-                    except BlockingIOError:
-                        pass
-                    continue
-                if data[0] == "watch":
-                    ready.append(data[1])
-                    continue
-                run: _Running = data[0]
-                stream: int = data[1]
-                if self._running.get(run.job_id) is not run:
-                    continue  # finished earlier in this batch
-                if stream == run.pidfd:
-                    events += self._finish(run)
-                else:
-                    events += self._read(run, stream)
-            events += self._take_started()
-            self._enforce_limits()
-            self._dispatch()
-            return events, ready
-        finally:
-            for fd in watch:
-                self._selector.unregister(fd)
+        which watched file descriptors are readable."""
+        now = time.monotonic()
+        deadlines = [r.deadline for r in self._running.values() if not r.killed]
+        wait = 0.0 if self._own_events else max(0.0, min([*deadlines, now + timeout]) - now)
+        events, self._own_events = self._own_events, []
+        ready: list[int] = []
+        for key, _ in self._selector.select(wait):
+            data = key.data
+            if data is None:
+                try:
+                    os.read(self._wake_read, 4096)
+                except BlockingIOError:
+                    pass
+                continue
+            if data[0] == "watch":
+                ready.append(data[1])
+                continue
+            run: _Running = data[0]
+            stream: int = data[1]
+            if self._running.get(run.job_id) is not run:
+                continue  # finished earlier in this batch
+            if stream == run.pidfd:
+                events += self._finish(run)
+            else:
+                events += self._read(run, stream)
+        events += self._take_started()
+        self._enforce_limits()
+        self._dispatch()
+        return events, ready
 
     def close(self) -> None:
         """End every process, stop the launchers and release the pool's files."""
@@ -280,7 +279,8 @@ class ProcessPool:
             if isinstance(event, _Running):
                 self._running[event.job_id] = event
         for run in list(self._running.values()):
-            _end(run.process)
+            _kill(run.pidfd)
+            _reap(run.pid)
             self._release(run, unregister=False)
         self._running.clear()
         self._selector.close()
@@ -322,30 +322,34 @@ class ProcessPool:
             self._running[event.job_id] = event
             events.append(Started(event.job_id, event.started))
             self._selector.register(event.pidfd, selectors.EVENT_READ, (event, event.pidfd))
-            for stream in (event.process.stdout, event.process.stderr):
-                assert stream is not None
-                os.set_blocking(stream.fileno(), False)
-                event.chunks[stream.fileno()] = []
-                event.kept[stream.fileno()] = 0
-                self._selector.register(stream.fileno(), selectors.EVENT_READ, (event, stream.fileno()))
+            for fd in (event.stdout, event.stderr):
+                event.chunks[fd] = []
+                event.kept[fd] = 0
+            if event.job.stream_stderr:
+                # Only a streaming job's output is read while it runs; a probe's
+                # is a few bytes, which wait in the pipe until it exits.
+                os.set_blocking(event.stderr, False)
+                self._selector.register(event.stderr, selectors.EVENT_READ, (event, event.stderr))
             if event.job_id in self._end_requested:
                 self._end_requested.discard(event.job_id)
-                _kill(event.process)
+                _kill(event.pidfd)
                 event.killed = event.ended = True
 
-    def _read(self, run: _Running, fd: int) -> list[Event]:
+    def _read(self, run: _Running, fd: int, final: bool = False) -> list[Event]:
         """Read what ``fd`` has now; a streamed chunk as an event."""
         events: list[Event] = []
+        if final:
+            os.set_blocking(fd, False)
         while True:
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
                 return events
             if not data:
-                self._selector.unregister(fd)
+                if fd in self._selector.get_map():
+                    self._selector.unregister(fd)
                 return events
-            assert run.process.stderr is not None
-            if run.job.stream_stderr and fd == run.process.stderr.fileno():
+            if run.job.stream_stderr and fd == run.stderr:
                 events.append(Output(run.job_id, data))
             elif run.kept[fd] < _OUTPUT_LIMIT:
                 run.chunks[fd].append(data)
@@ -353,15 +357,13 @@ class ProcessPool:
 
     def _finish(self, run: _Running) -> list[Event]:
         elapsed = time.monotonic() - run.started
-        returncode = run.process.wait()
+        returncode = _reap(run.pid)
         # The process has exited: what it wrote is in the pipes.
         events: list[Event] = []
-        for fd in list(run.chunks):
-            if fd in self._selector.get_map():
-                events += self._read(run, fd)
-        assert run.process.stdout is not None and run.process.stderr is not None
-        stdout = b"".join(run.chunks[run.process.stdout.fileno()])
-        stderr = b"".join(run.chunks[run.process.stderr.fileno()])
+        for fd in (run.stdout, run.stderr):
+            events += self._read(run, fd, final=True)
+        stdout = b"".join(run.chunks[run.stdout])
+        stderr = b"".join(run.chunks[run.stderr])
         self._release(run)
         del self._running[run.job_id]
         code = None if run.killed else returncode
@@ -373,51 +375,64 @@ class ProcessPool:
         for run in self._running.values():
             if run.killed or now < run.deadline:
                 continue
-            ran = now - run.started - cpu_wait(run.process.pid)
+            ran = now - run.started - cpu_wait(run.pid)
             if ran < run.job.limit:
                 run.deadline = now + (run.job.limit - ran)  # it waited for a CPU: not its fault
                 continue
-            _kill(run.process)
+            _kill(run.pidfd)
             run.killed = True
 
     def _release(self, run: _Running, unregister: bool = True) -> None:
-        if unregister:
-            for fd in [run.pidfd, *run.chunks]:
-                if fd in self._selector.get_map():
-                    self._selector.unregister(fd)
-        os.close(run.pidfd)
-        for stream in (run.process.stdout, run.process.stderr):
-            if stream is not None:
-                stream.close()
+        for fd in (run.pidfd, run.stdout, run.stderr):
+            if unregister and fd in self._selector.get_map():
+                self._selector.unregister(fd)
+            os.close(fd)
 
     # -- launcher threads ------------------------------------------------------------------
 
     def _start(self, job_id: int, job: Job) -> None:
-        """Start one job; on any failure end the process if it was started and post
-        the error."""
-        process: subprocess.Popen[bytes] | None = None
+        """Start one job (``posix_spawn``: no Python between fork and exec); on any
+        failure end the process if it was started and post the error."""
+        ours: list[int] = []  # the harness's ends, kept if the start succeeds
+        theirs: list[int] = []  # the child's ends, closed here once it has them
+        pid = 0
         try:
+            out_read, out_write = os.pipe()
+            ours.append(out_read)
+            theirs.append(out_write)
+            err_read, err_write = os.pipe()
+            ours.append(err_read)
+            theirs.append(err_write)
+            actions: list[tuple[int, int, int]] = [
+                (os.POSIX_SPAWN_DUP2, out_write, 1),
+                (os.POSIX_SPAWN_DUP2, err_write, 2),
+            ]
+            if job.stdin is None:
+                null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                theirs.append(null)
+                actions.append((os.POSIX_SPAWN_DUP2, null, 0))
+            else:
+                # The input is a few bytes: it fits the pipe before the child runs.
+                in_read, in_write = os.pipe()
+                theirs += [in_read, in_write]
+                os.write(in_write, job.stdin)
+                actions.append((os.POSIX_SPAWN_DUP2, in_read, 0))
             started = time.monotonic()
-            process = subprocess.Popen(
-                job.argv,
-                stdin=subprocess.PIPE if job.stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self.env,
-            )
-            if process.stdin is not None:
-                try:
-                    process.stdin.write(job.stdin or b"")
-                    process.stdin.close()
-                except BrokenPipeError:
-                    pass
-            pidfd = os.pidfd_open(process.pid)
+            pid = os.posix_spawnp(job.argv[0], list(job.argv), self.env, file_actions=actions)
+            pidfd = os.pidfd_open(pid)
         except BaseException as err:
-            if process is not None:
-                _end(process)
+            if pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                _reap(pid)
+            for fd in ours:
+                os.close(fd)
             self._post((job_id, Finished(None, error=f"cannot run {job.argv[0]}: {_reason(err)}")))
             return
-        self._post(_Running(job_id, job, process, pidfd, started, started + job.limit))
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self._post(_Running(job_id, job, pid, pidfd, ours[0], ours[1], started, started + job.limit))
 
     def _post(self, event: _Running | tuple[int, Finished]) -> None:
         self._events.put(event)
@@ -427,24 +442,24 @@ class ProcessPool:
             pass  # full (the poller wakes anyway) or closed (the pool is closing)
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
+def _kill(pidfd: int) -> None:
+    """SIGKILL through the process's pidfd: never a recycled pid."""
     try:
-        process.kill()
-    except OSError as err:
-        if err.errno != errno.ESRCH:
-            raise
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # exited already, not reaped yet
 
 
-def _end(process: subprocess.Popen[bytes]) -> None:
-    """Kill ``process`` if it still runs, reap it and close its pipes."""
-    _kill(process)
-    process.wait()
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            try:
-                stream.close()
-            except OSError:
-                pass  # input that could not be flushed: the process is gone anyway
+def _reap(pid: int) -> int:
+    """Wait for ``pid`` to end; its exit code (negative: the signal that ended it)."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return -signal.SIGKILL
+        return os.waitstatus_to_exitcode(status)
 
 
 def run_jobs(jobs: Sequence[Job], workers: int, deadline: float | None = None) -> list[Finished]:
