@@ -318,11 +318,18 @@ def test_pod_selector_peer_means_pods_of_the_policy_namespace(backend: EmulatedB
             )
         ]
     )
-    assert outcomes(backend, CELLS_TO_XB) == {
+    results = probe_cells(backend, CELLS_TO_XB)
+    assert {cell: obs.outcome.value for cell, obs in results.items()} == {
         ("x/a", "x/b", "80/TCP"): "allowed",
         ("y/a", "x/b", "80/TCP"): "blocked",  # pod=a, but in another namespace
         ("y/b", "x/b", "80/TCP"): "blocked",
     }
+    # The allowed cell names the rule that admitted it, as its comment in the ruleset does.
+    assert (
+        results[("x/a", "x/b", "80/TCP")].detail == "egress of x/a not isolated; ingress of x/b admitted by x/from-a ingress[0]"
+    )
+    assert results[("y/a", "x/b", "80/TCP")].detail == "dropped: ingress of x/b isolated by x/from-a, no rule allows it"
+    assert 'comment "x/from-a ingress[0]"' in backend.ruleset
 
 
 def test_namespace_selector_peer_means_every_pod_of_matching_namespaces(backend: EmulatedBackend) -> None:
@@ -464,12 +471,19 @@ def test_self_traffic_is_always_allowed_unless_the_scenario_says_policy(backend:
     cells = [("x/a", "x/a", "80/TCP"), ("x/a", "x/a", "80/UDP"), ("x/b", "x/b", "80/TCP"), ("x/b", "x/a", "80/TCP")]
     assert outcomes(backend, cells) == dict.fromkeys(cells, "allowed")  # Calico: self traffic never leaves the pod
     backend.use_settings(ModelSettings(self_traffic=SelfTraffic.POLICY))
-    assert outcomes(backend, cells) == {
+    results = probe_cells(backend, cells)
+    assert {cell: obs.outcome.value for cell, obs in results.items()} == {
         ("x/a", "x/a", "80/TCP"): "blocked",  # x/a's ingress admits only x/b
         ("x/a", "x/a", "80/UDP"): "blocked",
         ("x/b", "x/b", "80/TCP"): "allowed",  # x/b is not isolated
         ("x/b", "x/a", "80/TCP"): "allowed",
     }
+    # Dropped by the table in x/a's own namespace, which logs there: known at once.
+    assert results[("x/a", "x/a", "80/TCP")].detail == "dropped: ingress of x/a isolated by x/a-from-b, no rule allows it"
+    assert results[("x/a", "x/a", "80/TCP")].elapsed < 0.5
+    assert results[("x/b", "x/a", "80/TCP")].detail == (
+        "egress of x/b not isolated; ingress of x/a admitted by x/a-from-b ingress[0]"
+    )
     backend.use_settings(ModelSettings())
     assert outcomes(backend, cells[:2]) == dict.fromkeys(cells[:2], "allowed")
 

@@ -27,6 +27,7 @@ second try tells them from real results, which come back the same.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -50,6 +51,8 @@ from harness.core.probe_clients import (
     tcp_outcome,
 )
 from harness.core.topology import Protocol
+
+log = logging.getLogger(__name__)
 
 #: Tries of one probe at most before its error or unexplained timeout is final.
 ATTEMPTS = 3
@@ -179,11 +182,11 @@ class ProbeRound:
     # -- one pass ------------------------------------------------------------------
 
     def _pass(self, indices: Sequence[int], attempt: int) -> None:
-        self._read_logs()  # what earlier attempts left: not this pass's
-        scratch = self.setup.scratch / f"pass-{attempt}"
-        scratch.mkdir(parents=True, exist_ok=True)
         self._attempts, self._active, self._batches, self._single = {}, {}, {}, {}
         self._job_of, self._ended, self._started_at = {}, set(), {}
+        self._read_logs()  # what earlier attempts left: nothing is active, so it is dropped
+        scratch = self.setup.scratch / f"pass-{attempt}"
+        scratch.mkdir(parents=True, exist_ok=True)
         try:
             with ProcessPool(self.setup.workers, [log.fileno() for log in self.setup.logs]) as self._pool:
                 jobs = self._submit(indices, scratch)
@@ -254,9 +257,13 @@ class ProbeRound:
     # -- what the kernel says ----------------------------------------------------------
 
     def _read_logs(self) -> None:
-        for log in self.setup.logs:
-            for packet in log.read():
+        for subscription in self.setup.logs:
+            lost = subscription.lost
+            for packet in subscription.read():
                 self._logged(packet)
+            if subscription.lost and not lost:
+                # Those probes wait their timeout and are tried again: slower, not wrong.
+                log.warning("NFLOG messages were lost in %s (its socket buffer overflowed)", subscription.netns)
 
     def _logged(self, packet: LoggedPacket) -> None:
         attempts = self._active.get((packet.source, packet.destination, packet.protocol, packet.destination_port))
