@@ -37,9 +37,10 @@ _DEFAULT_TIMEOUT = 1.0
 def default_probe_workers() -> int:
     """Probe processes at once unless ``--probe-workers`` says otherwise: enough to
     keep every core busy starting and running nc and curl, few enough that a
-    probe never waits long for a CPU (32 per core; TCP probes of one source share
-    one curl process, so this is far more probes in flight)."""
-    return 32 * (os.cpu_count() or 1)
+    probe never waits long for a CPU (32 per core this process may use; TCP
+    probes of one source share one curl process, so this is far more probes in
+    flight)."""
+    return 32 * len(os.sched_getaffinity(0))
 
 
 class EmulatedBackend(Backend):
@@ -139,7 +140,7 @@ class EmulatedBackend(Backend):
                 self._reload()
                 self._servers.start({ep.id: ep for ep in topology.endpoints()}, network.netns)
             except BaseException:
-                self._teardown()
+                self._teardown(keep=False)  # half built: never kept
                 raise
             log.info("emulated network %s: %d pods, %d external hosts", run_id, len(topology.pods), len(topology.externals))
             return Deployment(topology, network.addresses)
@@ -156,7 +157,9 @@ class EmulatedBackend(Backend):
             self._teardown()
         lifecycle.unregister(self)
 
-    def _teardown(self) -> None:
+    def _teardown(self, keep: bool = True) -> None:
+        """Remove the deployment, or with ``keep_network`` (and ``keep``) leave it
+        running for the user, unless it was found broken."""
         servers, self._servers = self._servers, None
         network, self._network = self._network, None
         dataplane, self._dataplane = self._dataplane, None
@@ -164,7 +167,8 @@ class EmulatedBackend(Backend):
         self._state = None
         if dataplane is not None:
             dataplane.close()
-        if self.keep_network and network is not None and servers is not None and (dataplane is None or dataplane.broken is None):
+        intact = dataplane is None or dataplane.broken is None
+        if keep and self.keep_network and network is not None and servers is not None and intact:
             servers.release()
             write_state(network.run, network.all_netns, kept=True)
             self.kept.append(network.run)
