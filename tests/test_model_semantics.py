@@ -865,12 +865,11 @@ def test_explain_names_the_isolating_policies() -> None:
     model = build(grid_topology(), deny_in, deny_out)
     port = PortProtocol.parse("80/TCP")
     assert model.explain("x/b", "z/a", port) == "egress of x/b not isolated; ingress of z/a not isolated"
-    assert model.explain("x/b", "y/a", port) == (
-        "egress of x/b not isolated; ingress of y/a isolated by y/deny-in; no rule allows x/b on 80/TCP"
+    assert (
+        model.explain("x/b", "y/a", port) == "egress of x/b not isolated; ingress of y/a isolated by y/deny-in, no rule allows it"
     )
     assert model.explain("x/a", "y/c", port) == (
-        "egress of x/a isolated by x/deny-out; no rule allows y/c:80/TCP; "
-        "ingress of y/c isolated by y/deny-in; no rule allows x/a on 80/TCP"
+        "egress of x/a isolated by x/deny-out, no rule allows it; ingress of y/c isolated by y/deny-in, no rule allows it"
     )
 
 
@@ -891,7 +890,7 @@ def test_explain_names_the_rule_peer_and_port_that_admit_a_cell() -> None:
     )
     model = build(grid_topology(), allow)
     assert model.explain("x/b", "y/a", PortProtocol.parse("80/TCP")) == (
-        "egress of x/b not isolated; ingress of y/a allowed by y/from-x ingress[1] "
+        "egress of x/b not isolated; ingress of y/a admitted by y/from-x ingress[1] "
         "(from[1] namespaceSelector kubernetes.io/metadata.name=x, ports[1] 80-90/TCP)"
     )
 

@@ -10,6 +10,14 @@ through. Exit 7 with "Connection refused" is a refusal (the packet arrived and
 nothing listened); the verbose output gives the reason of other connect failures
 such as "Network is unreachable".
 
+Many TCP probes from one source can be one curl process (:func:`curl_batch_argv`):
+each URL is a transfer of its own, run in parallel, with its own timeouts counted
+from when that transfer starts, its body written to a file of its own, and a
+``--write-out`` line on standard error when it ends (exit code, whether it
+connected, curl's message), which :func:`parse_transfer_line` reads. A batch
+transfer means what the single command means: :func:`tcp_outcome` judges both.
+The ``%{exitcode}`` and ``%{errormsg}`` variables need curl 7.75 or later.
+
 UDP: ``nc -u`` sends one datagram and waits for the reply (``-W 1``: exit after
 one). Only a reply counts as allowed: silence until the timeout is blocked. When
 nothing listens, the ICMP port-unreachable makes nc stop at once with no reply,
@@ -20,6 +28,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from harness.core.matrix import Outcome
 from harness.core.topology import Protocol
@@ -30,6 +40,17 @@ UDP_PAYLOAD = b"probe\n"
 #: (192.168.1.10) port 80 (#0)".
 _CONNECTED = re.compile(r"^\* Connected to ", re.MULTILINE)
 _CONNECT_FAILURE = re.compile(r"(?:connect to \S+ port \d+ failed|Immediate connect fail for [^:]+): (?P<reason>.+)")
+#: The same lines, naming the address and port: in a batch they tell the transfers apart.
+_CONNECT_FAILURES = re.compile(
+    r"^\* (?:connect to (?P<address>\S+) port (?P<port>\d+) failed|Immediate connect fail for (?P<immediate>[^:]+)): "
+    r"(?P<reason>.+)$",
+    re.MULTILINE,
+)
+#: What starts the line curl writes to standard error after each transfer of a batch.
+BATCH_MARK = "=nph "
+#: At most this many transfers of one curl process run at once (curl caps
+#: ``--parallel-max`` at 300).
+BATCH_PARALLEL = 300
 
 
 def seconds_text(value: float) -> str:
@@ -50,24 +71,100 @@ def client_wait(protocol: Protocol, timeout: float) -> float:
 def client_argv(protocol: Protocol, address: str, port: int, timeout: float) -> tuple[tuple[str, ...], bytes | None]:
     """The client's command line and what it reads on standard input."""
     if protocol is Protocol.TCP:
-        seconds = seconds_text(timeout)
-        argv: tuple[str, ...] = (
-            "curl",
-            "-q",
-            "-sS",
-            "-v",
-            "--noproxy",
-            "*",
-            "--connect-timeout",
-            seconds,
-            "-m",
-            seconds,
-            f"http://{address}:{port}/",
-        )
+        argv = ("curl", "-q", "-sS", "-v", "--noproxy", "*", *_curl_timeouts(timeout), f"http://{address}:{port}/")
         return argv, None
     if protocol is Protocol.UDP:
         return ("nc", "-u", "-n", "-W", "1", "-w", str(udp_wait(timeout)), address, str(port)), UDP_PAYLOAD
     raise ValueError(f"no probe client for {protocol}")
+
+
+def _curl_timeouts(timeout: float) -> tuple[str, ...]:
+    seconds = seconds_text(timeout)
+    return ("--connect-timeout", seconds, "-m", seconds)
+
+
+def curl_batch_argv(transfers: Sequence[tuple[str, int, str]], timeout: float) -> tuple[str, ...]:
+    """One curl process for many TCP probes: ``(address, port, body file)`` each.
+    All run at once (at most :data:`BATCH_PARALLEL`), each bounded by ``timeout``
+    from its own start, each with the options of the single probe
+    (:func:`client_argv`); after each, a line starting with :data:`BATCH_MARK` on
+    standard error (unbuffered, so it arrives when the transfer ends)."""
+    argv = [
+        "curl",
+        "-q",
+        "-sS",
+        "-v",
+        "--no-progress-meter",
+        "--noproxy",
+        "*",
+        *_curl_timeouts(timeout),
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        str(max(1, min(BATCH_PARALLEL, len(transfers)))),
+        "--write-out",
+        "%{stderr}" + BATCH_MARK + "%{filename_effective}\\t%{exitcode}\\t%{time_connect}\\t%{errormsg}\\n",
+    ]
+    for address, port, body in transfers:
+        argv += ["-o", body, f"http://{address}:{port}/"]
+    return tuple(argv)
+
+
+@dataclass(frozen=True)
+class TransferReport:
+    """What curl said of one transfer of a batch: the body file it was written
+    to, its exit code, whether it connected, and curl's message."""
+
+    body_file: str
+    exitcode: int
+    connected: bool
+    message: str
+
+
+def parse_transfer_line(line: str) -> TransferReport | None:
+    """The report in one line of a batch's standard error, or None when the line
+    is not one (curl's verbose output)."""
+    if not line.startswith(BATCH_MARK):
+        return None
+    fields = line[len(BATCH_MARK) :].rstrip("\n").split("\t", 3)
+    if len(fields) != 4:
+        return None
+    body, code, connect, message = fields
+    try:
+        return TransferReport(body, int(code), float(connect) > 0, message.strip())
+    except ValueError:
+        return None
+
+
+def connect_failures(verbose: str) -> dict[tuple[str, int | None], str]:
+    """The reasons curl's verbose output gives for failed connects, by (address,
+    port), or (address, None) when curl failed before choosing a port."""
+    found: dict[tuple[str, int | None], str] = {}
+    for match in _CONNECT_FAILURES.finditer(verbose):
+        if match["immediate"]:
+            found[(match["immediate"].strip(), None)] = match["reason"].strip()
+        else:
+            found[(match["address"], int(match["port"]))] = match["reason"].strip()
+    return found
+
+
+def tcp_outcome(identity: str, returncode: int, body: str, connected: bool, reason: str, message: str) -> tuple[Outcome, str]:
+    """Outcome and detail of one finished curl transfer: its exit code, the body
+    it received, whether the TCP connection was made, why a connect failed
+    (``reason``, from the verbose output) and curl's own message."""
+    if returncode == 0:
+        return _identity_outcome(body.strip(), identity)
+    if returncode == 28:
+        if connected:
+            return Outcome.WRONG_RESPONDER, "connected, nothing answered"
+        return Outcome.BLOCKED, "timeout"
+    if returncode == 7:
+        if "refused" in reason.lower():
+            return Outcome.REFUSED, "connection refused"
+        if reason:
+            return Outcome.ERROR, reason[:1].lower() + reason[1:]
+        return Outcome.ERROR, "could not connect"
+    return Outcome.ERROR, f"curl exit {returncode}: {message or 'no message'}"
 
 
 def _last_line(text: str) -> str:
@@ -99,19 +196,9 @@ def classify(
     if returncode is None:
         return Outcome.ERROR, f"{tool} did not finish within {limit:g}s and was killed"
     if protocol is Protocol.TCP:
-        if returncode == 0:
-            return _identity_outcome(out, identity)
-        if returncode == 28:
-            if _CONNECTED.search(err):
-                return Outcome.WRONG_RESPONDER, "connected, nothing answered"
-            return Outcome.BLOCKED, "timeout"
-        if returncode == 7:
-            match = _CONNECT_FAILURE.search(err)
-            reason = match["reason"].strip() if match else _last_line(err)
-            if "refused" in reason.lower():
-                return Outcome.REFUSED, "connection refused"
-            return Outcome.ERROR, reason[:1].lower() + reason[1:] if reason else "could not connect"
-        return Outcome.ERROR, f"curl exit {returncode}: {_last_line(err) or 'no message'}"
+        match = _CONNECT_FAILURE.search(err)
+        reason = match["reason"].strip() if match else (_last_line(err) if returncode == 7 else "")
+        return tcp_outcome(identity, returncode, out, bool(_CONNECTED.search(err)), reason, _last_line(err))
     # UDP
     if returncode != 0:
         return Outcome.ERROR, f"nc exit {returncode}: {_last_line(err) or 'no message'}"

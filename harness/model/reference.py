@@ -266,7 +266,8 @@ class ReferenceModel:
         """Why a cell is allowed or blocked, side by side: for the source's egress
         and the destination's ingress, whether the pod is isolated, by which
         policies, and which rule (with the peer and port entry that matched) admits
-        the traffic, or that none does."""
+        the traffic, or that none does. In the words of the emulated backend's
+        packet-level explanation, so that both read alike."""
         key = port
         s, d = self.pod_index[source], self.dest_index[destination]
         if source == destination and self.settings.self_traffic is SelfTraffic.ALLOWED:
@@ -291,10 +292,9 @@ class ReferenceModel:
             for number, rule in enumerate(rules):
                 match = self._rule_match(policy, rule, direction, pod, other, peer, key)
                 if match is not None:
-                    return f"{word} of {pod.id} allowed by {policy.ref} {word}[{number}]{match}"
-        refs = ", ".join(p.ref for p in isolating)
-        what = f"{other.id}:{key}" if direction is PolicyType.EGRESS else f"{other.id} on {key}"
-        return f"{word} of {pod.id} isolated by {refs}; no rule allows {what}"
+                    return f"{word} of {pod.id} admitted by {policy.ref} {word}[{number}]{match}"
+        # The words of the emulated backend's packet-level explanation (docs/emulated-backend.md).
+        return f"{word} of {pod.id} isolated by {', '.join(p.ref for p in isolating)}, no rule allows it"
 
     def _rule_match(
         self,

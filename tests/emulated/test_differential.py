@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -321,6 +322,33 @@ def disagreements(
     return wrong
 
 
+def model_isolating(because: str, side: str) -> set[str]:
+    """The policies the model's explanation says isolate ``side`` ("ingress of x/b")
+    and deny the cell; empty when it does not say that side denies it."""
+    marker = f"{side} isolated by "
+    if marker not in because:
+        return set()
+    listed = re.split(r";|, no rule", because.split(marker, 1)[1], maxsplit=1)[0]
+    return {ref.strip() for ref in listed.split(",")}
+
+
+def unexplained(backend: StepDriver, model: ReferenceModel, probes: Sequence[Probe]) -> dict[Probe, tuple[Outcome, Observation]]:
+    """Blocked cells of the last round whose drop the kernel did not report, or
+    whose dropping chain is not one the model says denies the cell (for the same
+    isolating policies): the why must agree with the model too."""
+    wrong = {}
+    for probe in probes:
+        trace = backend.traces.get(probe.cell)
+        if model.allowed(probe.source.id, probe.destination.id, probe.port):
+            continue
+        drop = trace.drop if trace is not None else None
+        because = model.explain(probe.source.id, probe.destination.id, probe.port)
+        if drop is None or set(drop.policies) != model_isolating(because, f"{drop.direction.value.lower()} of {drop.pod}"):
+            detail = f"dropped by {drop.text() if drop else 'nothing reported'}; the model: {because}"
+            wrong[probe] = (Outcome.BLOCKED, Observation(Outcome.BLOCKED, detail))
+    return wrong
+
+
 def test_the_generator_covers_the_api() -> None:
     """The default cases exercise every feature the module docstring promises."""
     text = "\n".join(case.yaml() for case in generate_cases(CASES, SEED))
@@ -386,6 +414,8 @@ def test_emulated_backend_agrees_with_the_model(deployed: tuple[StepDriver, Depl
         # Re-check with a longer timeout: a late answer on a busy machine is not a
         # disagreement, a wrong verdict is.
         wrong = disagreements(backend, model, list(wrong), RECHECK_TIMEOUT)
+    if not wrong:
+        wrong = unexplained(backend, model, all_probes())
     if wrong:
         cells = "\n".join(
             f"  {probe.cell}: model {expected.value}, observed {obs.outcome.value}"

@@ -29,12 +29,13 @@ from harness.backends.base import Options
 from harness.backends.emulated import cleanup_leftovers, missing_requirements
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
-from harness.backends.emulated.probes import observation, probe_command
 from harness.backends.emulated.runner import Job, run_jobs
+from harness.backends.emulated.why import ChainAction, ChainVerdict
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendError, BackendUnavailable, UnknownName
+from harness.core.matrix import Cell as MatrixCell
 from harness.core.matrix import Observation, Outcome
-from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
@@ -257,7 +258,7 @@ def test_describe(backend: StepDriver) -> None:
 # -- enforcement -------------------------------------------------------------------
 
 
-def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: StepDriver) -> None:
+def test_default_deny_drops_both_directions_and_the_kernel_says_which_chain(backend: StepDriver) -> None:
     backend.apply_policies([DENY_ALL_X])
     results = probe_cells(
         backend,
@@ -272,16 +273,26 @@ def test_default_deny_drops_both_directions_and_the_probe_times_out(backend: Ste
         ],
     )
     got = {cell: (obs.outcome.value, obs.detail) for cell, obs in results.items()}
+    egress = "dropped: egress of {} isolated by x/deny-all, no rule allows it"
     assert got == {
-        ("x/a", "x/b", "80/TCP"): ("blocked", "timeout"),
-        ("x/a", "x/b", "80/UDP"): ("blocked", "timeout"),
-        ("y/a", "x/b", "80/TCP"): ("blocked", "timeout"),
-        ("x/b", "y/a", "80/TCP"): ("blocked", "timeout"),
-        ("x/a", "api", "443/TCP"): ("blocked", "timeout"),
-        ("y/a", "y/b", "80/TCP"): ("allowed", ""),
-        ("x/a", "x/a", "80/TCP"): ("allowed", ""),
+        # The egress chain drops first: the packet never meets x/b's ingress chain.
+        ("x/a", "x/b", "80/TCP"): ("blocked", egress.format("x/a")),
+        ("x/a", "x/b", "80/UDP"): ("blocked", egress.format("x/a")),
+        ("y/a", "x/b", "80/TCP"): ("blocked", "dropped: ingress of x/b isolated by x/deny-all, no rule allows it"),
+        ("x/b", "y/a", "80/TCP"): ("blocked", egress.format("x/b")),
+        ("x/a", "api", "443/TCP"): ("blocked", egress.format("x/a")),
+        ("y/a", "y/b", "80/TCP"): ("allowed", "egress of y/a not isolated; ingress of y/b not isolated"),
+        ("x/a", "x/a", "80/TCP"): ("allowed", "a pod's traffic to its own address never leaves it (self_traffic: allowed)"),
     }
-    assert 0.9 < results[("x/a", "x/b", "80/TCP")].elapsed < 2.5
+    # Blocked the moment the drop happened, not after the 1 s timeout; the packet
+    # was still dropped, as Calico drops it (nothing answered it, and nc waited).
+    assert all(results[cell].elapsed < 0.5 for cell in results)
+    trace = backend.traces[MatrixCell("y/a", "x/b", PortProtocol(80, TCP))]
+    assert trace.verdicts == (
+        ChainVerdict(PolicyType.EGRESS, "y/a", ChainAction.NOT_ISOLATED),
+        ChainVerdict(PolicyType.INGRESS, "x/b", ChainAction.DROPPED, ("x/deny-all",)),
+    )
+    assert trace.drop == trace.verdicts[1]
 
 
 def test_delete_lifts_the_policy(backend: StepDriver) -> None:
@@ -307,11 +318,18 @@ def test_pod_selector_peer_means_pods_of_the_policy_namespace(backend: StepDrive
             )
         ]
     )
-    assert outcomes(backend, CELLS_TO_XB) == {
+    results = probe_cells(backend, CELLS_TO_XB)
+    assert {cell: obs.outcome.value for cell, obs in results.items()} == {
         ("x/a", "x/b", "80/TCP"): "allowed",
         ("y/a", "x/b", "80/TCP"): "blocked",  # pod=a, but in another namespace
         ("y/b", "x/b", "80/TCP"): "blocked",
     }
+    # The allowed cell names the rule that admitted it, as its comment in the ruleset does.
+    assert (
+        results[("x/a", "x/b", "80/TCP")].detail == "egress of x/a not isolated; ingress of x/b admitted by x/from-a ingress[0]"
+    )
+    assert results[("y/a", "x/b", "80/TCP")].detail == "dropped: ingress of x/b isolated by x/from-a, no rule allows it"
+    assert 'comment "x/from-a ingress[0]"' in backend.ruleset
 
 
 def test_namespace_selector_peer_means_every_pod_of_matching_namespaces(backend: StepDriver) -> None:
@@ -453,12 +471,19 @@ def test_self_traffic_is_always_allowed_unless_the_scenario_says_policy(backend:
     cells = [("x/a", "x/a", "80/TCP"), ("x/a", "x/a", "80/UDP"), ("x/b", "x/b", "80/TCP"), ("x/b", "x/a", "80/TCP")]
     assert outcomes(backend, cells) == dict.fromkeys(cells, "allowed")  # Calico: self traffic never leaves the pod
     backend.use_settings(ImplementationSettings(self_traffic=SelfTraffic.POLICY))
-    assert outcomes(backend, cells) == {
+    results = probe_cells(backend, cells)
+    assert {cell: obs.outcome.value for cell, obs in results.items()} == {
         ("x/a", "x/a", "80/TCP"): "blocked",  # x/a's ingress admits only x/b
         ("x/a", "x/a", "80/UDP"): "blocked",
         ("x/b", "x/b", "80/TCP"): "allowed",  # x/b is not isolated
         ("x/b", "x/a", "80/TCP"): "allowed",
     }
+    # Dropped by the table in x/a's own namespace, which logs there: known at once.
+    assert results[("x/a", "x/a", "80/TCP")].detail == "dropped: ingress of x/a isolated by x/a-from-b, no rule allows it"
+    assert results[("x/a", "x/a", "80/TCP")].elapsed < 0.5
+    assert results[("x/b", "x/a", "80/TCP")].detail == (
+        "egress of x/b not isolated; ingress of x/a admitted by x/a-from-b ingress[0]"
+    )
     backend.use_settings(ImplementationSettings())
     assert outcomes(backend, cells[:2]) == dict.fromkeys(cells[:2], "allowed")
 
@@ -566,7 +591,8 @@ def test_a_connection_nobody_answers_is_a_wrong_responder_not_blocked(backend: S
     # the probe through, so calling it blocked would be wrong.
     netns = backend.network.netns["y/b"]
     mute = subprocess.Popen(
-        ["ip", "netns", "exec", netns, "nc", "-l", "-n", "7778"],
+        # -k: it keeps listening, as a real mute service would for each try of the probe.
+        ["ip", "netns", "exec", netns, "nc", "-l", "-k", "-n", "7778"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -582,10 +608,13 @@ def test_a_connection_nobody_answers_is_a_wrong_responder_not_blocked(backend: S
 
 
 def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: StepDriver) -> None:
-    # A listener that receives the datagram and never answers: the datagram gets
-    # through, yet the probe must not call the port open.
+    # A listener that receives every datagram and never answers: the datagrams get
+    # through (no policy drops them), yet the probe must not call the port open.
+    listener = "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('',7777)); " + (
+        "[print(s.recv(64).decode().strip(), flush=True) for _ in range(3)]"
+    )
     silent = subprocess.Popen(
-        ["ip", "netns", "exec", backend.network.netns["y/b"], "nc", "-u", "-l", "-n", "-W", "1", "7777"],
+        ["ip", "netns", "exec", backend.network.netns["y/b"], sys.executable, "-c", listener],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -595,9 +624,11 @@ def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: StepDriver) 
         wait_until_port_listens(backend.network.netns["y/b"], 7777, UDP)
         target = Probe(TOPOLOGY.pod("x/a"), TOPOLOGY.pod("y/b"), PortProtocol(7777, UDP))
         obs = backend.probe([target], 1.0)[target]
-        assert (obs.outcome, obs.detail) == (Outcome.BLOCKED, "timeout")
+        assert (obs.outcome, obs.detail) == (Outcome.BLOCKED, "timeout; no policy dropped it")
         out, _ = silent.communicate(timeout=5)
-        assert out == "probe\n"  # the datagram did arrive
+        # The datagram did arrive, on each of the three tries a timeout without a
+        # drop gets before it is a verdict.
+        assert out == "probe\nprobe\nprobe\n"
     finally:
         if silent.poll() is None:
             silent.kill()
@@ -607,9 +638,8 @@ def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: StepDriver) 
 def probe_address(backend: StepDriver, source: str, address: str, port: PortProtocol, identity: str) -> Observation:
     """The probe the backend runs, from ``source``'s namespace to any address,
     expecting ``identity`` to answer."""
-    command = probe_command(backend.network.netns[source], port.protocol, address, port.port, identity, 1.0)
-    (done,) = run_jobs([Job(command.netns, command.argv, command.stdin, command.limit)], 4)
-    return observation(command, done.returncode, done.stdout, done.stderr, done.elapsed)
+    observation: Observation = backend.backend.probe_address(source, address, port, identity, 1.0)
+    return observation
 
 
 def test_a_host_answering_for_another_address_is_a_wrong_responder(backend: StepDriver) -> None:
@@ -682,14 +712,24 @@ def test_unowned_addresses_are_unreachable_and_the_host_is_untouched(backend: St
     assert [(o.outcome, o.detail) for o in results] == [
         (Outcome.ERROR, "network is unreachable"),
         (Outcome.ERROR, "network is unreachable"),
-        (Outcome.BLOCKED, "timeout"),  # nc ignores the ICMP error: it just gets no reply
+        # nc ignores the ICMP error; the node's ruleset, which sent it, says so.
+        (Outcome.ERROR, "network is unreachable"),
     ]
-    # The node routes only to emulated hosts: no default route, nothing towards the host.
+    # Answered at once, and every time: no rate limit on these answers.
+    again = [probe_address(backend, "x/a", "198.51.100.7", PortProtocol(80, proto), "nowhere") for proto in (TCP, UDP, TCP)]
+    assert all(o.outcome is Outcome.ERROR and o.elapsed < 0.5 for o in again)
+    # The node routes to emulated hosts, and everything else into its sink, which
+    # leads nowhere: nothing towards the host.
     node_routes = subprocess.run(
         ["ip", "-n", backend.network.run.node, "-4", "route", "show"], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     owned = {str(a) for a in backend.network.addresses.values()}
-    assert sorted(line.split()[0] for line in node_routes) == sorted(owned)
+    assert sorted(line.split()[0] for line in node_routes) == sorted(owned | {"default"})
+    assert "default dev sink scope link " in node_routes
+    sink = subprocess.run(
+        ["ip", "-n", backend.network.run.node, "-o", "link", "show", "sink-end"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "sink-end@sink" in sink  # its other end is in the node too
     # While the deployment runs, the host namespace is exactly as before it.
     assert host_network_state() == host_before
 

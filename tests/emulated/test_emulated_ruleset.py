@@ -21,8 +21,11 @@ from harness.backends.emulated import probe_workers
 from harness.backends.emulated.names import RunId, endpoint_netns_names, interface_names
 from harness.backends.emulated.probes import ProbeCommand, interpret, probe_command
 from harness.backends.emulated.ruleset import (
+    ChainMeaning,
+    RuleMeaning,
     RulesetInput,
     block_networks,
+    compile_ruleset,
     merge_ranges,
     render_ruleset,
     render_self_rulesets,
@@ -30,7 +33,7 @@ from harness.backends.emulated.ruleset import (
 from harness.backends.emulated.system import RUN_ALL_CONCURRENCY, run_all
 from harness.core.errors import BackendError
 from harness.core.matrix import Outcome
-from harness.core.policy import IPBlock, NetworkPolicy, parse_policy
+from harness.core.policy import IPBlock, NetworkPolicy, PolicyType, parse_policy
 from harness.core.topology import ExternalHost, NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
 
 pytestmark = pytest.mark.emulated
@@ -129,7 +132,7 @@ def test_merge_ranges() -> None:
 
 def test_without_policies_nothing_is_isolated() -> None:
     ruleset = render()
-    assert "vmap" not in ruleset and "drop" not in ruleset
+    assert "vmap" not in ruleset and "drop" not in ruleset and "admit" not in ruleset
     assert ruleset.startswith("table inet nph-1-abcd\ndelete table inet nph-1-abcd\ntable inet nph-1-abcd {\n")
 
 
@@ -142,6 +145,9 @@ def test_only_reply_traffic_is_accepted_by_connection_state() -> None:
         "ct state established ct direction reply accept",
         "ct state related accept",
         'oifname vmap { "veth1" : jump ingress-x/b }',
+        # What the policies let through to an address nobody owns (the node's default
+        # route leads into "sink"): answered as a router without a route answers.
+        'oifname "sink" log prefix "nph 0 u0" group 1 reject with icmp type net-unreachable',
     ]
     data = RulesetInput("nph-1-abcd", TOPOLOGY, ADDRESSES, INTERFACES, (policy("x", "a", {"podSelector": {}}),))
     assert chain(render_self_rulesets(data)["x/a"], "output")[1:3] == [
@@ -154,7 +160,7 @@ def test_only_selected_pods_get_chains_and_an_empty_rule_list_drops_all() -> Non
     ruleset = render(policy("x", "deny-b", {"podSelector": {"matchLabels": {"pod": "b"}}}))
     assert '\t\toifname vmap { "veth1" : jump ingress-x/b }\n' in ruleset
     assert "iifname" not in ruleset
-    assert chain(ruleset, "ingress-x/b") == ["drop"]
+    assert chain(ruleset, "ingress-x/b") == ['log prefix "nph 0 d0" group 1 drop']
 
 
 def test_peers_ports_and_ranges() -> None:
@@ -178,12 +184,19 @@ def test_peers_ports_and_ranges() -> None:
         )
     )
     assert chain(ruleset, "ingress-x/b") == [
-        "ip saddr { 192.168.1.1 } meta l4proto tcp th dport { 80-90 } return",
-        "ip saddr { 192.168.2.1 } meta l4proto udp return",
-        "ip saddr { 192.168.1.1, 192.168.2.1 } return",
-        "meta l4proto tcp th dport { 8080 } return",  # x/b's own "web"
-        "drop",  # the last rule selects nobody: it allows nothing
+        "ip saddr { 192.168.1.1 } meta l4proto tcp th dport { 80-90 } goto admit-0",
+        "ip saddr { 192.168.2.1 } meta l4proto udp goto admit-1",
+        "ip saddr { 192.168.1.1, 192.168.2.1 } goto admit-2",
+        "meta l4proto tcp th dport { 8080 } goto admit-3",  # x/b's own "web"
+        'log prefix "nph 0 d0" group 1 drop',  # the last rule selects nobody: it allows nothing
     ]
+    # Each admitting rule says which rule it is, for the first packet of each flow
+    # (for every UDP datagram), and returns to the forward chain.
+    assert chain(ruleset, "admit-3") == [
+        'meta l4proto udp log prefix "nph 0 a3" group 1',
+        'meta l4proto != udp ct state new log prefix "nph 0 a3" group 1',
+    ]
+    assert ' goto admit-3 comment "x/b ingress[3]"\n' in ruleset
 
 
 def test_egress_named_ports_resolve_per_destination() -> None:
@@ -202,10 +215,10 @@ def test_egress_named_ports_resolve_per_destination() -> None:
         )
     )
     assert chain(ruleset, "egress-x/a") == [
-        "meta l4proto tcp ip daddr . th dport { 192.168.1.2 . 8080, 192.168.2.1 . 9090 } return",
-        "meta l4proto udp ip daddr . th dport { 192.168.2.1 . 53 } return",
-        "ip daddr { 203.0.113.0/24 } meta l4proto tcp th dport { 443 } return",
-        "drop",
+        "meta l4proto tcp ip daddr . th dport { 192.168.1.2 . 8080, 192.168.2.1 . 9090 } goto admit-0",
+        "meta l4proto udp ip daddr . th dport { 192.168.2.1 . 53 } goto admit-0",  # the same rule
+        "ip daddr { 203.0.113.0/24 } meta l4proto tcp th dport { 443 } goto admit-1",
+        'log prefix "nph 0 d0" group 1 drop',
     ]
 
 
@@ -214,12 +227,12 @@ def test_ip_blocks_match_pods_only_when_asked() -> None:
         "podSelector": {"matchLabels": {"pod": "b"}},
         "ingress": [{"from": [{"ipBlock": {"cidr": "192.168.1.0/24", "except": ["192.168.1.128/25"]}}]}],
     }
-    assert chain(render(policy("x", "b", spec)), "ingress-x/b")[0] == "ip saddr { 192.168.1.0/25 } return"
+    assert chain(render(policy("x", "b", spec)), "ingress-x/b")[0] == "ip saddr { 192.168.1.0/25 } goto admit-0"
     without_pods = chain(render(policy("x", "b", spec), ipblock_matches_pods=False), "ingress-x/b")[0]
     # x/a (.1) and x/b (.2) are cut out of the block.
     assert without_pods == (
         "ip saddr { 192.168.1.0, 192.168.1.3, 192.168.1.4/30, 192.168.1.8/29, 192.168.1.16/28, "
-        "192.168.1.32/27, 192.168.1.64/26 } return"
+        "192.168.1.32/27, 192.168.1.64/26 } goto admit-0"
     )
 
 
@@ -230,7 +243,32 @@ def test_self_traffic_tables_for_isolated_pods_only() -> None:
     tables = render_self_rulesets(data)
     assert tables["x/b"] == "table inet nph-1-abcd\ndelete table inet nph-1-abcd\n"
     assert "\t\tip saddr 192.168.1.1 ip daddr 192.168.1.1 jump ingress-x/a\n" in tables["x/a"]
-    assert chain(tables["x/a"], "ingress-x/a") == ["drop"]
+    # The same chain, with the same log prefix, as in the node's ruleset.
+    assert chain(tables["x/a"], "ingress-x/a") == ['log prefix "nph 0 d0" group 1 drop']
+
+
+def test_log_prefixes_name_the_chain_or_the_rule_and_the_generation() -> None:
+    policies = (
+        policy("x", "db", {"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{"ports": [{"port": 8080}]}]}),
+        policy("x", "deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+    )
+    compiled = compile_ruleset(RulesetInput("nph-1-abcd", TOPOLOGY, ADDRESSES, INTERFACES, policies, generation=7))
+    index = compiled.index
+    assert index.generation == 7 and index.unreachable == "nph 7 u0"
+    assert dict(index.admits) == {"nph 7 a0": RuleMeaning(PolicyType.INGRESS, "x/db ingress[0]")}
+    assert dict(index.drops) == {
+        "nph 7 d0": ChainMeaning(PolicyType.EGRESS, "x/a", ("x/deny",)),
+        "nph 7 d1": ChainMeaning(PolicyType.INGRESS, "x/a", ("x/deny",)),
+        "nph 7 d2": ChainMeaning(PolicyType.EGRESS, "x/b", ("x/deny",)),
+        "nph 7 d3": ChainMeaning(PolicyType.INGRESS, "x/b", ("x/db", "x/deny")),
+    }
+    assert index.isolating("x/b", PolicyType.INGRESS) == ("x/db", "x/deny")
+    assert index.isolating("y/a", PolicyType.INGRESS) == ()
+    for prefix in [*index.admits, *index.drops]:
+        assert f'log prefix "{prefix}" group 1' in compiled.text
+    assert compiled.self_tables == {}
+    with_self = compile_ruleset(RulesetInput("nph-1-abcd", TOPOLOGY, ADDRESSES, INTERFACES, policies, generation=7), True)
+    assert with_self.index == index and 'log prefix "nph 7 d3" group 1 drop' in with_self.self_tables["x/b"]
 
 
 def _tcp(identity: str = "x/b") -> ProbeCommand:

@@ -18,8 +18,15 @@ pytestmark = [
     ),
 ]
 
-WEB_TO_API = "shop/web → shop/api:8080/TCP baseline allowed, observed blocked (timeout)"
-CLIENT_TO_API = "tools/client → shop/api:8080/TCP baseline blocked, observed allowed"
+# The emulated backend says which chain decided each cell (docs/emulated-backend.md).
+WEB_TO_API = (
+    "shop/web → shop/api:8080/TCP baseline allowed, observed blocked "
+    "(dropped: ingress of shop/api isolated by shop/api-from-web, no rule allows it)"
+)
+CLIENT_TO_API = (
+    "tools/client → shop/api:8080/TCP baseline blocked, observed allowed "
+    "(egress of tools/client not isolated; ingress of shop/api admitted by shop/api-from-web ingress[0])"
+)
 
 
 def _run(project: Project, *args: str) -> pytest.RunResult:

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import BackendUnavailable
@@ -38,14 +38,44 @@ def probe_workers(text: str) -> int:
 
 
 def add_options(group: Any) -> None:
-    """Register ``--probe-workers`` (the other settings come from the scenario)."""
+    """Register ``--probe-workers`` and ``--keep-network`` (the other settings come
+    from the scenario)."""
     group.addoption(
         "--probe-workers",
         dest="probe_workers",
         type=probe_workers,
         default=None,
-        help="emulated backend: how many probe processes run at once (default 512, at most a quarter of the open-file limit)",
+        help="emulated backend: how many probe processes run at once "
+        "(default 32 per CPU, at most a quarter of the open-file limit)",
     )
+    group.addoption(
+        "--keep-network",
+        dest="keep_network",
+        action="store_true",
+        default=False,
+        help="emulated backend: keep each scenario's network and servers after the session, so that the "
+        "reproduce commands still run; remove them with `python -m harness cleanup`",
+    )
+
+
+#: Capabilities the backend needs (linux/capability.h): namespaces and nftables.
+_CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21}
+
+
+def missing_capabilities(status: str | None = None) -> list[str]:
+    """The capabilities this process lacks of :data:`_CAPABILITIES`, from the
+    effective set in ``/proc/self/status`` (``status``: that file's text)."""
+    if status is None:
+        try:
+            with open("/proc/self/status") as source:
+                status = source.read()
+        except OSError:
+            return []  # no procfs to tell: creating the namespaces will say
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+            return [name for name, bit in _CAPABILITIES.items() if not effective >> bit & 1]
+    return []
 
 
 def missing_requirements() -> list[str]:
@@ -55,6 +85,13 @@ def missing_requirements() -> list[str]:
     needs = []
     if os.geteuid() != 0:
         needs.append("run as root (e.g. sudo) to create network namespaces and nftables rules")
+    else:
+        lacking = missing_capabilities()
+        if lacking:
+            needs.append(
+                f"the capabilities {' and '.join(lacking)} (this process runs as root without them; in a container "
+                "add them, e.g. docker run --cap-add NET_ADMIN --cap-add SYS_ADMIN)"
+            )
     missing = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None})
     nc = shutil.which("nc")
     if nc is not None and "netcat-openbsd" not in missing and not _is_openbsd_netcat(nc):
@@ -75,11 +112,43 @@ def _is_openbsd_netcat(path: str) -> bool:
 
 def cleanup_leftovers() -> list[str]:
     """Remove what emulated runs whose owner process died left behind (namespaces,
-    their processes, records under /run/netpol-harness). Returns the namespace
-    names removed."""
+    their processes, records under /run/netpol-harness), except networks kept
+    with ``--keep-network``. Returns the namespace names removed."""
     from harness.backends.emulated.leftovers import cleanup_leftovers as cleanup
 
     return cleanup()
+
+
+def cleanup() -> list[str]:
+    """``python -m harness cleanup``: remove the networks kept with
+    ``--keep-network`` by sessions that have ended, their servers, and whatever
+    dead runs left behind. Returns the namespace names removed. Needs root."""
+    from harness.backends.emulated.leftovers import remove_kept_networks
+
+    return remove_kept_networks()
+
+
+#: How to remove kept networks, for the message printed after the session.
+CLEANUP_COMMAND = "python -m harness cleanup"
+
+
+def kept_notice(runs: Sequence[str]) -> str:
+    """What to print after a session that kept networks (``runs``: their names)."""
+    if not runs:
+        return ""
+    listed = ", ".join(runs)
+    return (
+        f"kept the emulated network{'s' if len(runs) > 1 else ''} {listed} and {'their' if len(runs) > 1 else 'its'} "
+        f"servers: the reproduce commands run as root; remove {'them' if len(runs) > 1 else 'it'} with "
+        f"`sudo {CLEANUP_COMMAND}`"
+    )
+
+
+#: What the failure output says next to reproduce commands when the network is not kept.
+NETWORK_GONE_NOTE = (
+    "the emulated network was removed at the end of the session; to run these commands, run again with "
+    f"--keep-network (then remove it with `sudo {CLEANUP_COMMAND}`)"
+)
 
 
 def create(options: OptionSource, progress: Callable[[str], None] | None = None) -> EmulatedBackend:
@@ -90,11 +159,25 @@ def create(options: OptionSource, progress: Callable[[str], None] | None = None)
     needs = missing_requirements()
     if needs:
         raise BackendUnavailable("the emulated backend needs: " + "; ".join(needs))
-    from harness.backends.emulated.backend import DEFAULT_PROBE_WORKERS, EmulatedBackend
+    from harness.backends.emulated.backend import EmulatedBackend
 
     cleanup_leftovers()
     workers = options.getoption("probe_workers", None)
-    return EmulatedBackend(probe_workers=DEFAULT_PROBE_WORKERS if workers is None else int(workers))
+    return EmulatedBackend(
+        probe_workers=None if workers is None else int(workers),
+        keep_network=bool(options.getoption("keep_network", False)),
+    )
 
 
-__all__ = ["add_options", "cleanup_leftovers", "create", "missing_requirements", "probe_workers"]
+__all__ = [
+    "CLEANUP_COMMAND",
+    "NETWORK_GONE_NOTE",
+    "add_options",
+    "cleanup",
+    "cleanup_leftovers",
+    "create",
+    "kept_notice",
+    "missing_capabilities",
+    "missing_requirements",
+    "probe_workers",
+]

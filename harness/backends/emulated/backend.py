@@ -4,29 +4,41 @@ probes as real curl and nc processes."""
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import threading
 
 from harness.backends.base import Backend, BackendInfo, Capabilities, Deployment
 from harness.backends.emulated import lifecycle
+from harness.backends.emulated.dataplane import Dataplane
 from harness.backends.emulated.leftovers import remove_state, write_state
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
-from harness.backends.emulated.probes import ProbeCommand, observation, probe_command
-from harness.backends.emulated.ruleset import RulesetInput, remove_table, render_ruleset, render_self_rulesets
-from harness.backends.emulated.runner import Job, max_workers, run_jobs
+from harness.backends.emulated.probes import ProbeCommand, probe_command
+from harness.backends.emulated.rounds import ProbeRequest
+from harness.backends.emulated.ruleset import RulesetInput
+from harness.backends.emulated.runner import max_workers
 from harness.backends.emulated.servers import EndpointServers
 from harness.backends.emulated.system import run
+from harness.backends.emulated.why import PolicyTrace
 from harness.core.errors import BackendError
 from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.state import DesiredState
-from harness.core.topology import ExternalHost, Protocol, Topology
+from harness.core.topology import ExternalHost, PortProtocol, Protocol, Topology
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROBE_WORKERS = 512
 _DEFAULT_TIMEOUT = 1.0
+
+
+def default_probe_workers() -> int:
+    """Probe processes at once unless ``--probe-workers`` says otherwise: enough to
+    keep every core busy starting and running nc and curl, few enough that a
+    probe never waits long for a CPU (32 per core this process may use; TCP
+    probes of one source share one curl process, so this is far more probes in
+    flight)."""
+    return 32 * len(os.sched_getaffinity(0))
 
 
 class EmulatedBackend(Backend):
@@ -42,7 +54,9 @@ class EmulatedBackend(Backend):
         unsupported_note="SCTP is not available in this kernel",
     )
 
-    def __init__(self, probe_workers: int = DEFAULT_PROBE_WORKERS) -> None:
+    def __init__(self, probe_workers: int | None = None, keep_network: bool = False) -> None:
+        if probe_workers is None:
+            probe_workers = default_probe_workers()
         if probe_workers < 1:
             raise BackendError(f"--probe-workers must be at least 1, got {probe_workers}")
         #: Probes in flight at once: as asked, within what the open-file limit allows.
@@ -59,10 +73,18 @@ class EmulatedBackend(Backend):
         self._servers: EndpointServers | None = None
         self._declared: Topology | None = None  # as deployed, with declared labels
         self._state: DesiredState | None = None  # labels and policies in force
+        #: The state and settings whose ruleset is loaded, so converging to them again loads nothing.
         self._rendered: tuple[DesiredState, ImplementationSettings] | None = None
         self._timeout = _DEFAULT_TIMEOUT
-        self._self_tables = False  # pod namespaces hold self-traffic tables
+        self._dataplane: Dataplane | None = None
         self.ruleset = ""  # the last ruleset loaded, for diagnostics
+        #: Keep each network and its servers after close() (``--keep-network``), for
+        #: the reproduce commands; ``python -m harness cleanup`` removes them.
+        self.keep_network = keep_network
+        #: Networks left in place for the user (keep_network), oldest first.
+        self.kept: list[RunId] = []
+        #: What the policy chains did with each cell of the last round.
+        self.traces: dict[Cell, PolicyTrace] = {}
         lifecycle.register(self)
 
     # -- deployment ------------------------------------------------------------------
@@ -87,11 +109,12 @@ class EmulatedBackend(Backend):
         with self._lock:
             self.settings = settings
             if self._network is not None and self._declared is not None:
-                if self._declared.shape() == topology.shape():
+                reusable = self._dataplane is not None and self._dataplane.broken is None and not self.keep_network
+                if reusable and self._declared.shape() == topology.shape():
                     self._declared = topology
                     self._converge(DesiredState(topology))
                     return Deployment(topology, self._network.addresses)
-                self._teardown()
+                self._teardown()  # another shape, a broken network, or one to keep as it is
             run_id = RunId.new()
             network = EmulatedNetwork(run_id, topology)
             # Record what is about to exist before creating it, so that a crash at any
@@ -101,11 +124,12 @@ class EmulatedBackend(Backend):
             self._declared = topology
             try:
                 network.build()
+                self._servers = EndpointServers(run_id.log_dir, detached=self.keep_network)
+                self._dataplane = Dataplane(network, self._servers, self.probe_workers)
                 self._converge(DesiredState(topology))
-                self._servers = EndpointServers(run_id.log_dir)
                 self._servers.start({ep.id: ep for ep in topology.endpoints()}, network.netns)
             except BaseException:
-                self._teardown()
+                self._teardown(keep=False)  # half built: never kept
                 raise
             log.info("emulated network %s: %d pods, %d external hosts", run_id, len(topology.pods), len(topology.externals))
             return Deployment(topology, network.addresses)
@@ -115,13 +139,24 @@ class EmulatedBackend(Backend):
             self._teardown()
         lifecycle.unregister(self)
 
-    def _teardown(self) -> None:
+    def _teardown(self, keep: bool = True) -> None:
+        """Remove the deployment, or with ``keep_network`` (and ``keep``) leave it
+        running for the user, unless it was found broken."""
         servers, self._servers = self._servers, None
         network, self._network = self._network, None
+        dataplane, self._dataplane = self._dataplane, None
         self._declared = None
         self._state = None
         self._rendered = None
-        self._self_tables = False
+        if dataplane is not None:
+            dataplane.close()
+        intact = dataplane is None or dataplane.broken is None
+        if keep and self.keep_network and network is not None and servers is not None and intact:
+            servers.release()
+            write_state(network.run, network.all_netns, kept=True)
+            self.kept.append(network.run)
+            log.info("kept the emulated network %s and its servers", network.run)
+            return
         try:
             if servers is not None:
                 servers.stop()
@@ -148,9 +183,10 @@ class EmulatedBackend(Backend):
         """Render the whole ruleset from ``state`` and load it in one transaction
         (unless exactly this state is already loaded)."""
         network = self.network
-        if self._declared is None or state.topology.shape() != self._declared.shape():
+        if self._declared is None or self._dataplane is None or state.topology.shape() != self._declared.shape():
             raise BackendError("the emulated backend has another topology deployed: call deploy() with this one first")
-        unknown = [p.ref for p in state.policy_list if p.namespace not in {ns.name for ns in state.topology.namespaces}]
+        known = {ns.name for ns in state.topology.namespaces}
+        unknown = [p.ref for p in state.policy_list if p.namespace not in known]
         if unknown:
             raise BackendError(f"NetworkPolicy {', '.join(unknown)}: namespace not part of the deployed topology")
         self._state = state
@@ -164,57 +200,96 @@ class EmulatedBackend(Backend):
             policies=state.policy_list,
             ipblock_matches_pods=self.settings.ipblock_matches_pods,
         )
-        self.ruleset = render_ruleset(data)
-        network.load_ruleset(self.ruleset)
-        if self.settings.self_traffic is SelfTraffic.POLICY:
-            network.load_endpoint_rulesets(render_self_rulesets(data))
-            self._self_tables = True
-        elif self._self_tables:
-            network.load_endpoint_rulesets({pod.id: remove_table(network.run.table) for pod in data.topology.pods})
-            self._self_tables = False
+        self.ruleset = self._dataplane.load(data, self_policy=self.settings.self_traffic is SelfTraffic.POLICY)
         network.run.log_dir.mkdir(parents=True, exist_ok=True)
         (network.run.log_dir / "ruleset.nft").write_text(self.ruleset)
         self._rendered = (state, self.settings)
 
     # -- probing ------------------------------------------------------------------------
 
-    def _command(self, cell: Cell, timeout: float) -> ProbeCommand | Observation:
+    def _request(self, cell: Cell, timeout: float) -> ProbeRequest | Observation:
         network = self.network
         topology = self._declared
         netns = network.netns.get(cell.source)
-        if topology is None or netns is None or cell.source not in network.addresses:
+        source_address = network.addresses.get(cell.source)
+        if topology is None or netns is None or source_address is None:
             return Observation(Outcome.ERROR, f"source {cell.source} is not a deployed pod")
+        if not topology.has_endpoint(cell.destination):
+            return Observation(Outcome.ERROR, f"destination {cell.destination} is not deployed")
+        destination = topology.endpoint(cell.destination)
         address = network.addresses.get(cell.destination)
         if address is None:
-            if not topology.has_endpoint(cell.destination):
-                return Observation(Outcome.ERROR, f"destination {cell.destination} is not deployed")
-            destination = topology.endpoint(cell.destination)
             if not isinstance(destination, ExternalHost):
                 return Observation(Outcome.ERROR, f"destination {cell.destination} is not deployed")
             address = destination.ip  # an address no emulated host may own
         if cell.port.protocol not in self.capabilities.protocols:
             # The probe engine never asks (it observes these as unsupported itself).
             return Observation(Outcome.ERROR, f"cannot probe {cell.port.protocol}: {self.capabilities.unsupported_note}")
-        return probe_command(netns, cell.port.protocol, str(address), cell.port.port, cell.destination, timeout)
+        return ProbeRequest(
+            cell.source,
+            netns,
+            str(source_address),
+            cell.destination,
+            str(address),
+            not isinstance(destination, ExternalHost),
+            cell.port.protocol,
+            cell.port.port,
+            timeout,
+        )
+
+    def _command(self, cell: Cell, timeout: float) -> ProbeCommand | Observation:
+        request = self._request(cell, timeout)
+        if isinstance(request, Observation):
+            return request
+        return probe_command(
+            request.source_netns, request.protocol, request.destination_address, request.port, request.destination, timeout
+        )
 
     def probe(self, cells: CellSet, timeout: float) -> ReachabilityMatrix:
+        """One round (:mod:`harness.backends.emulated.rounds`) after checking the
+        network; each observation's detail says what the policy chains did (the
+        same as data in :attr:`traces`)."""
         with self._lock:
             self._timeout = timeout
             results: dict[Cell, Observation] = {}
-            commands: list[tuple[Cell, ProbeCommand]] = []
+            requests: list[tuple[Cell, ProbeRequest]] = []
             for cell in cells:
-                command = self._command(cell, timeout)
-                if isinstance(command, Observation):
-                    results[cell] = command
+                request = self._request(cell, timeout)
+                if isinstance(request, Observation):
+                    results[cell] = request
                 else:
-                    commands.append((cell, command))
-            jobs = [Job(c.netns, c.argv, c.stdin, c.limit) for _, c in commands]
-            for (cell, command), done in zip(commands, run_jobs(jobs, self.probe_workers), strict=True):
-                if done.error:
-                    results[cell] = Observation(Outcome.ERROR, done.error, command.shell)
-                else:
-                    results[cell] = observation(command, done.returncode, done.stdout, done.stderr, done.elapsed)
+                    requests.append((cell, request))
+            if self._dataplane is None:
+                raise BackendError("the emulated backend has nothing deployed: call deploy(topology) first")
+            self.traces = {}
+            done = self._dataplane.probe([request for _, request in requests])
+            for (cell, _), result in zip(requests, done, strict=True):
+                results[cell] = Observation(result.outcome, result.detail, result.command, result.elapsed)
+                if result.trace is not None:
+                    self.traces[cell] = result.trace
             return ReachabilityMatrix.empty(cells.axes).with_cells(results)
+
+    def probe_address(self, source: str, address: str, port: PortProtocol, identity: str, timeout: float) -> Observation:
+        """Probe any address from pod ``source``'s namespace, as a round's probes
+        are run (checks, logs, retries), expecting ``identity`` to answer: for
+        diagnostics, such as an address no emulated host owns."""
+        with self._lock:
+            network = self.network
+            if self._dataplane is None or source not in network.netns:
+                raise BackendError(f"source {source} is not a deployed pod")
+            request = ProbeRequest(
+                source,
+                network.netns[source],
+                str(network.addresses[source]),
+                identity,
+                address,
+                False,
+                port.protocol,
+                port.port,
+                timeout,
+            )
+            (result,) = self._dataplane.probe([request])
+            return Observation(result.outcome, result.detail, result.command, result.elapsed)
 
     def reproduce_command(self, cell: Cell) -> str:
         with self._lock:

@@ -5,6 +5,10 @@ owner's start time (so a recycled pid is not mistaken for a live owner) and ever
 namespace it is about to create, before creating any. A run whose owner is gone
 (killed with SIGKILL, a crashed interpreter, a power-cut CI job) is then found by
 its namespace names or its record and removed by :func:`cleanup_leftovers`.
+
+A network kept for the user (``--keep-network``) is marked ``kept`` in its record:
+:func:`cleanup_leftovers` leaves it alone, and only :func:`remove_kept_networks`
+(``python -m harness cleanup``) removes it.
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
-def write_state(run: RunId, namespaces: Iterable[str]) -> None:
+def write_state(run: RunId, namespaces: Iterable[str], kept: bool = False) -> None:
     STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-    record = {"pid": run.pid, "start_time": process_start_time(run.pid), "namespaces": sorted(namespaces)}
+    record = {"pid": run.pid, "start_time": process_start_time(run.pid), "namespaces": sorted(namespaces), "kept": kept}
     try:
         write_atomic(run.state_file, json.dumps(record, indent=1))
     except OSError as err:
@@ -63,6 +67,11 @@ def remove_state(run: RunId) -> None:
     for partial in STATE_DIR.glob(f".{run.state_file.name}.*.tmp"):
         partial.unlink(missing_ok=True)
     shutil.rmtree(run.log_dir, ignore_errors=True)
+
+
+def is_kept(run: RunId) -> bool:
+    state = read_state(run)
+    return bool(state and state.get("kept") is True)
 
 
 def owner_alive(run: RunId) -> bool:
@@ -104,10 +113,11 @@ def _recorded_namespaces(run: RunId) -> list[str]:
     return [n for n in names if isinstance(n, str) and n.startswith(PREFIX)]
 
 
-def cleanup_leftovers() -> list[str]:
+def cleanup_leftovers(kept: bool = False) -> list[str]:
     """Remove namespaces, server processes and records of emulated runs whose owner
-    process is dead. Runs of live processes (another test session) are left alone.
-    Returns the namespace names removed."""
+    process is dead; networks kept for the user too when ``kept``. Runs of live
+    processes (another test session) are left alone. Returns the namespace names
+    removed."""
     runs: dict[RunId, set[str]] = {}
     for name in existing_netns():
         run = RunId.parse(name)
@@ -121,7 +131,7 @@ def cleanup_leftovers() -> list[str]:
     present = set(existing_netns())
     removed: list[str] = []
     for run, names in sorted(runs.items(), key=lambda item: item[0].name):
-        if owner_alive(run):
+        if owner_alive(run) or (is_kept(run) and not kept):
             continue
         remaining = remove_namespaces(sorted(names))
         if remaining:
@@ -132,3 +142,19 @@ def cleanup_leftovers() -> list[str]:
     if removed:
         log.info("removed %d leftover namespace(s) of dead emulated runs", len(removed))
     return removed
+
+
+def kept_networks() -> list[RunId]:
+    """The networks kept for the user (by any session), oldest record first."""
+    if not STATE_DIR.is_dir():
+        return []
+    runs = [RunId.parse(entry.name) for entry in STATE_DIR.glob("*.json")]
+    found = [run for run in runs if run is not None and is_kept(run)]
+    return sorted(found, key=lambda run: run.state_file.stat().st_mtime if run.state_file.exists() else 0.0)
+
+
+def remove_kept_networks() -> list[str]:
+    """Remove every network kept for the user whose session has ended, with its
+    servers, and what dead runs left behind (``python -m harness cleanup``).
+    Returns the namespace names removed."""
+    return cleanup_leftovers(kept=True)

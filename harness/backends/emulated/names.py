@@ -28,6 +28,10 @@ STATE_DIR = Path("/run/netpol-harness")
 #: Where ``ip netns add`` keeps its namespace handles.
 NETNS_DIR = Path("/run/netns")
 
+#: The node's interface behind its default route: where packets to addresses no
+#: emulated host owns go (and are answered "network unreachable").
+SINK = "sink"
+
 _RUN_NAME = re.compile(r"^nph-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{4,})(?:[-.]|$)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _TOKEN_BYTES = 4

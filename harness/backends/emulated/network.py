@@ -5,10 +5,18 @@ Each endpoint namespace has ``eth0`` with its address as a /32 and a default rou
 via the link-local gateway ``169.254.1.1``; the other end of its veth sits in the
 node namespace, which carries the gateway address on every veth (so it answers
 the endpoints' ARP for it), one /32 route per endpoint, forwarding on, and the
-nftables table that enforces policies. The node namespace has no other route:
-traffic to an address no emulated host owns is answered with "network
-unreachable", and nothing can leave. Every ``ip`` command runs inside a namespace
-of this run (``ip -n``), so the host's own network namespace is never touched.
+nftables table that enforces policies. Its only other route is a default route
+into :data:`~harness.backends.emulated.names.SINK`, a veth whose both ends are in
+the node, through which the ruleset lets nothing pass: a packet to an address no
+emulated host owns meets the source's egress policy in the forward hook like any
+other, and then, leaving for the sink, is answered with "network unreachable" by
+the ruleset (which logs it). Answering in the ruleset, not by a missing route,
+keeps the answer free of the kernel's rate limit on routing errors (five at once,
+then one a second per source, set only in the host's namespace:
+``net.ipv4.route.error_burst`` and ``error_cost``), so every probe of such an
+address is answered the same way. Nothing can leave. Every ``ip`` command runs
+inside a namespace of this run (``ip -n``), so the host's own network namespace
+is never touched.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import ipaddress
 from collections.abc import Mapping
 
 from harness.backends.emulated.leftovers import remove_namespaces
-from harness.backends.emulated.names import RunId, endpoint_netns_names, interface_names
+from harness.backends.emulated.names import SINK, RunId, endpoint_netns_names, interface_names
 from harness.backends.emulated.system import existing_netns, ip_batch, run, run_all
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError
@@ -28,7 +36,12 @@ _LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 
 #: Node namespace settings: route between endpoints, and answer every packet to an
 #: unowned address with an ICMP error (no rate limit, so each probe sees it).
-_NODE_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0")
+_NODE_SYSCTLS = (
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.icmp_ratelimit=0",
+    "net.ipv4.icmp_msgs_per_sec=1000000",
+    "net.ipv4.icmp_msgs_burst=1000000",
+)
 
 
 def allocate_addresses(topology: Topology) -> dict[str, ipaddress.IPv4Address]:
@@ -96,7 +109,15 @@ class EmulatedNetwork:
             # before is this network's, whatever happened.
             now = set(existing_netns())
             self.created = [name for name in self.all_netns if name in now and name not in before]
-        node_lines = ["link set lo up"]
+        node_lines = [
+            "link set lo up",
+            # Both ends in the node: nothing is ever sent through it (the ruleset
+            # answers every packet routed there), so it leads nowhere.
+            f"link add {SINK} type veth peer name {SINK}-end",
+            f"link set {SINK}-end up",
+            f"link set {SINK} up",
+            f"route add default dev {SINK}",
+        ]
         for endpoint_id, netns in self.netns.items():
             veth = self.interfaces[endpoint_id]
             # Created in the node namespace with the peer directly in the endpoint's:

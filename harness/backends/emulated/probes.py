@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from harness.core.matrix import Observation, Outcome
+from harness.core.matrix import Outcome
 from harness.core.probe_clients import classify, client_argv, client_wait
 from harness.core.topology import Protocol
 
@@ -49,8 +49,3 @@ def interpret(command: ProbeCommand, returncode: int | None, stdout: bytes, stde
     """Outcome and detail of a finished probe. ``returncode`` None: it was killed
     after overrunning its timeout."""
     return classify(command.protocol, command.identity, command.timeout, returncode, stdout, stderr, elapsed, command.limit)
-
-
-def observation(command: ProbeCommand, returncode: int | None, stdout: bytes, stderr: bytes, elapsed: float) -> Observation:
-    outcome, detail = interpret(command, returncode, stdout, stderr, elapsed)
-    return Observation(outcome, detail, command.shell, round(elapsed, 3))

@@ -12,9 +12,17 @@ Calico's dataplane:
   (Accepting every ``established`` packet first would let a flow admitted before
   a policy change, such as UDP from a reused source port, pass after it.)
 * A pod is isolated for a direction when some policy selecting it has that policy
-  type. Its chain has one rule per (policy rule, protocol) that ``return``\\ s when
-  the packet is allowed, and ends with ``drop``: the union of every rule of every
+  type. Its chain has one rule per (policy rule, protocol) that admits the packet
+  when it matches, and ends with ``drop``: the union of every rule of every
   selecting policy, and DROP (not reject) for the rest, as Calico does.
+* The kernel says why (:mod:`harness.backends.emulated.nflog`): each chain's
+  ``drop`` also logs the packet to NFLOG group :data:`LOG_GROUP` with a prefix
+  naming the chain, and an admitting rule ``goto``\\ s a small chain of its policy
+  rule that logs the first packet of each flow (every UDP datagram) with a prefix
+  naming that rule, then returns. :class:`LogIndex` maps the prefixes back to the
+  chain (direction, pod, isolating policies) or the rule (``x/allow-db
+  ingress[0]``); they carry the ruleset's generation, so that a packet logged under
+  an earlier ruleset is never read as one of this ruleset's.
 * Peers: ``podSelector`` alone selects pods of the policy's namespace,
   ``namespaceSelector`` alone every pod of matching namespaces, both together their
   intersection, ``ipBlock`` the CIDR minus its ``except`` ranges (and pods too,
@@ -36,14 +44,20 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
+from harness.backends.emulated.names import SINK
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyType, Rule
 from harness.core.selectors import LabelSelector
 from harness.core.topology import PodSpec, Protocol, Topology
 
 IPv4 = ipaddress.IPv4Address
 Net4 = ipaddress.IPv4Network
+
+#: The NFLOG group of every log statement. Groups are per network namespace, and
+#: each run's namespaces are its own, so one number serves every run.
+LOG_GROUP = 1
 
 #: Return traffic, accepted before any policy: replies of admitted connections and
 #: the ICMP errors about them. Original-direction packets are never accepted here.
@@ -63,6 +77,61 @@ class RulesetInput:
     interfaces: Mapping[str, str]  # endpoint id → node-side veth
     policies: Sequence[NetworkPolicy]
     ipblock_matches_pods: bool = True
+    #: Counts the rulesets of a deployment: part of every log prefix.
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class ChainMeaning:
+    """What a drop logged by a pod chain means: ``pod`` is isolated in
+    ``direction`` by ``policies`` and no rule of theirs allows the packet."""
+
+    direction: PolicyType
+    pod: str
+    policies: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RuleMeaning:
+    """What an admission logged by a policy rule means: ``rule`` (``x/allow-db
+    ingress[0]``) admitted the flow in ``direction``."""
+
+    direction: PolicyType
+    rule: str
+
+
+@dataclass(frozen=True)
+class LogIndex:
+    """The meaning of each log prefix of one ruleset, and which pods it isolates
+    (the ones without a chain in a direction let everything pass)."""
+
+    generation: int = 0
+    #: The prefix of packets to an address no emulated host owns.
+    unreachable: str = ""
+    drops: Mapping[str, ChainMeaning] = field(default_factory=dict, hash=False)
+    admits: Mapping[str, RuleMeaning] = field(default_factory=dict, hash=False)
+    #: (pod id, direction) → the policies isolating that pod in that direction
+    isolation: Mapping[tuple[str, PolicyType], tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("drops", "admits", "isolation"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def isolating(self, pod_id: str, direction: PolicyType) -> tuple[str, ...]:
+        return self.isolation.get((pod_id, direction), ())
+
+
+@dataclass(frozen=True)
+class CompiledRuleset:
+    """The node namespace's script, the pod namespaces' self-traffic scripts (pod
+    id → script, when asked for) and the meaning of their log prefixes."""
+
+    text: str
+    index: LogIndex
+    self_tables: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "self_tables", MappingProxyType(dict(self.self_tables)))
 
 
 def selects(policy: NetworkPolicy, pod: PodSpec) -> bool:
@@ -136,6 +205,18 @@ def _comment(text: str) -> str:
     return ' comment "' + text.replace('"', "'")[:120] + '"'
 
 
+def _log(prefix: str) -> str:
+    return f'log prefix "{prefix}" group {LOG_GROUP}'
+
+
+@dataclass
+class _PodChain:
+    direction: PolicyType
+    name: str
+    body: list[str]
+    admits: list[str]  # names of the admit chains its rules go to
+
+
 class _Compiler:
     def __init__(self, data: RulesetInput) -> None:
         self.data = data
@@ -143,27 +224,68 @@ class _Compiler:
         self.pods = [p for p in data.topology.pods if p.id in data.addresses and p.id in data.interfaces]
         self.pod_ips = [data.addresses[p.id] for p in self.pods]
         self.policies = sorted(data.policies, key=lambda p: p.ref)
+        self.drops: dict[str, ChainMeaning] = {}
+        self.admits: dict[str, RuleMeaning] = {}
+        self.isolation: dict[tuple[str, PolicyType], tuple[str, ...]] = {}
+        #: admit chain name → its definition, one per policy rule that admits anything
+        self.admit_chains: dict[str, str] = {}
+        self._admit_names: dict[tuple[str, PolicyType, int], str] = {}
+        self._pod_chains: dict[str, list[_PodChain]] = {}
+
+    def prefix(self, kind: str, number: int) -> str:
+        return f"nph {self.data.generation} {kind}{number}"
 
     def chain_name(self, direction: PolicyType, pod: PodSpec, index: int) -> str:
         kind = "ingress" if direction is PolicyType.INGRESS else "egress"
         name = f"{kind}-{pod.id}"
         return name if _SAFE_CHAIN.match(name) else f"{kind}-pod{index}"
 
-    def pod_chains(self, pod: PodSpec, index: int) -> list[tuple[PolicyType, str, list[str]]]:
-        """(direction, chain name, rules) for each direction ``pod`` is isolated in."""
+    def admit_chain(self, policy: NetworkPolicy, direction: PolicyType, number: int) -> str:
+        """The chain a rule of ``policy`` goes to when it admits a packet: it logs
+        the first packet of each flow (and every UDP datagram, whose flows nc
+        opens one datagram at a time) under this rule's prefix, then returns."""
+        key = (policy.ref, direction, number)
+        name = self._admit_names.get(key)
+        if name is None:
+            number_of_chain = len(self._admit_names)
+            name = f"admit-{number_of_chain}"
+            prefix = self.prefix("a", number_of_chain)
+            self.admits[prefix] = RuleMeaning(direction, f"{policy.ref} {direction.value.lower()}[{number}]")
+            self.admit_chains[name] = _chain(
+                name,
+                [f"meta l4proto udp {_log(prefix)}", f"meta l4proto != udp ct state new {_log(prefix)}"],
+            )
+            self._admit_names[key] = name
+        return name
+
+    def pod_chains(self, pod: PodSpec, index: int) -> list[_PodChain]:
+        """The chains of each direction ``pod`` is isolated in."""
+        cached = self._pod_chains.get(pod.id)
+        if cached is not None:
+            return cached
         chains = []
         for direction in (PolicyType.EGRESS, PolicyType.INGRESS):
             selecting = [p for p in self.policies if direction in p.policy_types and selects(p, pod)]
             if not selecting:
                 continue  # not isolated in this direction: everything passes
-            body = []
+            self.isolation[(pod.id, direction)] = tuple(p.ref for p in selecting)
+            body: list[str] = []
+            admits: list[str] = []
             for policy in selecting:
                 rules = policy.ingress if direction is PolicyType.INGRESS else policy.egress
                 for number, rule in enumerate(rules):
                     where = f"{policy.ref} {direction.value.lower()}[{number}]"
-                    body += [line + _comment(where) for line in self.compile_rule(rule, direction, pod, policy)]
-            body.append("drop" + _comment(f"{pod.id}: not allowed by any {direction.value} policy"))
-            chains.append((direction, self.chain_name(direction, pod, index), body))
+                    matches = self.compile_rule(rule, direction, pod, policy)
+                    if not matches:
+                        continue
+                    target = self.admit_chain(policy, direction, number)
+                    admits.append(target)
+                    body += [f"{match}goto {target}" + _comment(where) for match in matches]
+            prefix = self.prefix("d", len(self.drops))
+            self.drops[prefix] = ChainMeaning(direction, pod.id, tuple(p.ref for p in selecting))
+            body.append(f"{_log(prefix)} drop" + _comment(f"{pod.id}: not allowed by any {direction.value} policy"))
+            chains.append(_PodChain(direction, self.chain_name(direction, pod, index), body, admits))
+        self._pod_chains[pod.id] = chains
         return chains
 
     def render(self) -> str:
@@ -171,9 +293,9 @@ class _Compiler:
         jumps: dict[PolicyType, list[str]] = {PolicyType.EGRESS: [], PolicyType.INGRESS: []}
         for index, pod in enumerate(self.pods):
             veth = self.data.interfaces[pod.id]
-            for direction, name, body in self.pod_chains(pod, index):
-                jumps[direction].append(f'"{veth}" : jump {name}')
-                chains.append(_chain(name, body))
+            for chain in self.pod_chains(pod, index):
+                jumps[chain.direction].append(f'"{veth}" : jump {chain.name}')
+                chains.append(_chain(chain.name, chain.body))
         forward = ["type filter hook forward priority filter; policy accept;", *_RETURN_TRAFFIC]
         # Packets from a pod arrive on its veth (iifname); packets to a pod leave
         # through it (oifname).
@@ -181,7 +303,10 @@ class _Compiler:
             forward.append(f"iifname vmap {_set(jumps[PolicyType.EGRESS])}")
         if jumps[PolicyType.INGRESS]:
             forward.append(f"oifname vmap {_set(jumps[PolicyType.INGRESS])}")
-        return _table(self.data.table, [_chain("forward", forward), *chains])
+        # What the policies let through to an address nobody owns: "network
+        # unreachable", as a router without a route says.
+        forward.append(f'oifname "{SINK}" {_log(self.prefix("u", 0))} reject with icmp type net-unreachable')
+        return _table(self.data.table, [_chain("forward", forward), *chains, *self.admit_chains.values()])
 
     def render_self(self, pod_id: str) -> str:
         """The table for a pod's own namespace that subjects its traffic to itself
@@ -193,8 +318,19 @@ class _Compiler:
         if not chains:
             return _table(self.data.table, None)
         output = ["type filter hook output priority filter; policy accept;", *_RETURN_TRAFFIC]
-        output += [f"ip saddr {own} ip daddr {own} jump {name}" for _, name, _ in chains]
-        return _table(self.data.table, [_chain("output", output), *(_chain(name, body) for _, name, body in chains)])
+        output += [f"ip saddr {own} ip daddr {own} jump {chain.name}" for chain in chains]
+        admits = sorted({name for chain in chains for name in chain.admits}, key=lambda n: int(n.split("-")[1]))
+        return _table(
+            self.data.table,
+            [
+                _chain("output", output),
+                *(_chain(chain.name, chain.body) for chain in chains),
+                *(self.admit_chains[name] for name in admits),
+            ],
+        )
+
+    def index(self) -> LogIndex:
+        return LogIndex(self.data.generation, self.prefix("u", 0), self.drops, self.admits, self.isolation)
 
     def peer_networks(self, rule: Rule, policy: NetworkPolicy) -> list[Net4]:
         networks: list[Net4] = []
@@ -211,7 +347,8 @@ class _Compiler:
         return list(ipaddress.collapse_addresses(networks))
 
     def compile_rule(self, rule: Rule, direction: PolicyType, subject: PodSpec, policy: NetworkPolicy) -> list[str]:
-        """nft rules that ``return`` for the packets ``rule`` allows."""
+        """The matches (each ending in a space, or empty for "everything") of the
+        packets ``rule`` allows; each becomes one rule that admits them."""
         field = "ip saddr" if direction is PolicyType.INGRESS else "ip daddr"
         if rule.peers:
             networks = self.peer_networks(rule, policy)
@@ -224,7 +361,7 @@ class _Compiler:
             match = ""
             peers = self.pods
         if not rule.ports:
-            return [f"{match}return"]
+            return [match]
         whole: set[Protocol] = set()
         ranges: dict[Protocol, list[tuple[int, int]]] = {}
         named: dict[Protocol, set[tuple[IPv4, int]]] = {}
@@ -246,15 +383,25 @@ class _Compiler:
         for protocol in Protocol:
             l4 = _L4[protocol]
             if protocol in whole:
-                lines.append(f"{match}meta l4proto {l4} return")
+                lines.append(f"{match}meta l4proto {l4} ")
                 continue
             if protocol in ranges:
                 ports = (str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in merge_ranges(ranges[protocol]))
-                lines.append(f"{match}meta l4proto {l4} th dport {_set(ports)} return")
+                lines.append(f"{match}meta l4proto {l4} th dport {_set(ports)} ")
             if protocol in named:
                 pairs = (f"{ip} . {number}" for ip, number in sorted(named[protocol]))
-                lines.append(f"meta l4proto {l4} ip daddr . th dport {_set(pairs)} return")
+                lines.append(f"meta l4proto {l4} ip daddr . th dport {_set(pairs)} ")
         return lines
+
+
+def compile_ruleset(data: RulesetInput, self_tables: bool = False) -> CompiledRuleset:
+    """The node namespace's nft script for ``data``, with ``self_tables`` the
+    script of each pod's own namespace for ``self_traffic: policy``, and the
+    meaning of their log prefixes."""
+    compiler = _Compiler(data)
+    text = compiler.render()
+    tables = {pod.id: compiler.render_self(pod.id) for pod in compiler.pods} if self_tables else {}
+    return CompiledRuleset(text, compiler.index(), tables)
 
 
 def render_ruleset(data: RulesetInput) -> str:
@@ -270,6 +417,6 @@ def remove_table(table: str) -> str:
 def render_self_rulesets(data: RulesetInput) -> dict[str, str]:
     """Pod id → the nft script for that pod's own namespace, for ``self_traffic:
     policy``: a pod's traffic to its own address stays inside its namespace, so
-    that is where its policies must be applied to it."""
-    compiler = _Compiler(data)
-    return {pod.id: compiler.render_self(pod.id) for pod in compiler.pods}
+    that is where its policies must be applied to it. Its log prefixes are those
+    of :func:`compile_ruleset` for the same input."""
+    return dict(compile_ruleset(data, self_tables=True).self_tables)

@@ -7,7 +7,9 @@ Started inside the endpoint's network namespace::
 
 It prints ``ready`` once every port is bound, and exits when its standard input
 closes, so it never outlives the harness process that started it, even when that
-one is killed. Standard library only: it must start fast and import nothing heavy.
+one is killed; with ``--detached`` (a network kept after the session) it serves
+until it is killed. Standard library only: it must start fast and import nothing
+heavy.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ async def _stdin_closed() -> None:
         pass
 
 
-async def serve(identity: str, tcp_ports: list[int], udp_ports: list[int]) -> None:
+async def serve(identity: str, tcp_ports: list[int], udp_ports: list[int], detached: bool = False) -> None:
     response = http_response(identity)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -78,6 +80,8 @@ async def serve(identity: str, tcp_ports: list[int], udp_ports: list[int]) -> No
         transports.append(transport)
     print("ready", flush=True)
     try:
+        if detached:
+            await asyncio.Event().wait()  # until killed
         await _stdin_closed()
     finally:
         for server in servers:
@@ -91,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identity", required=True, help="what to answer with, e.g. x/a")
     parser.add_argument("--tcp", type=int, action="append", default=[], help="a TCP port to serve over HTTP")
     parser.add_argument("--udp", type=int, action="append", default=[], help="a UDP port to answer datagrams on")
+    parser.add_argument("--detached", action="store_true", help="serve until killed, not until standard input closes")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.identity, args.tcp, args.udp))
+        asyncio.run(serve(args.identity, args.tcp, args.udp, args.detached))
     except OSError as err:
         print(f"cannot serve {args.identity}: {err}", file=sys.stderr, flush=True)
         return 1

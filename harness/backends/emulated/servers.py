@@ -14,6 +14,7 @@ from typing import IO
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 import harness
+from harness.backends.emulated.integrity import ServerCheck
 from harness.backends.emulated.system import child_environment
 from harness.core.errors import BackendError
 from harness.core.topology import Endpoint, Protocol
@@ -33,7 +34,7 @@ class _Server:
     seen: bytes = b""
 
 
-def server_argv(netns: str, endpoint: Endpoint) -> list[str]:
+def server_argv(netns: str, endpoint: Endpoint, detached: bool = False) -> list[str]:
     argv = [
         "ip",
         "netns",
@@ -52,19 +53,45 @@ def server_argv(netns: str, endpoint: Endpoint) -> list[str]:
         elif spec.protocol is Protocol.UDP:
             argv += ["--udp", str(spec.port)]
         # SCTP: this kernel has none, so there is nothing to serve (probes say so).
+    if detached:
+        argv.append("--detached")
     return argv
 
 
 class EndpointServers:
-    """One server process per endpoint that serves a TCP or UDP port."""
+    """One server process per endpoint that serves a TCP or UDP port. ``detached``
+    servers outlive the harness (a network kept after the session)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, detached: bool = False) -> None:
         self.log_dir = log_dir
+        self.detached = detached
         self._servers: list[_Server] = []
+        self._endpoints: dict[str, Endpoint] = {}
 
     @property
     def pids(self) -> list[int]:
         return [s.process.pid for s in self._servers]
+
+    def checks(self, addresses: Mapping[str, object]) -> list[ServerCheck]:
+        """One request per protocol each server serves: what shows it answers."""
+        checks = []
+        for server in self._servers:
+            endpoint = self._endpoints[server.endpoint_id]
+            for protocol in (Protocol.TCP, Protocol.UDP):
+                port = next((p.port for p in endpoint.ports if p.protocol is protocol), None)
+                if port is not None:
+                    checks.append(ServerCheck(endpoint.id, str(addresses[endpoint.id]), port, protocol))
+        return checks
+
+    def exited(self) -> list[str]:
+        """What became of the servers that are no longer running."""
+        gone = []
+        for server in self._servers:
+            code = server.process.poll()
+            if code is not None:
+                how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                gone.append(f"the server of {server.endpoint_id} has exited ({how})")
+        return gone
 
     def start(self, endpoints: Mapping[str, Endpoint], netns: Mapping[str, str]) -> None:
         """Start a server for each endpoint with a TCP/UDP port and wait until all
@@ -78,12 +105,13 @@ class EndpointServers:
         for endpoint_id, endpoint in endpoints.items():
             if not any(p.protocol in (Protocol.TCP, Protocol.UDP) for p in endpoint.ports):
                 continue
+            self._endpoints[endpoint_id] = endpoint
             log = self.log_dir / f"{netns[endpoint_id]}.log"
             try:
                 with log.open("wb") as stderr:
                     process = subprocess.Popen(
-                        server_argv(netns[endpoint_id], endpoint),
-                        stdin=subprocess.PIPE,
+                        server_argv(netns[endpoint_id], endpoint, self.detached),
+                        stdin=subprocess.DEVNULL if self.detached else subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         stderr=stderr,
                         env=env,
@@ -122,6 +150,17 @@ class EndpointServers:
         except RetryError:
             late = ", ".join(s.endpoint_id for s in self._servers if not s.ready)
             raise BackendError(f"servers of {late} were not listening after {READY_TIMEOUT:g}s") from None
+
+    def release(self) -> None:
+        """Leave detached servers running (a kept network): close the harness's
+        ends of their pipes only."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            if server.process.stdout is not None:
+                server.process.stdout.close()
+            # Never waited for: it outlives this process on purpose (cleanup kills
+            # it). Marked done so that Popen neither reaps nor warns about it.
+            server.process.returncode = 0
 
     def stop(self) -> None:
         """Close every server's standard input (it exits), then kill the ones still
