@@ -40,7 +40,7 @@ from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
 from harness.core.selectors import LabelSelector, Operator
 from harness.core.settings import ModelSettings, SelfTraffic
-from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Topology
+from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Protocol, Topology
 
 Mask = npt.NDArray[np.bool_]
 
@@ -131,6 +131,7 @@ class ReferenceModel:
         self._side_cache: dict[PortProtocol, tuple[Mask, Mask]] = {}
         self._policy_by_ref = {p.ref: p for p in self.policies}
         self._admission_cache: dict[tuple[str, PortProtocol], Admission] = {}
+        self._named_port_cache: dict[tuple[str, Protocol], npt.NDArray[np.int64]] = {}
 
     @property
     def destinations(self) -> tuple[PodSpec | ExternalHost, ...]:
@@ -215,10 +216,24 @@ class ReferenceModel:
         """Which destination endpoints this rule's ports admit ``key`` on."""
         if not rule.ports:
             return np.ones(len(endpoints), bool)
-        if not any(isinstance(e.port, str) for e in rule.ports):
-            ok = any(self._port_matches(e, key, None) for e in rule.ports)
-            return np.full(len(endpoints), ok, bool)
-        return np.array([any(self._port_matches(e, key, ep) for e in rule.ports) for ep in endpoints], dtype=bool)
+        mask = np.zeros(len(endpoints), bool)
+        for entry in rule.ports:
+            if not isinstance(entry.port, str):
+                if self._port_matches(entry, key, None):
+                    mask[:] = True
+            elif entry.protocol is key.protocol:
+                # Named ports resolve per destination pod; external hosts have none.
+                mask |= self._named_ports(entry.port, key.protocol)[: len(endpoints)] == key.port
+        return mask
+
+    def _named_ports(self, name: str, protocol: Protocol) -> npt.NDArray[np.int64]:
+        """The number behind ``name`` per destination (pods, then external hosts); 0
+        where there is none."""
+        cached = self._named_port_cache.get((name, protocol))
+        if cached is None:
+            numbers = [p.named_port(name, protocol) or 0 for p in self.pods] + [0] * len(self.externals)
+            cached = self._named_port_cache[(name, protocol)] = np.array(numbers, dtype=np.int64)
+        return cached
 
     # -- the matrix ------------------------------------------------------------------
 
