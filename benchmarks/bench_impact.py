@@ -24,34 +24,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_model import APPS, PORTS, _peer, _ports, build_topology  # noqa: E402
+from bench_model import PORTS, build_manifests, build_topology  # noqa: E402
 
 from harness.core.addressing import plan_addresses  # noqa: E402
 from harness.core.policy import parse_policy  # noqa: E402
 from harness.core.topology import Topology  # noqa: E402
 from harness.engine.impact import ImpactSide, StepImpact, compute_impact  # noqa: E402
 from harness.model import ReferenceModel  # noqa: E402
-
-
-def manifests(rng: random.Random, count: int, prefix: str = "policy") -> list[dict[str, Any]]:
-    out = []
-    for i in range(count):
-        spec: dict[str, Any] = {
-            "podSelector": {"matchLabels": {"app": rng.choice(APPS)}} if i % 7 else {},
-            "ingress": [{"from": [_peer(rng) for _ in range(rng.randrange(1, 3))], "ports": _ports(rng)}],
-        }
-        if i % 3 == 0:
-            spec["egress"] = [{"to": [_peer(rng)], "ports": _ports(rng)}]
-            spec["policyTypes"] = ["Ingress", "Egress"]
-        out.append(
-            {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "NetworkPolicy",
-                "metadata": {"name": f"{prefix}-{i:03d}", "namespace": f"ns{i % 20:02d}"},
-                "spec": spec,
-            }
-        )
-    return out
 
 
 def run_once(topology: Topology, base: list[dict[str, Any]], head: list[dict[str, Any]]) -> tuple[float, StepImpact]:
@@ -71,8 +50,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     topology = build_topology(random.Random(20261121))
-    base = manifests(random.Random(1), 200)
-    head = manifests(random.Random(2), 200) + manifests(random.Random(3), 20, prefix="added")
+    base = build_manifests(random.Random(1), 200)
+    head = build_manifests(random.Random(2), 200) + build_manifests(random.Random(3), 20, prefix="added")
     times = []
     impact = None
     for _ in range(args.repeat):

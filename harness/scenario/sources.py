@@ -83,6 +83,13 @@ def _too_large(size: int, limit: int) -> str:
     return f"the file has {size:,} bytes, more than the limit of {limit:,}"
 
 
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ScenarioError(where, "", f"cannot read file: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
 class WorkingTree:
     """Files as they are on disk."""
 
@@ -112,10 +119,7 @@ class WorkingTree:
             raise ScenarioError(where, "", f"cannot read file: {err.strerror or err}") from None
         if len(data) > self.max_bytes:  # grew while being read
             raise ScenarioError(where, "", _too_large(len(data), self.max_bytes))
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ScenarioError(where, "", f"cannot read file: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        return _decode(data, where)
 
     def exists(self, path: Path) -> bool:
         try:
@@ -326,29 +330,23 @@ class GitRevision:
         if entry.size is not None and entry.size > self.max_bytes:
             raise ScenarioError(where, "", _too_large(entry.size, self.max_bytes))
         data = self._blob(entry.oid)
+        return _decode(data, where)
+
+    def _entry_or_none(self, path: Path) -> _Entry | None:
         try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ScenarioError(where, "", f"cannot read file: not UTF-8 text ({err.reason} at byte {err.start})") from None
+            return self._entry(path)
+        except ScenarioError:  # outside the repository
+            return None
 
     def exists(self, path: Path) -> bool:
-        try:
-            return self._entry(path) is not None
-        except ScenarioError:
-            return False
+        return self._entry_or_none(path) is not None
 
     def is_file(self, path: Path) -> bool:
-        try:
-            entry = self._entry(path)
-        except ScenarioError:
-            return False
+        entry = self._entry_or_none(path)
         return entry is not None and entry.is_file
 
     def is_dir(self, path: Path) -> bool:
-        try:
-            entry = self._entry(path)
-        except ScenarioError:
-            return False
+        entry = self._entry_or_none(path)
         return entry is not None and entry.is_dir
 
     def iterdir(self, directory: Path) -> tuple[Path, ...]:
