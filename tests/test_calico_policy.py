@@ -20,16 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.core.addressing import plan_addresses
-from harness.core.calico.conversion import (
+from harness.core.calico.conversion import model_policies, to_network_policies
+from harness.core.calico.enforcement import Effect, EnforcedPolicies, enforce, kubernetes_key, promote
+from harness.core.calico.labels import (
     LABEL_NAME,
     LABEL_NAMESPACE,
     LABEL_ORCHESTRATOR,
     LABEL_SERVICE_ACCOUNT,
     NAMESPACE_PREFIX,
-    model_policies,
-    to_network_policies,
 )
-from harness.core.calico.enforcement import Effect, EnforcedPolicies, enforce, kubernetes_key, promote
 from harness.core.calico.policy import (
     CalicoPolicy,
     CalicoRule,
@@ -417,6 +416,16 @@ def test_rejected_metadata_and_envelope() -> None:
     assert rejection(staged(spec=None) | {"spec": []}).field == "spec"
     err = rejection({"kind": "StagedNetworkPolicy", "apiVersion": "projectcalico.org/v3"})
     assert err.field == "metadata" and err.policy == "<unnamed>"
+
+
+def test_selectors_that_expand_too_far_together_are_rejected() -> None:
+    wide = " && ".join(f"(k{i} == '1' || j{i} == '1')" for i in range(6))  # 64 alternatives: accepted alone
+    two = "team == 'a' || env == 'prod'"
+    calico({"selector": wide, "ingress": [{"action": "Allow", "source": {"selector": wide}}]})
+    err = rule_error({"action": "Allow", "source": {"selector": wide, "namespaceSelector": two}})
+    assert err.field == "spec.ingress[0].source" and "cannot model these selectors together" in err.detail
+    err = rejection(staged("StagedGlobalNetworkPolicy", {"selector": wide, "namespaceSelector": two}, namespace=None))
+    assert err.field == "spec.selector" and "more than 64 alternatives" in err.detail
 
 
 def test_the_same_staged_object_twice_is_an_error() -> None:

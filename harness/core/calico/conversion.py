@@ -23,33 +23,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from harness.core.calico.enforcement import EnforcedPolicies, kubernetes_key
+from harness.core.calico.labels import endpoint_selector, split_requirements
 from harness.core.calico.policy import CalicoPolicy, CalicoRule, EnforcedKind, EntityMatch, PolicyKey
-from harness.core.calico.selector import All, Compare, Comparison, Has, Node, map_keys, to_requirements
-from harness.core.calico.selector import And as SelectorAnd
-from harness.core.calico.selector import Not as SelectorNot
-from harness.core.calico.selector import Or as SelectorOr
+from harness.core.calico.selector import All, to_requirements
 from harness.core.errors import HarnessError
 from harness.core.policy import IPBlock, IPNetwork, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
-from harness.core.selectors import LabelSelector, Requirement
-from harness.core.topology import NAMESPACE_NAME_LABEL, Topology
-
-#: Labels Calico gives every pod's workload endpoint, besides the pod's own
-#: (``libcalico-go/lib/backend/k8s/conversion/workload_endpoint_default.go``).
-LABEL_NAMESPACE = "projectcalico.org/namespace"
-LABEL_ORCHESTRATOR = "projectcalico.org/orchestrator"
-LABEL_SERVICE_ACCOUNT = "projectcalico.org/serviceaccount"
-#: A namespace's name as a namespaceSelector sees it (``conversion.go``, NamespaceToProfile).
-LABEL_NAME = "projectcalico.org/name"
-#: Prefixes of the namespace and service-account labels an endpoint inherits.
-NAMESPACE_PREFIX = "pcns."
-SERVICE_ACCOUNT_PREFIX = "pcsa."
-#: The harness's pods run as the namespace's default service account (the API
-#: server's ServiceAccount admission sets it), on Kubernetes.
-_CONSTANT_LABELS = {
-    LABEL_ORCHESTRATOR: "k8s",
-    LABEL_SERVICE_ACCOUNT: "default",
-    SERVICE_ACCOUNT_PREFIX + LABEL_NAME: "default",
-}
+from harness.core.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -59,52 +38,6 @@ class ModelPolicies:
 
     policies: tuple[NetworkPolicy, ...]
     origins: Mapping[str, PolicyKey] = field(default_factory=dict, hash=False)
-
-
-def _endpoint_node(selector: Node, namespace_selector: Node | None, namespace: str | None) -> Node:
-    """The whole endpoint selector of a rule side or a policy, as Calico builds it
-    (updateprocessors/rules.go getEndpointSelector, networkpolicyprocessor.go,
-    globalnetworkpolicyprocessor.go)."""
-    if namespace_selector is not None:
-        # A namespace selector overrides the policy's own namespace.
-        return SelectorAnd((_every_namespace(map_keys(namespace_selector, lambda k: NAMESPACE_PREFIX + k)), selector))
-    if namespace is not None:
-        return SelectorAnd((Comparison(LABEL_NAMESPACE, Compare.EQ, namespace), selector))
-    return selector
-
-
-def _every_namespace(node: Node) -> Node:
-    """Calico replaces all() in a namespace selector by has(projectcalico.org/namespace):
-    every pod of every namespace, and no host endpoint."""
-    if isinstance(node, All):
-        return Has(LABEL_NAMESPACE)
-    if isinstance(node, SelectorAnd):
-        return SelectorAnd(tuple(_every_namespace(op) for op in node.operands))
-    if isinstance(node, SelectorOr):
-        return SelectorOr(tuple(_every_namespace(op) for op in node.operands))
-    if isinstance(node, SelectorNot):
-        return SelectorNot(_every_namespace(node.operand))
-    return node
-
-
-def _split(conjunction: tuple[Requirement, ...]) -> tuple[LabelSelector, LabelSelector] | None:
-    """A conjunction over an endpoint's Calico labels as (pod selector, namespace
-    selector) over Kubernetes labels, or None when it can never hold."""
-    pod: list[Requirement] = []
-    namespace: list[Requirement] = []
-    for req in conjunction:
-        key = req.key
-        if key == LABEL_NAMESPACE or key == NAMESPACE_PREFIX + LABEL_NAME:
-            namespace.append(Requirement(NAMESPACE_NAME_LABEL, req.operator, req.values))
-        elif key.startswith(NAMESPACE_PREFIX):
-            namespace.append(Requirement(key.removeprefix(NAMESPACE_PREFIX), req.operator, req.values))
-        elif key in _CONSTANT_LABELS or key.startswith(SERVICE_ACCOUNT_PREFIX):
-            value = _CONSTANT_LABELS.get(key)
-            if not req.matches({key: value} if value is not None else {}):
-                return None
-        else:
-            pod.append(req)
-    return LabelSelector(match_expressions=tuple(pod)), LabelSelector(match_expressions=tuple(namespace))
 
 
 def _ip_peers(match: EntityMatch) -> tuple[Peer, ...]:
@@ -135,10 +68,10 @@ def _rule_peers(match: EntityMatch, namespace: str | None) -> tuple[Peer, ...] |
         return None
     selector = match.selector.root if match.selector is not None else All()
     namespace_selector = match.namespace_selector.root if match.namespace_selector is not None else None
-    node = _endpoint_node(selector, namespace_selector, namespace)
+    node = endpoint_selector(selector, namespace_selector, namespace)
     peers = []
     for conjunction in to_requirements(node):
-        parts = _split(conjunction)
+        parts = split_requirements(conjunction)
         if parts is not None:
             peers.append(Peer(pod_selector=parts[0], namespace_selector=parts[1]))
     return tuple(dict.fromkeys(peers))
@@ -170,10 +103,10 @@ def to_network_policies(policy: CalicoPolicy, topology: Topology) -> tuple[Netwo
     """NetworkPolicies with the verdicts of ``policy`` on ``topology`` (labels in
     force): one per namespace and alternative of the policy's selector."""
     namespace = policy.key.namespace
-    node = _endpoint_node(
+    node = endpoint_selector(
         policy.selector.root, policy.namespace_selector.root if policy.namespace_selector is not None else None, namespace
     )
-    alternatives = [parts for conj in to_requirements(node) if (parts := _split(conj)) is not None]
+    alternatives = [parts for conj in to_requirements(node) if (parts := split_requirements(conj)) is not None]
     ingress = _rules(policy.ingress, namespace) if PolicyType.INGRESS in policy.types else ()
     egress = _rules(policy.egress, namespace) if PolicyType.EGRESS in policy.types else ()
     out = []

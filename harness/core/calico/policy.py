@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from harness.core.calico.labels import endpoint_selector
 from harness.core.calico.selector import (
+    All,
     CalicoSelector,
     CalicoSelectorError,
     Global,
@@ -348,24 +350,20 @@ def _port(f: _Fields, raw: object, path: str) -> CalicoPort:
     return CalicoPort(first, last)
 
 
-def _entity(f: _Fields, raw: object, path: str, *, peer: bool, direction: str) -> tuple[EntityMatch, tuple[CalicoPort, ...]]:
-    """A rule's source or destination. ``peer`` says whether it is the other end of
-    the connection (the source of an ingress rule, the destination of an egress one)."""
-    known = ["selector", "namespaceSelector", "nets", "notNets", "ports"]
-    doc = f.mapping(raw, path, known, _ENTITY_UNSUPPORTED)
-    if not peer:
-        own = "destination" if direction == "ingress" else "source"
+def _entity(f: _Fields, raw: object, path: str, side: str, direction: str) -> tuple[EntityMatch, tuple[CalicoPort, ...]]:
+    """A rule's ``source`` or ``destination`` (``side``). The peer side is the other end
+    of the connection: the source of an ingress rule, the destination of an egress one."""
+    doc = f.mapping(raw, path, ["selector", "namespaceSelector", "nets", "notNets", "ports"], _ENTITY_UNSUPPORTED)
+    if (side == "source") != (direction == "ingress"):
         for key in ("selector", "namespaceSelector", "nets", "notNets"):
             if key in doc:
                 raise f.fail(
                     f"{path}.{key}",
-                    f"on an {direction} rule the {own} is the selected pod, which spec.selector chooses",
-                    "only ports here" if own == "destination" else "no source fields on an egress rule",
+                    f"on an {direction} rule the {side} is the selected pod, which spec.selector chooses",
+                    "only ports here" if side == "destination" else "no source fields on an egress rule",
                 )
     ports = tuple(_port(f, p, f"{path}.ports[{i}]") for i, p in enumerate(f.seq(doc.get("ports"), f"{path}.ports")))
-    if ports and peer and direction == "ingress":
-        raise f.fail(f"{path}.ports", "source ports cannot be expressed by a NetworkPolicy", "destination.ports")
-    if ports and not peer and direction == "egress":
+    if ports and side == "source":
         raise f.fail(f"{path}.ports", "source ports cannot be expressed by a NetworkPolicy", "destination.ports")
     selector = f.selector(doc.get("selector"), f"{path}.selector", optional=True)
     namespace_selector = f.selector(doc.get("namespaceSelector"), f"{path}.namespaceSelector", optional=True)
@@ -386,7 +384,20 @@ def _entity(f: _Fields, raw: object, path: str, *, peer: bool, direction: str) -
     return EntityMatch(selector, namespace_selector, nets, not_nets), ports
 
 
-def _rule(f: _Fields, raw: object, path: str, direction: str) -> CalicoRule:
+def _expressible(
+    f: _Fields, path: str, selector: CalicoSelector | None, namespace_selector: CalicoSelector | None, namespace: str | None
+) -> None:
+    """The whole selector Calico builds from these fields must expand into few enough
+    alternatives for the model's translation."""
+    root = selector.root if selector is not None else All()
+    ns_root = namespace_selector.root if namespace_selector is not None else None
+    try:
+        to_requirements(endpoint_selector(root, ns_root, namespace))
+    except NotExpressible as err:
+        raise f.fail(path, f"the harness cannot model these selectors together: {err}", "simpler selectors") from None
+
+
+def _rule(f: _Fields, raw: object, path: str, direction: str, namespace: str | None) -> CalicoRule:
     doc = f.mapping(raw, path, ["action", "protocol", "source", "destination", "metadata"], _RULE_UNSUPPORTED)
     action = doc.get("action")
     if action != "Allow":
@@ -399,12 +410,14 @@ def _rule(f: _Fields, raw: object, path: str, direction: str) -> CalicoRule:
             )
         raise f.fail(f"{path}.action", f"got {action!r}", "Allow")
     protocol = _protocol(f, doc["protocol"], f"{path}.protocol") if doc.get("protocol") is not None else None
-    source, source_ports = _entity(f, doc.get("source"), f"{path}.source", peer=direction == "ingress", direction=direction)
-    dest, dest_ports = _entity(f, doc.get("destination"), f"{path}.destination", peer=direction == "egress", direction=direction)
-    del source_ports  # rejected by _entity
-    if dest_ports and protocol is None:
+    source, _ = _entity(f, doc.get("source"), f"{path}.source", "source", direction)
+    destination, ports = _entity(f, doc.get("destination"), f"{path}.destination", "destination", direction)
+    if ports and protocol is None:
         raise f.fail(f"{path}.protocol", "ports need a protocol", "TCP, UDP or SCTP")
-    return CalicoRule(source if direction == "ingress" else dest, protocol, dest_ports)
+    peer, peer_path = (source, f"{path}.source") if direction == "ingress" else (destination, f"{path}.destination")
+    if peer.selector is not None or peer.namespace_selector is not None:
+        _expressible(f, peer_path, peer.selector, peer.namespace_selector, namespace)
+    return CalicoRule(peer, protocol, ports)
 
 
 def _types(f: _Fields, raw: object, ingress: bool, egress: bool) -> frozenset[PolicyType]:
@@ -538,10 +551,13 @@ def _staged_calico(
     selector = f.selector(spec.get("selector"), "spec.selector")
     assert selector is not None
     namespace_selector = f.selector(spec.get("namespaceSelector"), "spec.namespaceSelector", optional=True)
+    _expressible(f, "spec.selector", selector, namespace_selector, namespace)
     ingress = tuple(
-        _rule(f, r, f"spec.ingress[{i}]", "ingress") for i, r in enumerate(f.seq(spec.get("ingress"), "spec.ingress"))
+        _rule(f, r, f"spec.ingress[{i}]", "ingress", namespace) for i, r in enumerate(f.seq(spec.get("ingress"), "spec.ingress"))
     )
-    egress = tuple(_rule(f, r, f"spec.egress[{i}]", "egress") for i, r in enumerate(f.seq(spec.get("egress"), "spec.egress")))
+    egress = tuple(
+        _rule(f, r, f"spec.egress[{i}]", "egress", namespace) for i, r in enumerate(f.seq(spec.get("egress"), "spec.egress"))
+    )
     types = _types(f, spec.get("types"), bool(ingress), bool(egress))
     enforced_kind = kind.enforced
     enforced = {
