@@ -40,6 +40,7 @@ from harness.core.calico.policy import (
     check_unique,
     is_staged,
     parse_staged_policy,
+    rename_namespaces,
 )
 from harness.core.errors import HarnessError, PolicyError
 from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
@@ -434,6 +435,37 @@ def test_the_same_staged_object_twice_is_an_error() -> None:
         check_unique([first, second])
     # Same name, different kinds or namespaces: different objects.
     check_unique([first, calico({}, name="a", namespace="y"), calico({}, glob=True, name="a")])
+
+
+def test_namespaces_renamed_for_a_shared_cluster() -> None:
+    manifest = staged(
+        spec={
+            "selector": "app == 'db' && projectcalico.org/namespace == 'x'",
+            "ingress": [
+                {
+                    "action": "Allow",
+                    "source": {
+                        "selector": "pcns.kubernetes.io/metadata.name in {'y', 'z'} || app == 'x'",
+                        "namespaceSelector": "projectcalico.org/name == 'y' || kubernetes.io/metadata.name != 'z'",
+                    },
+                },
+                {"action": "Allow", "source": {"namespaceSelector": "team == 'x'"}},
+            ],
+        }
+    )
+    renamed = rename_namespaces(manifest, lambda ns: f"nph-1-{ns}")
+    assert renamed["metadata"]["namespace"] == "nph-1-x"
+    spec = renamed["spec"]
+    assert spec["selector"] == '(app == "db" && projectcalico.org/namespace == "nph-1-x")'
+    assert spec["ingress"][0]["source"] == {
+        "selector": '(pcns.kubernetes.io/metadata.name in {"nph-1-y", "nph-1-z"} || app == "x")',
+        "namespaceSelector": '(projectcalico.org/name == "nph-1-y" || kubernetes.io/metadata.name != "nph-1-z")',
+    }
+    assert spec["ingress"][1]["source"] == {"namespaceSelector": "team == 'x'"}  # untouched, as written
+    assert manifest["metadata"]["namespace"] == "x"  # the input is not changed
+    parse_staged_policy(renamed, SOURCE)  # still valid
+    with pytest.raises(HarnessError, match="Calico-spec staged policy"):
+        rename_namespaces(staged("StagedKubernetesNetworkPolicy"), str.upper)
 
 
 # -- enforcement ---------------------------------------------------------------------

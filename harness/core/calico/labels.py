@@ -30,6 +30,10 @@ LABEL_NAME = "projectcalico.org/name"
 #: Prefixes of the namespace and service-account labels an endpoint inherits.
 NAMESPACE_PREFIX = "pcns."
 SERVICE_ACCOUNT_PREFIX = "pcsa."
+#: Keys whose values are namespace names: in a selector of endpoints, and in a
+#: namespace selector.
+ENDPOINT_NAMESPACE_KEYS = frozenset({LABEL_NAMESPACE, NAMESPACE_PREFIX + NAMESPACE_NAME_LABEL, NAMESPACE_PREFIX + LABEL_NAME})
+NAMESPACE_NAME_KEYS = frozenset({NAMESPACE_NAME_LABEL, LABEL_NAME})
 #: The harness's pods run as the namespace's default service account (the API
 #: server's ServiceAccount admission sets it), on Kubernetes.
 _CONSTANT_LABELS = {

@@ -30,12 +30,12 @@ import copy
 import enum
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from harness.core.calico.labels import endpoint_selector
+from harness.core.calico.labels import ENDPOINT_NAMESPACE_KEYS, NAMESPACE_NAME_KEYS, endpoint_selector
 from harness.core.calico.selector import (
     All,
     CalicoSelector,
@@ -45,7 +45,7 @@ from harness.core.calico.selector import (
     parse_calico_selector,
     to_requirements,
 )
-from harness.core.errors import PolicyError
+from harness.core.errors import HarnessError, PolicyError
 from harness.core.policy import IPNetwork, NetworkPolicy, PolicyPort, PolicyType, parse_policy
 from harness.core.topology import PORT_NAME_FORM, Protocol, check_port_name, is_dns_label, is_dns_subdomain
 
@@ -631,6 +631,46 @@ def parse_staged_policy(manifest: object, source: str = "<inline>", default_name
     if namespace is not None:
         full["metadata"] = {**doc["metadata"], "namespace": namespace}
     return StagedPolicy(kind, namespace, name, action, enforced, source, MappingProxyType(full))
+
+
+def rename_namespaces(manifest: Mapping[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
+    """A StagedNetworkPolicy or StagedGlobalNetworkPolicy manifest for a cluster whose
+    namespaces have other names (the existing backend): ``metadata.namespace`` and
+    every value a selector compares with a namespace's name go through ``rename``.
+    A StagedKubernetesNetworkPolicy has a NetworkPolicy's spec and is translated as
+    one (``harness.kube.naming``)."""
+    if manifest.get("kind") not in (StagedKind.STAGED_NETWORK_POLICY.value, StagedKind.STAGED_GLOBAL_NETWORK_POLICY.value):
+        raise HarnessError(f"rename_namespaces takes a Calico-spec staged policy, not {manifest.get('kind')!r}")
+    out = copy.deepcopy(dict(manifest))
+    meta = out.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("namespace"), str):
+        meta["namespace"] = rename(meta["namespace"])
+    spec = out.get("spec")
+    if not isinstance(spec, dict):
+        return out
+
+    def rewrite(holder: dict[str, Any], key: str, keys: frozenset[str]) -> None:
+        text = holder.get(key)
+        if not isinstance(text, str) or not text:
+            return
+        try:
+            selector = parse_calico_selector(text)
+        except CalicoSelectorError:
+            return  # rejected when the policy was read; nothing to translate
+        renamed = selector.with_values(keys, rename)
+        if renamed.root != selector.root:
+            holder[key] = str(renamed)
+
+    rewrite(spec, "selector", ENDPOINT_NAMESPACE_KEYS)
+    rewrite(spec, "namespaceSelector", NAMESPACE_NAME_KEYS)
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            for side in ("source", "destination"):
+                entity = rule.get(side) if isinstance(rule, dict) else None
+                if isinstance(entity, dict):
+                    rewrite(entity, "selector", ENDPOINT_NAMESPACE_KEYS)
+                    rewrite(entity, "namespaceSelector", NAMESPACE_NAME_KEYS)
+    return out
 
 
 def check_unique(staged: Iterable[StagedPolicy]) -> None:
