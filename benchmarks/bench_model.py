@@ -79,9 +79,10 @@ def _ports(rng: random.Random) -> list[dict[str, Any]]:
     return []
 
 
-def build_policies(rng: random.Random) -> list[NetworkPolicy]:
-    policies = []
-    for i in range(200):
+def build_manifests(rng: random.Random, count: int = 200, prefix: str = "policy") -> list[dict[str, Any]]:
+    """``count`` NetworkPolicy manifests spread over the 20 namespaces."""
+    manifests = []
+    for i in range(count):
         spec: dict[str, Any] = {
             "podSelector": {"matchLabels": {"app": rng.choice(APPS)}} if i % 7 else {},
             "ingress": [{"from": [_peer(rng) for _ in range(rng.randrange(1, 3))], "ports": _ports(rng)}],
@@ -89,14 +90,19 @@ def build_policies(rng: random.Random) -> list[NetworkPolicy]:
         if i % 3 == 0:
             spec["egress"] = [{"to": [_peer(rng)], "ports": _ports(rng)}]
             spec["policyTypes"] = ["Ingress", "Egress"]
-        manifest = {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": f"policy-{i:03d}", "namespace": f"ns{i % 20:02d}"},
-            "spec": spec,
-        }
-        policies.append(parse_policy(manifest))
-    return policies
+        manifests.append(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": f"{prefix}-{i:03d}", "namespace": f"ns{i % 20:02d}"},
+                "spec": spec,
+            }
+        )
+    return manifests
+
+
+def build_policies(rng: random.Random) -> list[NetworkPolicy]:
+    return [parse_policy(m) for m in build_manifests(rng)]
 
 
 def run_once(topology: Topology, policies: list[NetworkPolicy]) -> tuple[float, int]:

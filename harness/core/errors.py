@@ -35,11 +35,22 @@ class ScenarioError(HarnessError):
 
 
 class PolicyError(ScenarioError):
-    """A NetworkPolicy that the Kubernetes API server would reject."""
+    """A policy that its API server would reject (or that the harness cannot model).
 
-    def __init__(self, source: str, policy: str, field: str, message: str, expected: str = "") -> None:
+    ``kind`` names the resource (``NetworkPolicy``, ``StagedNetworkPolicy``...);
+    ``detail`` is the message without the kind and the policy's name."""
+
+    def __init__(
+        self, source: str, policy: str, field: str, message: str, expected: str = "", kind: str = "NetworkPolicy"
+    ) -> None:
         self.policy = policy
-        super().__init__(source, field, f"NetworkPolicy {policy}: {message}", expected)
+        self.kind = kind
+        self.detail = message
+        super().__init__(source, field, f"{kind} {policy}: {message}", expected)
+
+
+class RevisionError(HarnessError):
+    """Files cannot be read at a git revision: not a repository, unknown revision, git missing."""
 
 
 class UnknownName(HarnessError, KeyError):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -39,9 +40,18 @@ from harness.core.matrix import ALLOWED_CODE, BLOCKED_CODE, NOT_PROBED, CellSet,
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
 from harness.core.selectors import LabelSelector, Operator
 from harness.core.settings import ImplementationSettings, SelfTraffic
-from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Topology
+from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Protocol, Topology
 
 Mask = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class Admission:
+    """What one policy admits on one port: a union of blocks ``rows x columns``
+    (see :meth:`ReferenceModel.admission`)."""
+
+    ingress: tuple[tuple[Mask, Mask], ...] = ()
+    egress: tuple[tuple[Mask, Mask], ...] = ()
 
 
 class _LabelIndex:
@@ -119,6 +129,9 @@ class ReferenceModel:
         self.egress_isolated = self._isolated(PolicyType.EGRESS)
         self._cache: dict[PortProtocol, Mask] = {}
         self._side_cache: dict[PortProtocol, tuple[Mask, Mask]] = {}
+        self._policy_by_ref = {p.ref: p for p in self.policies}
+        self._admission_cache: dict[tuple[str, PortProtocol], Admission] = {}
+        self._named_port_cache: dict[tuple[str, Protocol], npt.NDArray[np.int64]] = {}
 
     @property
     def destinations(self) -> tuple[PodSpec | ExternalHost, ...]:
@@ -203,40 +216,73 @@ class ReferenceModel:
         """Which destination endpoints this rule's ports admit ``key`` on."""
         if not rule.ports:
             return np.ones(len(endpoints), bool)
-        if not any(isinstance(e.port, str) for e in rule.ports):
-            ok = any(self._port_matches(e, key, None) for e in rule.ports)
-            return np.full(len(endpoints), ok, bool)
-        return np.array([any(self._port_matches(e, key, ep) for e in rule.ports) for ep in endpoints], dtype=bool)
+        mask = np.zeros(len(endpoints), bool)
+        for entry in rule.ports:
+            if not isinstance(entry.port, str):
+                if self._port_matches(entry, key, None):
+                    mask[:] = True
+            elif entry.protocol is key.protocol:
+                # Named ports resolve per destination pod; external hosts have none.
+                mask |= self._named_ports(entry.port, key.protocol)[: len(endpoints)] == key.port
+        return mask
+
+    def _named_ports(self, name: str, protocol: Protocol) -> npt.NDArray[np.int64]:
+        """The number behind ``name`` per destination (pods, then external hosts); 0
+        where there is none."""
+        cached = self._named_port_cache.get((name, protocol))
+        if cached is None:
+            numbers = [p.named_port(name, protocol) or 0 for p in self.pods] + [0] * len(self.externals)
+            cached = self._named_port_cache[(name, protocol)] = np.array(numbers, dtype=np.int64)
+        return cached
 
     # -- the matrix ------------------------------------------------------------------
 
-    def _sides(self, key: PortProtocol) -> tuple[Mask, Mask]:
+    def admission(self, ref: str, key: PortProtocol) -> Admission:
+        """What one policy in force admits on ``key``, rule by rule, as blocks: each
+        ingress block is (pods of the policy that accept, source pods), each egress
+        block (pods of the policy that may send, destinations: pods, then external
+        hosts). Empty for a direction the policy does not list in ``policyTypes``."""
+        cached = self._admission_cache.get((ref, key))
+        if cached is not None:
+            return cached
+        policy = self._policy_by_ref[ref]
+        selected = self._selected[ref]
+        ingress: list[tuple[Mask, Mask]] = []
+        egress: list[tuple[Mask, Mask]] = []
+        if selected.any() and PolicyType.INGRESS in policy.policy_types:
+            for rule in policy.ingress:
+                src_pods, _ = self._peers(policy, rule)
+                targets = selected & self._rule_ports(rule, key, self.pods)
+                if targets.any() and src_pods.any():
+                    ingress.append((targets, src_pods))
+        if selected.any() and PolicyType.EGRESS in policy.policy_types:
+            for rule in policy.egress:
+                dst_pods, dst_ext = self._peers(policy, rule)
+                dst = np.concatenate([dst_pods, dst_ext]) & self._rule_ports(rule, key, self.destinations)
+                if dst.any():
+                    egress.append((selected, dst))
+        admission = self._admission_cache[(ref, key)] = Admission(tuple(ingress), tuple(egress))
+        return admission
+
+    def selected(self, ref: str) -> Mask:
+        """Pods the policy ``ref`` selects (in any direction)."""
+        return self._selected[ref]
+
+    def sides(self, key: PortProtocol) -> tuple[Mask, Mask]:
         """``(ingress, egress)``: ``ingress[d, s]``, pod ``d`` accepts pod ``s``;
         ``egress[s, d]``, pod ``s`` may send to destination ``d`` (pods, then
         external hosts). Non-isolated pods accept / send everything."""
         cached = self._side_cache.get(key)
         if cached is not None:
             return cached
-        n_pods, n_dest = len(self.pods), len(self.destinations)
-        dests = self.destinations
-        ingress = np.zeros((n_pods, n_pods), bool)
-        egress = np.zeros((n_pods, n_dest), bool)
+        ingress = np.zeros((len(self.pods), len(self.pods)), bool)
+        egress = np.zeros((len(self.pods), len(self.destinations)), bool)
         for policy in self.policies:
-            selected = self._selected[policy.ref]
-            if not selected.any():
-                continue
-            if PolicyType.INGRESS in policy.policy_types:
-                for rule in policy.ingress:
-                    src_pods, _ = self._peers(policy, rule)
-                    targets = selected & self._rule_ports(rule, key, self.pods)
-                    if targets.any() and src_pods.any():
-                        ingress[targets] |= src_pods
-            if PolicyType.EGRESS in policy.policy_types:
-                for rule in policy.egress:
-                    dst_pods, dst_ext = self._peers(policy, rule)
-                    dst = np.concatenate([dst_pods, dst_ext]) & self._rule_ports(rule, key, dests)
-                    if dst.any():
-                        egress[selected] |= dst
+            admission = self.admission(policy.ref, key)
+            for targets, sources in admission.ingress:
+                ingress[targets] |= sources
+            for senders, destinations in admission.egress:
+                egress[senders] |= destinations
         ingress[~self.ingress_isolated] = True
         egress[~self.egress_isolated] = True
         self._side_cache[key] = (ingress, egress)
@@ -248,7 +294,7 @@ class ReferenceModel:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        ingress, egress = self._sides(key)
+        ingress, egress = self.sides(key)
         n_pods = len(self.pods)
         allowed = egress.copy()
         allowed[:, :n_pods] &= ingress.T
