@@ -92,7 +92,7 @@ class PolicyTest:
         self._converge(self.state.with_policies(policies))
 
     def delete(self, *refs: str) -> None:
-        unknown = [r for r in refs if r not in self.state.policies]
+        unknown = [r for r in refs if r not in self.state.refs]
         if unknown:
             raise HarnessError(f"no policy {', '.join(unknown)} is in force")
         self._converge(self.state.without_policies(refs))

@@ -287,7 +287,7 @@ expect: {model: true}
     apply = scenario.steps[0].changes.apply
     assert [p.ref for p in apply] == ["prod/deny-db", "dev/deny-all", "prod/web-egress"]
     assert apply[0].source == str(tmp_path / "scenarios" / "policies" / "deny-db.yaml")
-    bundle = tmp_path / "scenarios" / ".." / "shared" / "bundle.yaml"
+    bundle = tmp_path / "shared" / "bundle.yaml"  # `..` resolved by name
     assert apply[1].source == f"{bundle} (document 1)"
     assert apply[2].source == f"{bundle} (document 2)"
     assert apply[1].manifest["metadata"]["namespace"] == "dev"
@@ -1249,7 +1249,9 @@ spec: {ports: [{port: 3306}]}
         "mixed.yaml",
     )
     err = failure(tmp_path, BASE + "policies: [mixed.yaml]\nexpect: {model: true}\n")
-    assert_error(err, policy_file, "document 2.kind", "got 'Service'", "NetworkPolicy")
+    assert_error(err, f"{policy_file} (document 2)", "kind", "expected a NetworkPolicy, got Service")
+    # The error also says where the scenario refers to the file.
+    assert str(err).endswith(f"; the file is policies[0] of {tmp_path / 'scenario.yaml'}")
 
 
 def test_policy_path_too_long_for_the_file_system(tmp_path: Path) -> None:
@@ -1260,7 +1262,7 @@ def test_policy_path_too_long_for_the_file_system(tmp_path: Path) -> None:
 def test_policy_path_that_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / "policies").mkdir()
     err = failure(tmp_path, BASE + "policies: [policies]\nexpect: {model: true}\n")
-    assert_error(err, tmp_path / "scenario.yaml", "policies[0].path", "policies does not exist")
+    assert_error(err, tmp_path / "scenario.yaml", "policies[0].path", "policies is a directory", "a YAML file")
 
 
 def test_policy_file_that_is_empty(tmp_path: Path) -> None:

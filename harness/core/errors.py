@@ -24,6 +24,9 @@ class ScenarioError(HarnessError):
         self.field = field
         self.message = message
         self.expected = expected
+        #: Where the file is referred to, when it is not the scenario itself
+        #: (``policies[0] of scenarios/db.yaml``).
+        self.context = ""
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -31,7 +34,15 @@ class ScenarioError(HarnessError):
         text = f"{where}: {self.message}"
         if self.expected:
             text += f" (expected {self.expected})"
+        if self.context:
+            text += f"; the file is {self.context}"
         return text
+
+    def referenced_at(self, context: str) -> ScenarioError:
+        """This error, saying where the file it is about is referred to."""
+        self.context = context
+        self.args = (self.render(),)
+        return self
 
 
 class PolicyError(ScenarioError):

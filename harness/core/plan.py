@@ -45,7 +45,11 @@ class StepPlan:
     ``expected`` holds every cell to probe with the outcome the step's intent
     declares; ``model`` the reference model's outcome for the same cells (with the
     addresses the harness plans); ``documented``, for a scenario marked as an
-    expected failure, the matrix its policies are documented to produce instead."""
+    expected failure, the matrix its policies are documented to produce instead.
+
+    With staged policies in force (audit mode), ``enforced`` is the model's matrix
+    once they are enforced, and ``expected_when_enforced`` what the step declares
+    that enforcing them gives (``expect_when_enforced:``), when it does."""
 
     name: str
     state: DesiredState
@@ -54,6 +58,8 @@ class StepPlan:
     settings: ImplementationSettings
     changes: StepChanges = StepChanges()
     documented: ReachabilityMatrix | None = None
+    enforced: ReachabilityMatrix | None = None
+    expected_when_enforced: ReachabilityMatrix | None = None
 
     @property
     def cells(self) -> CellSet:

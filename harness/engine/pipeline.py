@@ -192,7 +192,7 @@ class Pipeline:
         the last one's still in force."""
         clean = DesiredState(topology)
         self.backend.converge(clean)
-        if self.backend.capabilities.deterministic or self._last is None or not self._last[0].policies:
+        if self.backend.capabilities.deterministic or self._last is None or not self._last[0].refs:
             self._last = None if self._last is None else (clean, self._last[1])
             return
         previous = self._last[1].on_axes(cells.axes)

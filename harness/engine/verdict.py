@@ -75,6 +75,12 @@ def judge(
         status = Status.FAILED
         reason = f"{result.mismatches} wrong cell(s) on backend {backend}"
         blocks.append(f"{scenario.name}: {reason}\n\n{result.render()}")
+    audit = _audit(result)
+    if audit:
+        if status is not Status.FAILED:
+            reason = audit.splitlines()[0]
+        status = Status.FAILED
+        blocks.append(audit)
     unsupported = result.unsupported
     if unsupported and status is Status.PASSED:
         if settings.strict_unsupported:
@@ -98,6 +104,28 @@ def judge(
         status = Status.FAILED
         blocks.append(problem)
     return Verdict(status, reason, "\n\n".join(b for b in blocks if b))
+
+
+def _audit(result: ScenarioResult) -> str:
+    """What enforcing staged policies would give, where a step declares it
+    (``expect_when_enforced:``) and the model disagrees: "" when none does."""
+    parts = []
+    for step in result.steps:
+        plan = step.plan
+        if plan.expected_when_enforced is None or plan.enforced is None:
+            continue
+        against = compare(plan.expected_when_enforced, plan.enforced)
+        if not against.ok:
+            head = f"step {step.name}: " if len(result.steps) > 1 else ""
+            lines = mismatch_lines(against.iter_mismatches(), against.mismatch_count, {})
+            parts.append(f"{head}enforcing the staged policies would not give what expect_when_enforced declares:\n{lines}")
+    if not parts:
+        return ""
+    total = sum(1 for _ in parts)
+    return (
+        f"{result.scenario.name}: {total} step(s) would not be as declared once the staged policies are enforced\n\n"
+        + "\n\n".join(parts)
+    )
 
 
 def _notes(step: StepResult) -> list[str]:

@@ -92,6 +92,11 @@ table.wrong-cells th, table.wrong-cells td { border-bottom: 1px solid var(--line
                                              vertical-align: top; font-size: 12px; }
 table.wrong-cells td.why { color: var(--muted); max-width: 420px; }
 .findings { color: #8250df; }
+.audit { border-left: 4px solid #d4a72c; padding-left: 10px; margin: 10px 0; }
+li.would-block { background: #fff1e5; }
+li.would-allow { background: #e6f4ea; }
+li.opened { background: #ffebe9; }
+li.closed { background: #ddf4ff; }
 details { margin: 10px 0 0; }
 summary { cursor: pointer; color: var(--muted); font-weight: 600; font-size: 13px; }
 .note { color: var(--muted); font-size: 12px; }
@@ -187,6 +192,20 @@ def _step(step: StepRecord, several: bool, changed: frozenset[Cell]) -> str:
         out.append(
             f"<h4>{plural(comparison.unsupported_count, 'probe')} not run on this backend</h4>"
             f'<ul class="wrong">{"".join(items)}</ul>'
+        )
+    audit = step.audit
+    if audit is not None:
+        declared = ", as the step declares" if audit.declared and not audit.undeclared else ""
+        cells = [
+            *(f'<li class="would-block">would block {escape(str(c))}</li>' for c in audit.would_block[:PAGE_CELL_LIMIT]),
+            *(f'<li class="would-allow">would allow {escape(str(c))}</li>' for c in audit.would_allow[:PAGE_CELL_LIMIT]),
+            *(f'<li class="mismatch-line">not as declared: {escape(line)}</li>' for line in audit.undeclared),
+        ]
+        out.append(
+            f'<div class="audit"><h4>Audit: {escape(", ".join(audit.staged))} staged, enforcing nothing</h4>'
+            f'<p class="meta">enforcing them would block {plural(len(audit.would_block), "cell")} and allow '
+            f'{plural(len(audit.would_allow), "cell")} (reference model){declared}</p>'
+            f'<ul class="wrong">{"".join(cells)}</ul></div>'
         )
     findings = step.findings
     if findings is not None and not findings.ok:

@@ -25,6 +25,11 @@ def junit_properties(record: ScenarioRecord) -> list[tuple[str, object]]:
         for key in ("cni", "cni_version", "kubernetes_version"):
             if getattr(backend, key):
                 props.append((f"netpol.{key}", getattr(backend, key)))
+    audits = [s.audit for s in record.steps if s.audit is not None]
+    if audits:
+        props.append(("netpol.audit.would_block", sum(len(a.would_block) for a in audits)))
+        props.append(("netpol.audit.would_allow", sum(len(a.would_allow) for a in audits)))
+        props.append(("netpol.audit.undeclared", sum(len(a.undeclared) for a in audits)))
     if record.baseline is not None:
         props.append(("netpol.baseline", record.baseline.summary))
         if not record.baseline.error:

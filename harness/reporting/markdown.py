@@ -142,6 +142,18 @@ def _step_section(step: StepRecord, several: bool) -> str:
     if comparison.unsupported_count:
         out += ["", f"{plural(comparison.unsupported_count, 'probe')} not run on this backend:", ""]
         out += [f"- {escape(str(c))} ({escape(comparison.observed[c].detail)})" for c in comparison.unsupported[:PAGE_CELL_LIMIT]]
+    audit = step.audit
+    if audit is not None:
+        out += [
+            "",
+            f"Audit: staged {escape(', '.join(audit.staged))} enforce nothing now. Enforcing them would block "
+            f"{plural(len(audit.would_block), 'cell')} and allow {plural(len(audit.would_allow), 'cell')} (reference model)"
+            + (", as the step declares." if audit.declared and not audit.undeclared else "."),
+        ]
+        out += [f"- would block: {escape(str(c))}" for c in audit.would_block[:PAGE_CELL_LIMIT]]
+        out += [f"- would allow: {escape(str(c))}" for c in audit.would_allow[:PAGE_CELL_LIMIT]]
+        if audit.undeclared:
+            out += ["", "Not as `expect_when_enforced` declares:", ""] + [f"- {escape(line)}" for line in audit.undeclared]
     findings = step.findings
     if findings is not None and not findings.ok:
         count = plural(findings.mismatch_count, "cell")

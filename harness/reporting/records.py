@@ -8,6 +8,7 @@ Free of pytest, so reports can be built from a plain script too."""
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ import yaml
 from harness import __version__
 from harness.backends.base import BackendInfo
 from harness.core.errors import HarnessError
-from harness.core.matrix import Cell, Comparison, Mismatch, ReachabilityMatrix, compare
-from harness.core.policy import NetworkPolicy
+from harness.core.matrix import ALLOWED_CODE, BLOCKED_CODE, Cell, CellSet, Comparison, Mismatch, ReachabilityMatrix, compare
+from harness.core.state import Manifest, object_ref
 from harness.core.topology import PortProtocol
 from harness.engine.baseline import BaselineCheck
 from harness.engine.pipeline import ScenarioResult, StepResult
@@ -54,10 +55,10 @@ class AppliedPolicy:
     size: int = 0
 
     @classmethod
-    def of(cls, policy: NetworkPolicy) -> AppliedPolicy:
+    def of(cls, policy: Manifest) -> AppliedPolicy:
         plain = _plain(policy.manifest)
         size = len(json.dumps(plain, ensure_ascii=False))
-        return cls(policy.ref, plain if size <= MANIFEST_TEXT_LIMIT else None, size)
+        return cls(object_ref(policy), plain if size <= MANIFEST_TEXT_LIMIT else None, size)
 
     @property
     def yaml(self) -> str:
@@ -77,6 +78,59 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """Audit mode: what enforcing the step's staged policies would change, by the
+    reference model (``would_block``: allowed now, blocked once enforced), and where
+    that differs from the step's ``expect_when_enforced:``."""
+
+    staged: tuple[str, ...]
+    would_block: tuple[Cell, ...] = ()
+    would_allow: tuple[Cell, ...] = ()
+    #: Cells where enforcing would not give what the step declares, as lines.
+    undeclared: tuple[str, ...] = ()
+    declared: bool = False
+
+    @classmethod
+    def of(cls, step: StepResult) -> AuditRecord | None:
+        plan = step.plan
+        if plan.enforced is None:
+            return None
+        now, then = plan.model, plan.enforced
+        block = CellSet(now.axes, {p: (now.codes(p) == ALLOWED_CODE) & (then.codes(p) == BLOCKED_CODE) for p in now.ports})
+        allow = CellSet(now.axes, {p: (now.codes(p) == BLOCKED_CODE) & (then.codes(p) == ALLOWED_CODE) for p in now.ports})
+        undeclared: tuple[str, ...] = ()
+        if plan.expected_when_enforced is not None:
+            against = compare(plan.expected_when_enforced, then)
+            undeclared = tuple(m.line() for m in against.mismatches[:LISTED_CELLS])
+        return cls(
+            tuple(plan.state.staged),
+            tuple(itertools.islice(block, LISTED_CELLS)),
+            tuple(itertools.islice(allow, LISTED_CELLS)),
+            undeclared,
+            plan.expected_when_enforced is not None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "staged": list(self.staged),
+            "would_block": [_cell_json(c) for c in self.would_block],
+            "would_allow": [_cell_json(c) for c in self.would_allow],
+            "declared": self.declared,
+            "undeclared": list(self.undeclared),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditRecord:
+        return cls(
+            tuple(str(s) for s in data.get("staged", [])),
+            tuple(_cell_from(c) for c in data.get("would_block", [])),
+            tuple(_cell_from(c) for c in data.get("would_allow", [])),
+            tuple(str(u) for u in data.get("undeclared", [])),
+            bool(data.get("declared", False)),
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class StepRecord:
     name: str
@@ -89,6 +143,7 @@ class StepRecord:
     #: The reference model's outcome of the cells observed allowed or blocked, on
     #: backends other than the model: where it differs, a CNI finding.
     model: ReachabilityMatrix | None = None
+    audit: AuditRecord | None = None
 
     @classmethod
     def of(cls, step: StepResult) -> StepRecord:
@@ -101,6 +156,7 @@ class StepRecord:
             tuple(AppliedPolicy.of(p) for p in step.plan.changes.apply),
             MappingProxyType(dict(step.explanations)),
             findings.expected if findings is not None else None,
+            AuditRecord.of(step),
         )
 
     @property
@@ -158,6 +214,8 @@ class StepRecord:
             "observed": comparison.observed.to_json(),
             "explanations": [{**_cell_json(c), "text": t} for c, t in sorted(self.explanations.items())],
         }
+        if self.audit is not None:
+            data["audit"] = self.audit.to_json()
         if self.model is not None and self.findings is not None:
             data["findings"] = {
                 "count": self.finding_count,
@@ -182,6 +240,7 @@ class StepRecord:
             tuple(AppliedPolicy(str(a["ref"]), a.get("manifest"), int(a.get("size", 0))) for a in data.get("applied", [])),
             MappingProxyType({_cell_from(e): str(e["text"]) for e in data.get("explanations", [])}),
             ReachabilityMatrix.from_json(findings["model"]) if findings else None,
+            AuditRecord.from_json(data["audit"]) if "audit" in data else None,
         )
 
 

@@ -16,12 +16,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from harness.core.calico.policy import STAGED_KINDS, is_staged, parse_staged_policy
 from harness.core.errors import HarnessError, PolicyError, ScenarioError
 from harness.core.matrix import Cell
 from harness.core.policy import NetworkPolicy, parse_policy
 from harness.core.selectors import LabelSelector, SelectorSyntaxError, check_label_key, check_label_value, parse_selector
 from harness.core.settings import ImplementationSettings, SelfTraffic
-from harness.core.state import DesiredState, StepChanges
+from harness.core.state import DesiredState, Manifest, StepChanges, object_ref
 from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     POD_CIDR,
@@ -37,6 +38,7 @@ from harness.core.topology import (
     is_dns_label,
 )
 from harness.scenario.plans import parse_cell, plan_steps
+from harness.scenario.sources import FileSource, WorkingTree, relative_to_scenario
 from harness.scenario.spec import (
     EndpointMatcher,
     EndpointPattern,
@@ -51,7 +53,7 @@ from harness.scenario.spec import (
     Step,
     TextMatrix,
 )
-from harness.scenario.yamlload import load_all, load_one, read_text
+from harness.scenario.yamlload import MAX_FILE_BYTES, load_all, load_one
 
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _EXTERNAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
@@ -62,10 +64,12 @@ T = TypeVar("T")
 
 
 class _Reader:
-    """Typed access to parsed YAML that fails with the field path."""
+    """Typed access to parsed YAML that fails with the field path; ``files`` is where
+    the files it refers to are read (the working tree, or a git revision)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, files: FileSource | None = None) -> None:
         self.source = source
+        self.files: FileSource = files if files is not None else WorkingTree(MAX_FILE_BYTES)
 
     def fail(self, path: str, message: str, expected: str = "") -> ScenarioError:
         return ScenarioError(self.source, path, message, expected)
@@ -255,17 +259,36 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
     return Topology(tuple(namespaces), tuple(pods), tuple(externals))
 
 
-def _policies(r: _Reader, raw: object, path: str, base: Path) -> tuple[NetworkPolicy, ...]:
-    policies: list[NetworkPolicy] = []
+#: The kinds a scenario applies, and how each is read.
+POLICY_KINDS = ("NetworkPolicy", *sorted(STAGED_KINDS))
+
+
+def _manifest(doc: object, source: str, namespace: str | None) -> Manifest:
+    """One policy manifest of any kind a scenario applies."""
+    if isinstance(doc, Mapping) and is_staged(doc):
+        return parse_staged_policy(doc, source, namespace)
+    if isinstance(doc, Mapping) and doc.get("kind") not in (None, "NetworkPolicy"):
+        kind = doc.get("kind")
+        raise ScenarioError(
+            source,
+            "kind",
+            f"expected a NetworkPolicy, got {kind if isinstance(kind, str) else _kind(kind)}",
+            "one of " + ", ".join(POLICY_KINDS) + " (other manifests belong in workloads or are left out)",
+        )
+    return parse_policy(doc, source, namespace)
+
+
+def _policies(r: _Reader, raw: object, path: str, scenario: Path) -> tuple[Manifest, ...]:
+    policies: list[Manifest] = []
     for i, item in enumerate(r.seq(raw, path)):
         where = f"{path}[{i}]"
-        if isinstance(item, Mapping) and "apiVersion" in item or isinstance(item, Mapping) and "kind" in item:
+        if isinstance(item, Mapping) and ("apiVersion" in item or "kind" in item):
             try:
-                policies.append(parse_policy(item, r.source))
+                policies.append(_manifest(item, r.source, None))
             except PolicyError as err:
-                raise PolicyError(
-                    r.source, err.policy, _join(where, err.field), err.message.split(": ", 1)[-1], err.expected
-                ) from None
+                raise PolicyError(r.source, err.policy, _join(where, err.field), err.detail, err.expected, err.kind) from None
+            except ScenarioError as err:
+                raise r.fail(_join(where, err.field), err.message, err.expected) from None
             continue
         if isinstance(item, str):
             item = {"path": item}
@@ -274,27 +297,35 @@ def _policies(r: _Reader, raw: object, path: str, base: Path) -> tuple[NetworkPo
         namespace = ref.get("namespace")
         if namespace is not None:
             namespace = r.string(namespace, f"{where}.namespace", "a namespace name")
-        file = base / rel
-        source = str(file)
+        file = relative_to_scenario(scenario, rel)
+        shown = r.files.display(file)
+        if r.files.is_dir(file):
+            raise r.fail(f"{where}.path", f"{rel} is a directory", "a YAML file of policy manifests")
+        if not r.files.is_file(file):
+            raise r.fail(
+                f"{where}.path",
+                f"{rel} does not exist (looked in {r.files.display(scenario.parent)} of the {r.files.label})",
+                "a path relative to the scenario file",
+            )
         try:
-            exists = file.is_file()
-        except OSError:  # a name too long for the file system, for one
-            exists = False
-        if not exists:
-            raise r.fail(f"{where}.path", f"{rel} does not exist (looked in {base})", "a path relative to the scenario file")
-        docs = [d for d in load_all(read_text(file, source), source) if d is not None]
+            docs = [d for d in load_all(r.files.read_text(file), shown) if d is not None]
+            for j, doc in enumerate(docs):
+                policies.append(_manifest(doc, f"{shown} (document {j + 1})" if len(docs) > 1 else shown, namespace))
+        except ScenarioError as err:
+            # Named by its file and field there, and by where the scenario refers to it.
+            raise err.referenced_at(f"{where} of {r.source}") from None
         if not docs:
             raise r.fail(f"{where}.path", f"{rel} holds no manifest")
-        for j, doc in enumerate(docs):
-            if isinstance(doc, Mapping) and doc.get("kind") not in (None, "NetworkPolicy"):
-                raise ScenarioError(source, f"document {j + 1}.kind", f"got {doc.get('kind')!r}", "NetworkPolicy")
-            policies.append(parse_policy(doc, f"{source} (document {j + 1})" if len(docs) > 1 else source, namespace))
-    refs: dict[str, int] = {}
-    for i, policy in enumerate(policies):
-        if policy.ref in refs:
-            raise r.fail(path, f"NetworkPolicy {policy.ref} is given twice", "each policy once per step")
-        refs[policy.ref] = i
+    seen: set[str] = set()
+    for policy in policies:
+        if object_ref(policy) in seen:
+            raise r.fail(path, f"{_describe(policy)} is given twice", "each policy once per step")
+        seen.add(object_ref(policy))
     return tuple(policies)
+
+
+def _describe(policy: Manifest) -> str:
+    return f"NetworkPolicy {policy.ref}" if isinstance(policy, NetworkPolicy) else str(policy)
 
 
 def _port_pattern(r: _Reader, raw: object, path: str) -> PortPattern:
@@ -551,36 +582,54 @@ def _xfail(r: _Reader, raw: object, steps: Sequence[tuple[str, Mapping[Any, Any]
     return ExpectedFailure(reason, actual=MappingProxyType(actual))
 
 
-_TOP = ["name", "description", "tags", "xfail", "settings", "namespaces", "external", "policies", "expect", "steps"]
-_STEP = ["name", "apply", "delete", "label_namespaces", "label_pods", "expect"]
+_TOP = [
+    "name",
+    "description",
+    "tags",
+    "xfail",
+    "settings",
+    "namespaces",
+    "external",
+    "policies",
+    "expect",
+    "expect_when_enforced",
+    "steps",
+]
+_STEP = ["name", "apply", "delete", "promote", "label_namespaces", "label_pods", "expect", "expect_when_enforced"]
 
 
-def _step_changes(
-    r: _Reader, s: Mapping[Any, Any], sp: str, apply_path: str, base: Path, topology: Topology, applied: set[str]
-) -> StepChanges:
-    """A step's changes, checked against what is in force before it (``applied``,
-    updated)."""
-    delete = r.each(s.get("delete", []), _join(sp, "delete"), lambda d, p: r.string(d, p, "namespace/name of an applied policy"))
-    for j, ref in enumerate(delete):
-        if ref not in applied:
+def _refs(r: _Reader, raw: object, path: str, known: Sequence[str], what: str) -> tuple[str, ...]:
+    refs = r.each(raw, path, lambda d, p: r.string(d, p, f"the reference of {what}"))
+    for j, ref in enumerate(refs):
+        if ref not in known:
             raise r.fail(
-                f"{_join(sp, 'delete')}[{j}]",
-                f"no policy {ref} is in force at this step",
-                "one of " + (", ".join(sorted(applied)) or "(none applied yet)"),
+                f"{path}[{j}]",
+                f"no {what} {ref} is in force at this step",
+                ("one of " + ", ".join(sorted(known))) if known else "(none applied yet)",
             )
-        applied.discard(ref)
-    apply = _policies(r, s.get("apply", []), apply_path, base)
+    return refs
+
+
+def _step_changes(r: _Reader, s: Mapping[Any, Any], sp: str, apply_path: str, scenario: Path, state: DesiredState) -> StepChanges:
+    """A step's changes, checked against ``state``, the state in force before it."""
+    topology = state.topology
+    delete = _refs(r, s.get("delete", []), _join(sp, "delete"), state.refs, "policy")
+    apply = _policies(r, s.get("apply", []), apply_path, scenario)
     known_ns = {ns.name for ns in topology.namespaces}
     for policy in apply:
-        if policy.namespace not in known_ns:
+        if policy.namespace is not None and policy.namespace not in known_ns:
+            kind = "NetworkPolicy" if isinstance(policy, NetworkPolicy) else policy.kind.value
             raise PolicyError(
                 policy.source,
                 policy.ref,
                 "metadata.namespace",
                 f"namespace {policy.namespace!r} is not declared in the scenario",
                 "one of " + ", ".join(sorted(known_ns)),
+                kind,
             )
-        applied.add(policy.ref)
+    staged_now = [object_ref(p) for p in apply if not isinstance(p, NetworkPolicy)]
+    staged_after = [*(k for k in state.staged if k not in delete), *staged_now]
+    promote = _refs(r, s.get("promote", []), _join(sp, "promote"), staged_after, "staged policy")
     label_ns: dict[str, Mapping[str, str | None]] = {}
     for ns_name, changes in r.mapping(s.get("label_namespaces", {}), _join(sp, "label_namespaces")).items():
         lp = f"{_join(sp, 'label_namespaces')}.{ns_name}"
@@ -596,13 +645,13 @@ def _step_changes(
         if not (isinstance(pod_id, str) and "/" in pod_id and topology.has_endpoint(pod_id)):
             raise r.fail(lp, f"pod {pod_id!r} is not declared", "namespace/pod of a declared pod")
         label_pods[pod_id] = r.label_changes(changes, lp)
-    return StepChanges(apply, delete, label_ns, label_pods)
+    return StepChanges(apply, delete, label_ns, label_pods, promote)
 
 
-def parse_scenario(doc: object, path: Path) -> Scenario:
+def parse_scenario(doc: object, path: Path, files: FileSource | None = None) -> Scenario:
     """Validate a parsed scenario document (``path`` names it and anchors relative
-    paths) and plan its steps."""
-    r = _Reader(str(path))
+    paths, read from ``files``: the working tree unless given) and plan its steps."""
+    r = _Reader(str(path), files)
     top = r.mapping(doc, "", _TOP, ["description", "namespaces"])
     name = top.get("name", path.stem.removesuffix(".scenario"))
     name = r.string(name, "name", "a scenario name such as default-deny")
@@ -612,14 +661,13 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
     tags = r.each(top.get("tags", []), "tags", lambda t, p: r.string(t, p, "a tag"))
     settings = _settings(r, top.get("settings"))
     topology = _topology(r, top)
-    base = path.parent
     several = "steps" in top
     if several:
-        for key in ("policies", "expect"):
+        for key in ("policies", "expect", "expect_when_enforced"):
             if key in top:
                 raise r.fail(
                     key,
-                    "a scenario with steps declares policies and expect inside its steps",
+                    f"a scenario with steps declares policies and {key if key != 'policies' else 'expect'} inside its steps",
                     "either policies + expect, or steps",
                 )
         raw_steps = r.seq(top["steps"], "steps")
@@ -628,10 +676,12 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
     else:
         if "expect" not in top:
             raise r.fail("expect", "required field is missing", "the intended reachability (rules, matrix or model)")
-        raw_steps = [{"name": "main", "apply": top.get("policies", []), "expect": top["expect"]}]
+        single: dict[str, Any] = {"name": "main", "apply": top.get("policies", []), "expect": top["expect"]}
+        if "expect_when_enforced" in top:
+            single["expect_when_enforced"] = top["expect_when_enforced"]
+        raw_steps = [single]
     steps = []
     state = DesiredState(topology)
-    applied: set[str] = set()
     step_names: set[str] = set()
     in_force: list[tuple[str, Mapping[Any, Any], Topology]] = []
     for i, raw_step in enumerate(raw_steps):
@@ -642,10 +692,16 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
             raise r.fail(_join(sp, "name"), f"step name {step_name!r} is used twice")
         step_names.add(step_name)
         apply_path = _join(sp, "apply") if several else "policies"
-        changes = _step_changes(r, s, sp, apply_path, base, topology, applied)
+        changes = _step_changes(r, s, sp, apply_path, path, state)
         state = state.after(changes)
         expect = _expectation(r, s["expect"], _join(sp, "expect"), state.topology)
-        steps.append(Step(step_name, expect, changes))
+        when_enforced = None
+        if "expect_when_enforced" in s:
+            where = _join(sp, "expect_when_enforced")
+            if not state.staged:
+                raise r.fail(where, "no staged policy is in force at this step", "staged policies whose enforcement it describes")
+            when_enforced = _expectation(r, s["expect_when_enforced"], where, state.when_enforced().topology)
+        steps.append(Step(step_name, expect, changes, when_enforced))
         in_force.append((step_name, s, state.topology))
     xfail = _xfail(r, top["xfail"], in_force, several) if "xfail" in top else None
     scenario = Scenario(name, description, path, topology, tuple(steps), settings, tags, xfail)
@@ -666,10 +722,14 @@ def parse_expectation(raw: object, topology: Topology, source: str = "<python>")
     return _expectation(_Reader(source), raw, "expect", topology)
 
 
-def load_scenario(path: Path | str) -> Scenario:
+def load_scenario(path: Path | str, files: FileSource | None = None) -> Scenario:
+    """The scenario at ``path`` and the files it refers to, read from ``files``: the
+    working tree unless given (a :class:`~harness.scenario.sources.GitRevision`
+    reads them as they are at a revision)."""
     path = Path(path)
-    source = str(path)
-    doc = load_one(read_text(path, source), source)
+    files = files if files is not None else WorkingTree(MAX_FILE_BYTES)
+    source = files.display(path)
+    doc = load_one(files.read_text(path), source)
     if doc is None:
         raise ScenarioError(source, "", "the file is empty", "a scenario mapping (see docs/scenario-format.md)")
-    return parse_scenario(doc, path)
+    return parse_scenario(doc, path, files)

@@ -77,6 +77,9 @@ def plan_steps(scenario: Scenario) -> tuple[StepPlan, ...]:
             where=f"steps[{i}]" if several else "",
         )
         plan = replace(plan, changes=step.changes)
+        if state.staged:
+            enforced, declared = _audit(plan, step, addresses, source)
+            plan = replace(plan, enforced=enforced, expected_when_enforced=declared)
         if scenario.xfail is not None:
             plan = replace(plan, documented=_documented(scenario.xfail, step, plan, source, i if several else None))
         plans.append(plan)
@@ -88,6 +91,22 @@ def plan_steps(scenario: Scenario) -> tuple[StepPlan, ...]:
             "wrong_cells listing the cells the policies get wrong, or actual: the matrix they produce",
         )
     return tuple(plans)
+
+
+def _audit(
+    plan: StepPlan, step: Step, addresses: Mapping[str, ipaddress.IPv4Address], source: str
+) -> tuple[ReachabilityMatrix, ReachabilityMatrix | None]:
+    """What enforcing the step's staged policies would give, by the model, and what
+    the step declares it gives."""
+    enforced_state = plan.state.when_enforced()
+    try:
+        enforced = model_of(enforced_state, addresses, plan.settings).reachability(plan.cells)
+    except HarnessError as err:
+        raise ScenarioError(source, plan.name, f"the staged policies cannot be modelled enforced: {err}") from None
+    declared = None
+    if step.expect_when_enforced is not None:
+        declared = expected_matrix(step.expect_when_enforced, plan.cells, enforced_state.topology, enforced, source)
+    return enforced, declared
 
 
 def _documented(xfail: ExpectedFailure, step: Step, plan: StepPlan, source: str, index: int | None) -> ReachabilityMatrix | None:

@@ -125,6 +125,8 @@ class Step:
     name: str
     expect: Expectation
     changes: StepChanges = StepChanges()
+    #: What enforcing the staged policies in force would give (audit mode), when declared.
+    expect_when_enforced: Expectation | None = None
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class EmulatedBackend(Backend):
             topology=state.topology,
             addresses=network.addresses,
             interfaces=network.interfaces,
-            policies=state.policy_list,
+            policies=state.effective_policies,
             ipblock_matches_pods=self.settings.ipblock_matches_pods,
         )
         self.ruleset = self._dataplane.load(data, self_policy=self.settings.self_traffic is SelfTraffic.POLICY)
