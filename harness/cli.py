@@ -8,17 +8,28 @@ the policies that isolate it.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.backends import BACKENDS, backend_module
+from harness.backends.base import Options
 from harness.core.addressing import plan_addresses
-from harness.core.errors import HarnessError
+from harness.core.errors import BackendUnavailable, HarnessError
+from harness.core.files import write_atomic
 from harness.core.plan import StepPlan
 from harness.core.topology import PortProtocol
+from harness.engine.change import ImpactReport, ScenarioChange, confirm, removed_scenarios, scenario_change, scenario_files
+from harness.engine.change import Status as ChangeStatus
+from harness.engine.pipeline import Pipeline
 from harness.model import model_of
+from harness.reporting.impact import render_markdown, render_text
+from harness.reporting.markdown import STEP_SUMMARY_ENV
 from harness.scenario import Scenario, load_scenario
 from harness.scenario.files import SCENARIO_SUFFIXES, looks_like_scenario
+from harness.scenario.sources import GitRevision
 
 
 def _plan(scenario: Scenario, step_name: str | None) -> StepPlan:
@@ -80,6 +91,76 @@ def _scenario_files(paths: Sequence[str]) -> list[Path]:
     return out
 
 
+def impact(args: argparse.Namespace) -> int:
+    """The cells each scenario's change since ``--base`` opens and closes."""
+    base = GitRevision(args.base)
+    paths = [Path(p) for p in (args.paths or ["scenarios"])]
+    files = scenario_files(paths)
+    pipeline = _probing_pipeline(args.backend)
+    changes = []
+    try:
+        for path in files:
+            try:
+                head = load_scenario(path)
+            except HarnessError as err:
+                changes.append(ScenarioChange(str(path), path.stem, ChangeStatus.ERROR, args.base, error=str(err)))
+                continue
+            change = scenario_change(path, base, head, args.base)
+            if pipeline is not None and change.status in (ChangeStatus.CHANGED, ChangeStatus.NEW):
+                change = confirm(change, pipeline.run_scenario(head))
+            changes.append(change)
+    finally:
+        if pipeline is not None:
+            pipeline.backend.close()
+    changes += removed_scenarios(paths, base, files)
+    report = ImpactReport(args.base, tuple(changes))
+    print(render_text(report), end="")
+    markdown = render_markdown(report)
+    for target in (args.impact_markdown, os.environ.get(STEP_SUMMARY_ENV)):
+        if target:
+            _write(Path(target), markdown, append=target != args.impact_markdown)
+    if args.impact_json:
+        _write(Path(args.impact_json), json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+    if report.errors:
+        return 1
+    if args.fail_on_opened and report.undeclared:
+        print(f"error: {report.undeclared} opening(s) no expectation declares (--fail-on-opened)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _probing_pipeline(name: str) -> Pipeline | None:
+    """The pipeline of ``--backend``, when it probes (the model needs none: the
+    impact is the model's already)."""
+    if name == "model":
+        return None
+    try:
+        backend = backend_module(name).create(Options(), progress=lambda message: print(f"netpol: {message}", file=sys.stderr))
+    except BackendUnavailable as err:
+        raise HarnessError(f"backend {name} is not available: {err}") from None
+    return Pipeline(backend)
+
+
+def _write(path: Path, text: str, append: bool = False) -> None:
+    try:
+        if append:
+            with path.open("a", encoding="utf-8") as out:
+                out.write(text)
+        else:
+            write_atomic(path, text)
+    except OSError as err:
+        raise HarnessError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def cleanup(args: argparse.Namespace) -> int:
+    """Remove the emulated networks kept with --keep-network (and leftovers of dead runs)."""
+    from harness.backends import emulated
+
+    removed = emulated.cleanup()
+    print(f"removed {len(removed)} network namespace(s) of emulated networks" if removed else "nothing to remove")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description="netpol-harness tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +174,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     va = sub.add_parser("validate", help="check scenario files without running them")
     va.add_argument("files", nargs="+", help="scenario files, or directories of them")
     va.set_defaults(func=validate)
+    im = sub.add_parser(
+        "impact",
+        help="the cells a change opens and closes, scenario by scenario, against a git revision",
+        description="For every scenario and step, the reachability with the scenario and its policy files as "
+        "they are at REF (read with git, nothing checked out) against the working tree, by the reference model; "
+        "with --backend emulated or kind the working tree's state is also probed, to confirm the cells with real traffic.",
+    )
+    im.add_argument("--base", required=True, metavar="REF", help="the git revision to compare with (a branch, tag or commit)")
+    im.add_argument("paths", nargs="*", metavar="SCENARIO-OR-DIR", help="scenario files or directories (default: scenarios)")
+    im.add_argument("--impact-markdown", metavar="FILE", help="also write the report as Markdown, for a pull-request comment")
+    im.add_argument("--impact-json", metavar="FILE", help="also write the report as JSON")
+    im.add_argument(
+        "--fail-on-opened",
+        action="store_true",
+        help="exit 1 when the change opens a path that no expectation of its scenario declares allowed",
+    )
+    im.add_argument(
+        "--backend", choices=sorted(BACKENDS), default="model", help="probe the working tree's state on this backend too"
+    )
+    im.set_defaults(func=impact)
+    cl = sub.add_parser("cleanup", help="remove emulated networks kept with --keep-network, and leftovers of dead runs")
+    cl.set_defaults(func=cleanup)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

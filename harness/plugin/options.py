@@ -99,6 +99,23 @@ def add_options(parser: pytest.Parser) -> None:
         help="write DIR/<scenario>.json and DIR/<scenario>.md per scenario and DIR/index.html, a "
         "self-contained page with coloured matrices, the policies and the reproduce commands.",
     )
+    group.addoption(
+        "--netpol-base",
+        metavar="REF",
+        default=None,
+        dest="netpol_base",
+        help="also report, for every scenario, the cells its change since the git revision REF opens and "
+        "closes (the scenario and its policy files as they are at REF, read with git; the reference model "
+        "computes both sides, and on a probing backend the observations confirm them).",
+    )
+    group.addoption(
+        "--fail-on-opened",
+        action="store_true",
+        default=False,
+        dest="netpol_fail_on_opened",
+        help="with --netpol-base, fail a scenario whose change opens a path that none of its expectations "
+        "declares allowed (declare an intended opening with an expect rule in the same change).",
+    )
     parser.addini(
         "netpol_scenarios",
         type="paths",

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from harness import __version__
-from harness.core.errors import BackendUnavailable, BaselineError, HarnessError, ScenarioError
+from harness.core.errors import BackendUnavailable, BaselineError, HarnessError, RevisionError, ScenarioError
 from harness.core.files import display_path
 from harness.core.progress import Progress
 from harness.engine.baseline import check_baseline, record_baseline
+from harness.engine.change import confirm, scenario_change
 from harness.engine.probing import ProbeSettings
 from harness.engine.verdict import JudgeSettings, Status, Verdict, judge
 from harness.plugin.items import BrokenScenarioItem, ScenarioFailure, ScenarioFile, ScenarioItem, scenario_name
@@ -25,6 +26,7 @@ from harness.plugin.options import scenario_dirs
 from harness.reporting.junit import junit_properties
 from harness.reporting.records import ScenarioRecord
 from harness.scenario.files import SCENARIO_NAME_SUFFIXES, SCENARIO_SUFFIXES, looks_like_scenario
+from harness.scenario.sources import GitRevision
 
 log = logging.getLogger("harness")
 
@@ -65,6 +67,10 @@ class NetpolPlugin:
         self.scenario_dirs = scenario_dirs(config)
         self.explicit = [Path(a.split("::")[0]).resolve() for a in config.args if not a.startswith("-")]
         self.record_dir, self.baseline_dir = self._baseline_dirs()
+        self.base = self._base_revision()
+        self.fail_on_opened = bool(config.getoption("netpol_fail_on_opened"))
+        if self.fail_on_opened and self.base is None:
+            raise pytest.UsageError("--fail-on-opened: give the revision to compare with, --netpol-base REF")
         if len(self.manager.variants) > 1 and config.getoption("numprocesses", None):
             raise pytest.UsageError(
                 "several --calico-version values run one cluster at a time, in order: run them without -n (pytest-xdist)"
@@ -82,6 +88,15 @@ class NetpolPlugin:
         if record_dir is not None and record_dir.exists() and not record_dir.is_dir():
             raise pytest.UsageError(f"--record-baseline {record}: exists and is not a directory")
         return record_dir, baseline_dir
+
+    def _base_revision(self) -> GitRevision | None:
+        ref = self.config.getoption("netpol_base", None)
+        if ref is None:
+            return None
+        try:
+            return GitRevision(ref, Path(self.config.invocation_params.dir))
+        except RevisionError as err:
+            raise pytest.UsageError(f"--netpol-base {ref}: {err}") from None
 
     # -- collection -------------------------------------------------------------------
 
@@ -167,8 +182,15 @@ class NetpolPlugin:
                 recorded = str(record_baseline(result, self.record_dir))
             except BaselineError as err:
                 problems.append(str(err))
+        change = None
+        if self.base is not None:
+            change = scenario_change(item.path, self.base, item.scenario, self.base.revision)
+            if pipeline.backend.name != "model":
+                change = confirm(change, result)
+            if self.fail_on_opened and change.undeclared:
+                problems.append(change.gate_message())
         verdict = judge(result, baseline, self.judge_settings, problems)
-        record = ScenarioRecord.of(item.nodeid, result, verdict, baseline, recorded)
+        record = ScenarioRecord.of(item.nodeid, result, verdict, baseline, recorded, change)
         item.stash[record_key] = record
         item.user_properties.extend(junit_properties(record))
         if verdict.status is Status.XFAILED:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from html import escape
+from typing import Any
 
 from harness import __version__
 from harness.core.matrix import Cell, Comparison
@@ -92,6 +93,7 @@ table.wrong-cells th, table.wrong-cells td { border-bottom: 1px solid var(--line
                                              vertical-align: top; font-size: 12px; }
 table.wrong-cells td.why { color: var(--muted); max-width: 420px; }
 .findings { color: #8250df; }
+.impact { border-left: 4px solid #0969da; padding-left: 10px; margin: 10px 0; }
 .audit { border-left: 4px solid #d4a72c; padding-left: 10px; margin: 10px 0; }
 li.would-block { background: #fff1e5; }
 li.would-allow { background: #e6f4ea; }
@@ -204,7 +206,7 @@ def _step(step: StepRecord, several: bool, changed: frozenset[Cell]) -> str:
         out.append(
             f'<div class="audit"><h4>Audit: {escape(", ".join(audit.staged))} staged, enforcing nothing</h4>'
             f'<p class="meta">enforcing them would block {plural(len(audit.would_block), "cell")} and allow '
-            f'{plural(len(audit.would_allow), "cell")} (reference model){declared}</p>'
+            f"{plural(len(audit.would_allow), 'cell')} (reference model){declared}</p>"
             f'<ul class="wrong">{"".join(cells)}</ul></div>'
         )
     findings = step.findings
@@ -259,6 +261,9 @@ def _scenario_body(record: ScenarioRecord) -> str:
             where = f" <span class='note'>applied in step {escape(step_name)}</span>" if several else ""
             blocks.append(f"<h4>{escape(policy.ref)}{where}</h4><pre>{escape(policy.yaml)}</pre>")
         out.append(f"<details><summary>Policies applied ({len(applied)})</summary>{''.join(blocks)}</details>")
+    impact = record.impact
+    if impact is not None:
+        out.append(_impact(impact))
     if baseline is not None and baseline.error:
         out.append(f'<div class="baseline"><h4>Baseline not compared</h4><pre>{escape(baseline.error)}</pre></div>')
     elif baseline is not None:
@@ -281,6 +286,33 @@ def _scenario_body(record: ScenarioRecord) -> str:
         else:
             out.append(f"<details><summary>Failure as reported</summary><pre>{escape(record.message)}</pre></details>")
     return "\n".join(out)
+
+
+def _impact(impact: Mapping[str, Any]) -> str:
+    """The change since the base revision: opened groups in red, closed in blue."""
+    head = (
+        f"Change since {escape(str(impact.get('base')))}: {escape(str(impact.get('status')))}, "
+        f"{impact.get('opened', 0)} opened, {impact.get('closed', 0)} closed"
+    )
+    if impact.get("undeclared_openings"):
+        head += f", {impact['undeclared_openings']} opening(s) no expectation declares"
+    items = []
+    for step in impact.get("steps", []):
+        for group in step.get("groups", [])[:PAGE_CELL_LIMIT]:
+            kind = "opened" if group.get("change") == "opened" else "closed"
+            items.append(f'<li class="{kind}">{kind}: {escape(str(group.get("summary", "")))}</li>')
+        confirmation = step.get("confirmation")
+        if confirmation:
+            items.append(
+                f"<li>confirmed with real traffic on {escape(str(confirmation['backend']))}: "
+                f"{confirmation['opened']} opened, {confirmation['closed']} closed</li>"
+            )
+    diffs = "".join(
+        f"<details><summary>{escape(str(d.get('head') or d.get('base')))}: +{d.get('added')} −{d.get('removed')}</summary>"
+        f"<pre>{escape(str(d.get('diff', '')))}</pre></details>"
+        for d in impact.get("diffs", [])
+    )
+    return f'<div class="impact"><h4>{head}</h4><ul class="wrong">{"".join(items)}</ul>{diffs}</div>'
 
 
 def _summary_table(records: Sequence[ScenarioRecord]) -> str:

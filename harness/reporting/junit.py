@@ -30,6 +30,11 @@ def junit_properties(record: ScenarioRecord) -> list[tuple[str, object]]:
         props.append(("netpol.audit.would_block", sum(len(a.would_block) for a in audits)))
         props.append(("netpol.audit.would_allow", sum(len(a.would_allow) for a in audits)))
         props.append(("netpol.audit.undeclared", sum(len(a.undeclared) for a in audits)))
+    if record.impact is not None:
+        props.append(("netpol.impact", str(record.impact.get("status"))))
+        props.append(("netpol.impact.opened", record.impact.get("opened", 0)))
+        props.append(("netpol.impact.closed", record.impact.get("closed", 0)))
+        props.append(("netpol.impact.undeclared", record.impact.get("undeclared_openings", 0)))
     if record.baseline is not None:
         props.append(("netpol.baseline", record.baseline.summary))
         if not record.baseline.error:

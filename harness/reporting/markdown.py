@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from harness.core.matrix import LEGEND, Cell, Comparison
 from harness.core.topology import PortProtocol
@@ -20,6 +21,9 @@ _STATUS_MARK = {
     Status.XFAILED: "⚠️",
     Status.SKIPPED: "⏭️",
 }
+
+#: Where GitHub Actions reads the job's step summary (Markdown appended to it).
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 #: Wrong cells listed per scenario in the CI summary; the scenario's own report has them all.
 SUMMARY_CELL_LIMIT = 20
@@ -165,6 +169,26 @@ def _step_section(step: StepRecord, several: bool) -> str:
     return "\n".join(out)
 
 
+def _impact_lines(impact: Mapping[str, Any]) -> str:
+    lines = [
+        f"{escape(str(impact.get('status')))}: {impact.get('opened', 0)} cell(s) opened, {impact.get('closed', 0)} closed"
+        + (
+            f", **{impact['undeclared_openings']} opening(s) no expectation declares**"
+            if impact.get("undeclared_openings")
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    for step in impact.get("steps", []):
+        for group in step.get("groups", [])[:PAGE_CELL_LIMIT]:
+            mark = "🔴 opened" if group.get("change") == "opened" else "🔵 closed"
+            lines.append(f"- {mark}: {escape(str(group.get('summary', '')))}")
+    for diff in impact.get("diffs", []):
+        lines += ["", _fence(str(diff.get("diff", "")), "diff")]
+    return "\n".join(lines)
+
+
 def scenario_markdown(record: ScenarioRecord) -> str:
     out = [f"# {_STATUS_MARK[record.status]} Scenario {escape(record.name)}: {escape(record.status_text)}", ""]
     if record.description:
@@ -186,6 +210,8 @@ def scenario_markdown(record: ScenarioRecord) -> str:
         for step_name, policy in applied:
             where = f" (step {escape(step_name)})" if several else ""
             out += [f"**{escape(policy.ref)}**{where}", "", _fence(policy.yaml, "yaml"), ""]
+    if record.impact is not None:
+        out += ["", "## Change since " + escape(str(record.impact.get("base"))), "", _impact_lines(record.impact)]
     if record.baseline is not None:
         baseline = record.baseline
         if baseline.error:

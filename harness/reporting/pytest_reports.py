@@ -13,11 +13,9 @@ import pytest
 from harness.core.errors import HarnessError
 from harness.engine.variants import variant_changes
 from harness.reporting.directory import ReportDirectory
-from harness.reporting.markdown import run_summary_markdown
+from harness.reporting.markdown import STEP_SUMMARY_ENV, run_summary_markdown
 from harness.reporting.records import RunSummary, ScenarioRecord
 from harness.reporting.terminal import render_summary
-
-STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
 class ReportingPlugin:

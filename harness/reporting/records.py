@@ -25,6 +25,7 @@ from harness.core.matrix import ALLOWED_CODE, BLOCKED_CODE, Cell, CellSet, Compa
 from harness.core.state import Manifest, object_ref
 from harness.core.topology import PortProtocol
 from harness.engine.baseline import BaselineCheck
+from harness.engine.change import ScenarioChange
 from harness.engine.pipeline import ScenarioResult, StepResult
 from harness.engine.verdict import STATUS_ORDER, Status, Verdict
 
@@ -350,6 +351,8 @@ class ScenarioRecord:
     baseline: BaselineRecord | None = None
     #: Where this run recorded the scenario's baseline ("" when it did not).
     baseline_recorded: str = ""
+    #: The change since ``--netpol-base`` (harness.engine.change.ScenarioChange.to_json()).
+    impact: Mapping[str, Any] | None = None
 
     @classmethod
     def of(
@@ -359,6 +362,7 @@ class ScenarioRecord:
         verdict: Verdict,
         baseline: BaselineCheck | None = None,
         recorded: str = "",
+        change: ScenarioChange | None = None,
     ) -> ScenarioRecord:
         scenario = result.scenario
         return cls(
@@ -377,6 +381,7 @@ class ScenarioRecord:
             steps=tuple(StepRecord.of(s) for s in result.steps),
             baseline=BaselineRecord.of(baseline) if baseline is not None else None,
             baseline_recorded=recorded,
+            impact=change.to_json() if change is not None else None,
         )
 
     @property
@@ -447,6 +452,8 @@ class ScenarioRecord:
             data["baseline"] = self.baseline.to_json()
         if self.baseline_recorded:
             data["baseline_recorded"] = self.baseline_recorded
+        if self.impact is not None:
+            data["impact"] = dict(self.impact)
         return data
 
     @classmethod
@@ -473,6 +480,7 @@ class ScenarioRecord:
                 steps=tuple(StepRecord.from_json(s) for s in data.get("steps", [])),
                 baseline=BaselineRecord.from_json(data["baseline"]) if "baseline" in data else None,
                 baseline_recorded=str(data.get("baseline_recorded", "")),
+                impact=data.get("impact"),
             )
         except (KeyError, TypeError, ValueError, AttributeError, HarnessError) as err:
             raise HarnessError(f"not a netpol-harness scenario record: {err!r}") from None
