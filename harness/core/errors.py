@@ -35,11 +35,29 @@ class ScenarioError(HarnessError):
 
 
 class PolicyError(ScenarioError):
-    """A NetworkPolicy that the Kubernetes API server would reject."""
+    """A policy that the Kubernetes API server would reject: a NetworkPolicy, or
+    (``kind``) one of the cluster-scoped kinds of the network-policy-api."""
 
-    def __init__(self, source: str, policy: str, field: str, message: str, expected: str = "") -> None:
+    def __init__(
+        self, source: str, policy: str, field: str, message: str, expected: str = "", kind: str = "NetworkPolicy"
+    ) -> None:
         self.policy = policy
-        super().__init__(source, field, f"NetworkPolicy {policy}: {message}", expected)
+        self.kind = kind
+        super().__init__(source, field, f"{kind} {policy}: {message}", expected)
+
+
+class UnsupportedPolicy(HarnessError):
+    """A valid policy uses a field the selected backend cannot enforce (a node peer
+    where there are no nodes, domain names where there is no DNS, ...). Raised
+    instead of ignoring the field, which would make a test pass without testing."""
+
+    def __init__(self, backend: str, source: str, policy: str, field: str, reason: str) -> None:
+        self.backend = backend
+        self.source = source
+        self.policy = policy
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{source}: {policy}: {field}: backend {backend} cannot enforce this: {reason}")
 
 
 class UnknownName(HarnessError, KeyError):
