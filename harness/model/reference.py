@@ -22,6 +22,13 @@ Semantics (networking.k8s.io/v1):
   Calico): whether a pod always reaches itself, and whether ``ipBlock`` matches pod
   addresses as well as addresses outside the cluster.
 
+Cluster-scoped policies of the network-policy-api (ClusterNetworkPolicy, and the
+v1alpha1 AdminNetworkPolicy / BaselineAdminNetworkPolicy) add two tiers around
+NetworkPolicies, per direction (docs/cluster-policies.md): the Admin tier decides
+first (Accept or Deny is final; Pass and no match go on); then, for a pod isolated
+by NetworkPolicies in that direction, NetworkPolicies decide; for any other pod the
+Baseline tier decides (Deny blocks; Accept, Pass and no match allow).
+
 The computation is vectorised (one boolean matrix per port/protocol) so that it
 scales to clusters of thousands of pods.
 """
@@ -34,12 +41,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from harness.core.cluster_policy import Action, ClusterPeer, ClusterPolicy, PodSet, Tier
 from harness.core.errors import HarnessError
 from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
 from harness.core.selectors import LabelSelector, Operator
 from harness.core.settings import ModelSettings, SelfTraffic
 from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Topology
+from harness.model.tiers import ClusterTiers
 
 Mask = npt.NDArray[np.bool_]
 
@@ -95,9 +104,11 @@ class ReferenceModel:
         policies: Iterable[NetworkPolicy],
         addresses: Mapping[str, ipaddress.IPv4Address],
         settings: ModelSettings | None = None,
+        cluster_policies: Iterable[ClusterPolicy] = (),
     ) -> None:
         self.topology = topology
         self.policies = tuple(policies)
+        self.cluster_policies = tuple(cluster_policies)
         self.settings = settings or ModelSettings()
         self.pods: tuple[PodSpec, ...] = topology.pods
         self.externals: tuple[ExternalHost, ...] = topology.externals
@@ -119,6 +130,7 @@ class ReferenceModel:
         self.egress_isolated = self._isolated(PolicyType.EGRESS)
         self._cache: dict[PortProtocol, Mask] = {}
         self._side_cache: dict[PortProtocol, tuple[Mask, Mask]] = {}
+        self.tiers = ClusterTiers(self, self.cluster_policies)
 
     @property
     def destinations(self) -> tuple[PodSpec | ExternalHost, ...]:
@@ -140,6 +152,21 @@ class ReferenceModel:
     def _selected_by(self, policy: NetworkPolicy) -> Mask:
         in_ns = self._pods_in_namespaces(self._namespace_mask(policy.namespace))
         return in_ns & self._pod_labels.select(policy.pod_selector)
+
+    def pod_set(self, selection: PodSet) -> Mask:
+        """Pods that a cluster policy's subject or namespaces/pods peer selects."""
+        pods = self._pods_in_namespaces(self._ns_labels.select(selection.namespace_selector))
+        if selection.pod_selector is not None:
+            pods = pods & self._pod_labels.select(selection.pod_selector)
+        return pods
+
+    def network_peer(self, peer: ClusterPeer) -> tuple[Mask, Mask]:
+        """(pods, externals) in a networks peer: unlike ipBlock, upstream says that
+        cluster-internal traffic is checked against networks too, whatever
+        ``ipblock_matches_pods`` says."""
+        pods = np.array([any(self.addresses[p.id] in n for n in peer.networks) for p in self.pods], dtype=bool)
+        ext = np.array([any(self.addresses[e.id] in n for n in peer.networks) for e in self.externals], dtype=bool)
+        return pods, ext
 
     def _isolated(self, direction: PolicyType) -> Mask:
         mask = np.zeros(len(self.pods), bool)
@@ -237,10 +264,24 @@ class ReferenceModel:
                     dst = np.concatenate([dst_pods, dst_ext]) & self._rule_ports(rule, key, dests)
                     if dst.any():
                         egress[selected] |= dst
-        ingress[~self.ingress_isolated] = True
-        egress[~self.egress_isolated] = True
+        if self.tiers.empty:
+            ingress[~self.ingress_isolated] = True
+            egress[~self.egress_isolated] = True
+        else:
+            ingress = self._with_tiers(PolicyType.INGRESS, key, ingress, self.ingress_isolated)
+            egress = self._with_tiers(PolicyType.EGRESS, key, egress, self.egress_isolated)
         self._side_cache[key] = (ingress, egress)
         return ingress, egress
+
+    def _with_tiers(self, direction: PolicyType, key: PortProtocol, networkpolicy: Mask, isolated: Mask) -> Mask:
+        """One direction's side through the three tiers: Admin Accept/Deny first;
+        then NetworkPolicies for isolated pods, the Baseline tier (only its Deny
+        blocks) for the others."""
+        admin_accept, admin_deny = self.tiers.decide(Tier.ADMIN, direction, key)
+        _, baseline_deny = self.tiers.decide(Tier.BASELINE, direction, key)
+        below_admin = np.where(isolated[:, None], networkpolicy, ~baseline_deny)
+        result: Mask = admin_accept | (~admin_deny & below_admin)
+        return result
 
     def allowed_matrix(self, key: PortProtocol) -> Mask:
         """``m[s, d]``: pod ``s`` may reach destination ``d`` (pods, then externals):
@@ -263,17 +304,32 @@ class ReferenceModel:
         return bool(self.allowed_matrix(key)[self.pod_index[source], self.dest_index[destination]])
 
     def explain(self, source: str, destination: str, port: PortProtocol) -> str:
-        """Why a cell is blocked: which side denies it and which policies isolate it."""
+        """Why a cell is blocked: which side denies it, and the cluster policy rule
+        that denied it or the NetworkPolicies that isolate it."""
         if self.allowed(source, destination, port):
             return ""
         s, d = self.pod_index[source], self.dest_index[destination]
         ingress, egress = self._sides(port)
         reasons = []
         if not egress[s, d]:
-            reasons.append(f"egress of {source} isolated by {self._isolating(source, PolicyType.EGRESS)}")
+            reasons.append(self._why_blocked(PolicyType.EGRESS, source, s, d, port))
         if d < len(self.pods) and not ingress[d, s]:
-            reasons.append(f"ingress of {destination} isolated by {self._isolating(destination, PolicyType.INGRESS)}")
-        return "; ".join(reasons) + ", no rule allows it"
+            reasons.append(self._why_blocked(PolicyType.INGRESS, destination, d, s, port))
+        return "; ".join(reasons)
+
+    def _why_blocked(self, direction: PolicyType, pod_id: str, row: int, column: int, port: PortProtocol) -> str:
+        side = f"{direction.value.lower()} of {pod_id}"
+        admin = self.tiers.decision(Tier.ADMIN, direction, row, column, port)
+        if admin is not None and admin.action is Action.DENY:
+            return f"{side} denied by {admin.describe()}"
+        passed = f" (passed on by {admin.describe()})" if admin is not None else ""
+        isolated = self.ingress_isolated if direction is PolicyType.INGRESS else self.egress_isolated
+        if isolated[row]:
+            return f"{side} isolated by {self._isolating(pod_id, direction)}{passed}, no rule allows it"
+        baseline = self.tiers.decision(Tier.BASELINE, direction, row, column, port)
+        if baseline is None:  # cannot happen: an open side allows
+            raise HarnessError(f"the model blocks {side} on {port} without a reason")
+        return f"{side} denied by {baseline.describe()}{passed}"
 
     def _isolating(self, pod_id: str, direction: PolicyType) -> str:
         i = self.pod_index[pod_id]
