@@ -38,6 +38,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from harness.backends.emulated.tiers import TierChains, TierCompiler
+from harness.core.cluster_policy import ClusterPolicy
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyType, Rule
 from harness.core.selectors import LabelSelector
 from harness.core.topology import PodSpec, Protocol, Topology
@@ -63,6 +65,7 @@ class RulesetInput:
     interfaces: Mapping[str, str]  # endpoint id → node-side veth
     policies: Sequence[NetworkPolicy]
     ipblock_matches_pods: bool = True
+    cluster_policies: Sequence[ClusterPolicy] = ()  # the Admin and Baseline tiers: tiers.py
 
 
 def selects(policy: NetworkPolicy, pod: PodSpec) -> bool:
@@ -143,6 +146,7 @@ class _Compiler:
         self.pods = [p for p in data.topology.pods if p.id in data.addresses and p.id in data.interfaces]
         self.pod_ips = [data.addresses[p.id] for p in self.pods]
         self.policies = sorted(data.policies, key=lambda p: p.ref)
+        self.tiers = TierCompiler(data.topology, self.pods, data.addresses, data.cluster_policies)
 
     def chain_name(self, direction: PolicyType, pod: PodSpec, index: int) -> str:
         kind = "ingress" if direction is PolicyType.INGRESS else "egress"
@@ -166,14 +170,21 @@ class _Compiler:
             chains.append((direction, self.chain_name(direction, pod, index), body))
         return chains
 
+    def tiered_chains(self, pod: PodSpec, index: int) -> TierChains:
+        """The pod's NetworkPolicy chains inside the cluster policy tiers."""
+        names = {direction: self.chain_name(direction, pod, index) for direction in PolicyType}
+        return self.tiers.chains(pod, self.pod_chains(pod, index), names)
+
     def render(self) -> str:
         chains: list[str] = []
         jumps: dict[PolicyType, list[str]] = {PolicyType.EGRESS: [], PolicyType.INGRESS: []}
         for index, pod in enumerate(self.pods):
             veth = self.data.interfaces[pod.id]
-            for direction, name, body in self.pod_chains(pod, index):
+            tiered = self.tiered_chains(pod, index)
+            for direction, name, body in tiered.entries:
                 jumps[direction].append(f'"{veth}" : jump {name}')
                 chains.append(_chain(name, body))
+            chains += [_chain(name, body) for name, body in tiered.helpers]
         forward = ["type filter hook forward priority filter; policy accept;", *_RETURN_TRAFFIC]
         # Packets from a pod arrive on its veth (iifname); packets to a pod leave
         # through it (oifname).
@@ -189,12 +200,14 @@ class _Compiler:
         node. Empty (the table removed) when the pod is not isolated."""
         index, pod = next((i, p) for i, p in enumerate(self.pods) if p.id == pod_id)
         own = self.data.addresses[pod.id]
-        chains = self.pod_chains(pod, index)
+        tiered = self.tiered_chains(pod, index)
+        chains = tiered.entries
         if not chains:
             return _table(self.data.table, None)
         output = ["type filter hook output priority filter; policy accept;", *_RETURN_TRAFFIC]
         output += [f"ip saddr {own} ip daddr {own} jump {name}" for _, name, _ in chains]
-        return _table(self.data.table, [_chain("output", output), *(_chain(name, body) for _, name, body in chains)])
+        helpers = [_chain(name, body) for name, body in tiered.helpers]
+        return _table(self.data.table, [_chain("output", output), *(_chain(name, body) for _, name, body in chains), *helpers])
 
     def peer_networks(self, rule: Rule, policy: NetworkPolicy) -> list[Net4]:
         networks: list[Net4] = []
