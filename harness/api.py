@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.backends.base import Backend, Deployment
+from harness.core.cluster_policy import AnyPolicy, ClusterPolicy, is_cluster_policy, parse_cluster_policy
 from harness.core.errors import BackendError, HarnessError
 from harness.core.matrix import Comparison, ReachabilityMatrix, compare
 from harness.core.policy import NetworkPolicy, parse_policy
@@ -73,15 +74,16 @@ class PolicyTest:
 
     # -- changes ---------------------------------------------------------------------
 
-    def apply(self, *manifests: Mapping[str, Any] | NetworkPolicy) -> None:
-        policies = [m if isinstance(m, NetworkPolicy) else parse_policy(m, "<python>") for m in manifests]
+    def apply(self, *manifests: Mapping[str, Any] | AnyPolicy) -> None:
+        policies = [m if isinstance(m, NetworkPolicy | ClusterPolicy) else _parse(m) for m in manifests]
         for policy in policies:
-            self.state.topology.namespace(policy.namespace)  # a declared namespace, or UnknownName
+            if isinstance(policy, NetworkPolicy):
+                self.state.topology.namespace(policy.namespace)  # a declared namespace, or UnknownName
         self.backend.apply_policies(policies)
         self._state = self.state.with_policies(policies)
 
     def delete(self, *refs: str) -> None:
-        unknown = [r for r in refs if r not in self.state.policies]
+        unknown = [r for r in refs if r not in self.state.policies and r not in self.state.cluster_policies]
         if unknown:
             raise HarnessError(f"no policy {', '.join(unknown)} is in force")
         self.backend.delete_policies(refs)
@@ -105,7 +107,13 @@ class PolicyTest:
         expectation = parse_expectation(raw, topology)
         plan = plan_probes(topology, probed_ports(topology, expectation))
         return expected_matrix(
-            expectation, plan, topology, self.state.policies.values(), self.deployment.addresses, self.model_settings
+            expectation,
+            plan,
+            topology,
+            self.state.policies.values(),
+            self.deployment.addresses,
+            self.model_settings,
+            self.state.cluster_policies.values(),
         )
 
     def _observe(self, expected: ReachabilityMatrix) -> ReachabilityMatrix:
@@ -137,3 +145,9 @@ class PolicyTest:
 
     def __exit__(self, *exc: object) -> None:
         self.backend.close()
+
+
+def _parse(manifest: Mapping[str, Any]) -> AnyPolicy:
+    if is_cluster_policy(manifest):
+        return parse_cluster_policy(manifest, "<python>")
+    return parse_policy(manifest, "<python>")

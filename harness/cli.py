@@ -39,12 +39,18 @@ def explain(args: argparse.Namespace) -> int:
     if "/" not in args.source:
         raise HarnessError(f"{args.source!r} is an external host; sources are pods")
     port = PortProtocol.parse(args.port)
-    model = ReferenceModel(topology, state.policies.values(), plan_addresses(topology), scenario.settings.model)
+    model = ReferenceModel(
+        topology,
+        state.policies.values(),
+        plan_addresses(topology),
+        scenario.settings.model,
+        state.cluster_policies.values(),
+    )
     allowed = model.allowed(args.source, args.destination, port)
     print(f"{args.source} → {args.destination}:{port} is {'allowed' if allowed else 'blocked'} by the reference model")
     if not allowed:
         print(f"  because: {model.explain(args.source, args.destination, port)}")
-    policies = ", ".join(sorted(state.policies)) or "none"
+    policies = ", ".join(state.refs) or "none"
     print(f"  policies in force: {policies}")
     return 0
 

@@ -16,8 +16,8 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 from typing import Protocol as TypingProtocol
 
+from harness.core.cluster_policy import AnyPolicy
 from harness.core.matrix import Cell, Observation
-from harness.core.policy import NetworkPolicy
 from harness.core.settings import ModelSettings
 from harness.core.topology import Endpoint, PodSpec, PortProtocol, Protocol, Topology
 
@@ -85,12 +85,13 @@ class Backend(abc.ABC):
         reuse what exists."""
 
     @abc.abstractmethod
-    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
-        """Create or replace these policies (keyed by namespace/name)."""
+    def apply_policies(self, policies: Sequence[AnyPolicy]) -> None:
+        """Create or replace these policies (keyed by namespace/name, or by
+        Kind/name for the cluster-scoped kinds)."""
 
     @abc.abstractmethod
     def delete_policies(self, refs: Sequence[str]) -> None:
-        """Delete policies by ``namespace/name``."""
+        """Delete policies by ``namespace/name`` (``Kind/name`` when cluster-scoped)."""
 
     @abc.abstractmethod
     def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from harness import __version__
 from harness.backends.base import Backend, Deployment, OptionSource, Probe
 from harness.core.addressing import plan_addresses
+from harness.core.cluster_policy import AnyPolicy, check_supported
 from harness.core.errors import BackendError
 from harness.core.matrix import Observation, Outcome
-from harness.core.policy import NetworkPolicy
 from harness.core.settings import ModelSettings
 from harness.core.state import ClusterState
 from harness.core.topology import Topology
@@ -49,7 +49,8 @@ class ModelBackend(Backend):
         self._addresses = plan_addresses(topology)
         return Deployment(topology, self._addresses)
 
-    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
+    def apply_policies(self, policies: Sequence[AnyPolicy]) -> None:
+        check_supported(policies, self.name)
         self._state = self.state.with_policies(policies)
 
     def delete_policies(self, refs: Sequence[str]) -> None:
@@ -63,7 +64,9 @@ class ModelBackend(Backend):
 
     def probe(self, probes: Sequence[Probe], timeout: float) -> dict[Probe, Observation]:
         state = self.state
-        model = ReferenceModel(state.topology, state.policies.values(), self._addresses, self._settings)
+        model = ReferenceModel(
+            state.topology, state.policies.values(), self._addresses, self._settings, state.cluster_policies.values()
+        )
         results = {}
         for probe in probes:
             allowed = model.allowed(probe.source.id, probe.destination.id, probe.port)

@@ -1,5 +1,7 @@
 """The state a scenario has brought a cluster to: labels in force and policies in
-force. Pure; the runner keeps it in step with what it asks the backend to do."""
+force (NetworkPolicies by ``namespace/name``, cluster-scoped policies by
+``<Kind>/<name>``). Pure; the runner keeps it in step with what it asks the
+backend to do."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from harness.core.cluster_policy import AnyPolicy, ClusterPolicy
 from harness.core.policy import NetworkPolicy
 from harness.core.topology import Topology, apply_label_changes
 from harness.scenario import Step
@@ -16,20 +19,34 @@ from harness.scenario import Step
 class ClusterState:
     topology: Topology
     policies: Mapping[str, NetworkPolicy] = field(default_factory=dict, hash=False)
+    cluster_policies: Mapping[str, ClusterPolicy] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", MappingProxyType(dict(self.policies)))
+        object.__setattr__(self, "cluster_policies", MappingProxyType(dict(self.cluster_policies)))
 
-    def with_policies(self, policies: Iterable[NetworkPolicy]) -> ClusterState:
+    @property
+    def refs(self) -> tuple[str, ...]:
+        """Every policy in force, namespaced and cluster-scoped, sorted."""
+        return tuple(sorted([*self.policies, *self.cluster_policies]))
+
+    def with_policies(self, policies: Iterable[AnyPolicy]) -> ClusterState:
         merged = dict(self.policies)
-        merged.update((p.ref, p) for p in policies)
-        return replace(self, policies=merged)
+        merged_cluster = dict(self.cluster_policies)
+        for policy in policies:
+            if isinstance(policy, ClusterPolicy):
+                merged_cluster[policy.ref] = policy
+            else:
+                merged[policy.ref] = policy
+        return replace(self, policies=merged, cluster_policies=merged_cluster)
 
     def without_policies(self, refs: Iterable[str]) -> ClusterState:
         remaining = dict(self.policies)
+        remaining_cluster = dict(self.cluster_policies)
         for ref in refs:
             remaining.pop(ref, None)
-        return replace(self, policies=remaining)
+            remaining_cluster.pop(ref, None)
+        return replace(self, policies=remaining, cluster_policies=remaining_cluster)
 
     def with_namespace_labels(self, name: str, labels: Mapping[str, str]) -> ClusterState:
         """A namespace's labels replaced by ``labels`` (the complete new set)."""

@@ -126,7 +126,13 @@ class ScenarioRunner:
         topology = state.topology
         plan = plan_probes(topology, probed_ports(topology, step.expect), scenario.settings.probe_self)
         expected = expected_matrix(
-            step.expect, plan, topology, state.policies.values(), deployment.addresses, scenario.settings.model
+            step.expect,
+            plan,
+            topology,
+            state.policies.values(),
+            deployment.addresses,
+            scenario.settings.model,
+            state.cluster_policies.values(),
         )
         self.backend.begin_step(str(scenario.path), step.name)
         self.progress(f"{scenario.name}/{step.name}: probing {len(plan.cells)} cell(s)")
@@ -134,7 +140,7 @@ class ScenarioRunner:
         return StepResult(
             step.name,
             compare(expected, observed),
-            tuple(sorted(state.policies)),
+            state.refs,
             time.monotonic() - started,
             len(plan.cells),
         )

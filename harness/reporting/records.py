@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from harness import __version__
+from harness.core.cluster_policy import AnyPolicy
 from harness.core.matrix import Cell
-from harness.core.policy import NetworkPolicy
 from harness.engine.baseline import BaselineDiff, backend_label
 from harness.engine.pipeline import ScenarioResult, StepResult
 
@@ -242,7 +242,7 @@ def format_duration(seconds: float) -> str:
 @dataclass(frozen=True)
 class AppliedPolicy:
     step: str
-    policy: NetworkPolicy
+    policy: AnyPolicy
 
     @property
     def yaml(self) -> str:
@@ -254,7 +254,7 @@ def applied_policies(result: ScenarioResult) -> list[AppliedPolicy]:
     return [AppliedPolicy(step.name, policy) for step in result.scenario.steps for policy in step.apply]
 
 
-def manifest_yaml(policy: NetworkPolicy) -> str:
+def manifest_yaml(policy: AnyPolicy) -> str:
     """The manifest as the user wrote it, as YAML (key order kept)."""
     return yaml.safe_dump(_plain(policy.manifest), sort_keys=False, default_flow_style=False, allow_unicode=True)
 

@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from harness.core.cluster_policy import ClusterPolicy
 from harness.core.matrix import Cell, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import NetworkPolicy
 from harness.core.settings import ModelSettings
@@ -60,11 +61,12 @@ def expected_matrix(
     policies: Iterable[NetworkPolicy],
     addresses: Mapping[str, ipaddress.IPv4Address],
     settings: ModelSettings,
+    cluster_policies: Iterable[ClusterPolicy] = (),
 ) -> ReachabilityMatrix:
     """The intended matrix for ``plan``, with ``topology`` holding the labels in force."""
     cells: dict[Cell, Observation] = {}
     if expectation.form is ExpectationForm.MODEL:
-        model = ReferenceModel(topology, policies, addresses, settings)
+        model = ReferenceModel(topology, policies, addresses, settings, cluster_policies)
         return model.matrix(plan.cells, plan.sources, plan.destinations, plan.ports)
     if expectation.form is ExpectationForm.RULES:
         for cell in plan.cells:

@@ -17,8 +17,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from harness.core.cluster_policy import AnyPolicy, ClusterPolicy, is_cluster_policy, parse_cluster_policy
 from harness.core.errors import HarnessError, PolicyError, ScenarioError
-from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.policy import parse_policy
 from harness.core.selectors import LabelSelector, SelectorSyntaxError, check_label_key, check_label_value, parse_selector
 from harness.core.settings import ModelSettings, SelfTraffic
 from harness.core.topology import (
@@ -135,7 +136,7 @@ class Expectation:
 class Step:
     name: str
     expect: Expectation
-    apply: tuple[NetworkPolicy, ...] = ()
+    apply: tuple[AnyPolicy, ...] = ()
     delete: tuple[str, ...] = ()
     label_namespaces: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict, hash=False)
     label_pods: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict, hash=False)
@@ -356,16 +357,29 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
     return Topology(tuple(namespaces), tuple(pods), tuple(externals))
 
 
-def _policies(r: _Reader, raw: object, path: str, base: Path) -> tuple[NetworkPolicy, ...]:
-    policies: list[NetworkPolicy] = []
+def _parse_any(doc: object, source: str, namespace: str | None = None) -> AnyPolicy:
+    """A NetworkPolicy, or a cluster-scoped policy by its kind (``namespace``, like
+    ``kubectl apply -n``, does not apply to those)."""
+    if is_cluster_policy(doc):
+        return parse_cluster_policy(doc, source)
+    return parse_policy(doc, source, namespace)
+
+
+def _policies(r: _Reader, raw: object, path: str, base: Path) -> tuple[AnyPolicy, ...]:
+    policies: list[AnyPolicy] = []
     for i, item in enumerate(r.seq(raw, path)):
         where = f"{path}[{i}]"
         if isinstance(item, Mapping) and "apiVersion" in item or isinstance(item, Mapping) and "kind" in item:
             try:
-                policies.append(parse_policy(item, r.source))
+                policies.append(_parse_any(item, r.source))
             except PolicyError as err:
                 raise PolicyError(
-                    r.source, err.policy, _join(where, err.field), err.message.split(": ", 1)[-1], err.expected
+                    r.source,
+                    err.policy,
+                    _join(where, err.field),
+                    err.message.split(": ", 1)[-1],
+                    err.expected,
+                    kind=err.kind,
                 ) from None
             continue
         if isinstance(item, str):
@@ -387,13 +401,16 @@ def _policies(r: _Reader, raw: object, path: str, base: Path) -> tuple[NetworkPo
         if not docs:
             raise r.fail(f"{where}.path", f"{rel} holds no manifest")
         for j, doc in enumerate(docs):
-            if isinstance(doc, Mapping) and doc.get("kind") not in (None, "NetworkPolicy"):
-                raise ScenarioError(source, f"document {j + 1}.kind", f"got {doc.get('kind')!r}", "NetworkPolicy")
-            policies.append(parse_policy(doc, f"{source} (document {j + 1})" if len(docs) > 1 else source, namespace))
+            if isinstance(doc, Mapping) and doc.get("kind") not in (None, "NetworkPolicy") and not is_cluster_policy(doc):
+                raise ScenarioError(
+                    source, f"document {j + 1}.kind", f"got {doc.get('kind')!r}", "NetworkPolicy or a cluster policy kind"
+                )
+            policies.append(_parse_any(doc, f"{source} (document {j + 1})" if len(docs) > 1 else source, namespace))
     refs: dict[str, int] = {}
     for i, policy in enumerate(policies):
         if policy.ref in refs:
-            raise r.fail(path, f"NetworkPolicy {policy.ref} is given twice", "each policy once per step")
+            kind = "" if isinstance(policy, ClusterPolicy) else "NetworkPolicy "
+            raise r.fail(path, f"{kind}{policy.ref} is given twice", "each policy once per step")
         refs[policy.ref] = i
     return tuple(policies)
 
@@ -629,6 +646,7 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
     steps = []
     current = topology
     applied: set[str] = set()
+    versions: dict[str, str] = {}  # API version of cluster policies -> the first one's ref
     step_names: set[str] = set()
     for i, raw_step in enumerate(raw_steps):
         sp = f"steps[{i}]" if "steps" in top else ""
@@ -652,6 +670,10 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
         apply = _policies(r, s.get("apply", []), apply_path, base)
         known_ns = {ns.name for ns in topology.namespaces}
         for policy in apply:
+            if isinstance(policy, ClusterPolicy):
+                _check_api_versions(r, policy, versions)
+                applied.add(policy.ref)
+                continue
             if policy.namespace not in known_ns:
                 raise PolicyError(
                     policy.source,
@@ -682,6 +704,20 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
         expect = _expectation(r, s["expect"], _join(sp, "expect"), current)
         steps.append(Step(step_name, expect, apply, delete, MappingProxyType(label_ns), MappingProxyType(label_pods)))
     return Scenario(name, description, path, topology, tuple(steps), settings, tags, xfail)
+
+
+def _check_api_versions(r: _Reader, policy: ClusterPolicy, versions: dict[str, str]) -> None:
+    """One scenario uses one API version of the cluster-scoped kinds: no CNI enforces
+    both (Calico 3.29-3.31 enforce v1alpha1, 3.32 and later v1alpha2)."""
+    versions.setdefault(policy.api_version, policy.ref)
+    if len(versions) > 1:
+        others = ", ".join(f"{ref} ({version})" for version, ref in versions.items() if version != policy.api_version)
+        raise ScenarioError(
+            policy.source,
+            "apiVersion",
+            f"{policy.ref} is {policy.api_version}, but the scenario also applies {others}",
+            "either ClusterNetworkPolicy (v1alpha2) or AdminNetworkPolicy/BaselineAdminNetworkPolicy (v1alpha1) in one scenario",
+        )
 
 
 def parse_topology(namespaces: object, external: object = None, source: str = "<python>") -> Topology:

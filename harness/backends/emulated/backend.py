@@ -18,6 +18,7 @@ from harness.backends.emulated.ruleset import RulesetInput, remove_table, render
 from harness.backends.emulated.runner import Job, max_workers, run_jobs
 from harness.backends.emulated.servers import EndpointServers
 from harness.backends.emulated.system import run
+from harness.core.cluster_policy import AnyPolicy, check_supported
 from harness.core.errors import BackendError
 from harness.core.matrix import Observation, Outcome
 from harness.core.policy import NetworkPolicy
@@ -158,12 +159,13 @@ class EmulatedBackend(Backend):
 
     # -- policies and labels -----------------------------------------------------------
 
-    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
+    def apply_policies(self, policies: Sequence[AnyPolicy]) -> None:
+        check_supported(policies, self.name)
         with self._lock:
             state = self._current()
             known = {ns.name for ns in state.topology.namespaces}
             for policy in policies:
-                if policy.namespace not in known:
+                if isinstance(policy, NetworkPolicy) and policy.namespace not in known:
                     raise BackendError(
                         f"NetworkPolicy {policy.ref}: namespace {policy.namespace} is not part of the deployed topology"
                     )
@@ -206,6 +208,7 @@ class EmulatedBackend(Backend):
             interfaces=network.interfaces,
             policies=tuple(state.policies.values()),
             ipblock_matches_pods=self.ipblock_matches_pods,
+            cluster_policies=tuple(state.cluster_policies.values()),
         )
         self.ruleset = render_ruleset(data)
         network.load_ruleset(self.ruleset)
