@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ import pytest
 from harness.core.cluster_policy import (
     Action,
     Channel,
+    ClusterPolicy,
     ClusterPolicyKind,
     ClusterPort,
     PeerForm,
@@ -36,6 +38,7 @@ from harness.core.errors import PolicyError
 from harness.core.policy import PolicyType
 from harness.core.selectors import LabelSelector
 from harness.core.topology import Protocol
+from harness.scenario import load_scenario
 
 SOURCE = "policies/cnp.yaml"
 
@@ -595,3 +598,28 @@ def test_is_cluster_policy_by_kind() -> None:
 def test_cidrs_as_go_netip_parses_them(text: str, network: str | None) -> None:
     parsed = parse_cidr(text)
     assert (str(parsed) if parsed is not None else None) == network
+
+
+LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
+CONFORMANCE = sorted(LIBRARY.glob("conformance-cnp-*.yaml")) + sorted(LIBRARY.glob("conformance-anp-*.yaml"))
+
+
+def test_the_transcribed_upstream_manifests_need_the_channel_upstream_files_them_under() -> None:
+    """Recorded: the conformance scenarios' policies are transcribed from
+    network-policy-api conformance/base/ (v0.2.0 and v0.1.8), which upstream CI
+    applies to real API servers. Its standard-*.yaml manifests need only the
+    standard CRDs; the named-port tests patch in v1alpha1's namedPort, which is
+    experimental (v1alpha2's destinationNamedPort is standard)."""
+    kinds = set()
+    for path in CONFORMANCE:
+        for step in load_scenario(path).steps:
+            for policy in step.apply:
+                if not isinstance(policy, ClusterPolicy):
+                    continue
+                kinds.add(policy.kind)
+                if "named-ports" in path.name and policy.kind.is_v1alpha1:
+                    with pytest.raises(PolicyError, match="experimental channel"):
+                        parse_cluster_policy(policy.manifest, policy.source, Channel.STANDARD)
+                else:
+                    assert parse_cluster_policy(policy.manifest, policy.source, Channel.STANDARD) == policy
+    assert kinds == set(ClusterPolicyKind)
