@@ -155,7 +155,9 @@ def test_named_ports_resolve_on_the_subject_for_ingress_and_per_destination_for_
         ],
     )
     ruleset = render(policy)
-    assert chain(ruleset, "ingress-x/b") == ["ip saddr { 192.168.1.1, 192.168.1.2, 192.168.2.1 } meta l4proto udp th dport 53 return"]
+    assert chain(ruleset, "ingress-x/b") == [
+        "ip saddr { 192.168.1.1, 192.168.1.2, 192.168.2.1 } meta l4proto udp th dport 53 return"
+    ]
     assert chain(ruleset, "egress-x/b") == [
         "ip daddr { 192.168.1.1, 192.168.1.2, 192.168.2.1 } meta l4proto udp th dport 50-60 drop",
         "meta l4proto tcp ip daddr . th dport { 192.168.1.1 . 80, 192.168.1.2 . 8080 } drop",
