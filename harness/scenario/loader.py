@@ -671,7 +671,7 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
         known_ns = {ns.name for ns in topology.namespaces}
         for policy in apply:
             if isinstance(policy, ClusterPolicy):
-                _check_api_versions(r, policy, versions)
+                _check_api_versions(policy, versions)
                 applied.add(policy.ref)
                 continue
             if policy.namespace not in known_ns:
@@ -706,7 +706,7 @@ def parse_scenario(doc: object, path: Path) -> Scenario:
     return Scenario(name, description, path, topology, tuple(steps), settings, tags, xfail)
 
 
-def _check_api_versions(r: _Reader, policy: ClusterPolicy, versions: dict[str, str]) -> None:
+def _check_api_versions(policy: ClusterPolicy, versions: dict[str, str]) -> None:
     """One scenario uses one API version of the cluster-scoped kinds: no CNI enforces
     both (Calico 3.29-3.31 enforce v1alpha1, 3.32 and later v1alpha2)."""
     versions.setdefault(policy.api_version, policy.ref)
