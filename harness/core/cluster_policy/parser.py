@@ -128,9 +128,14 @@ _VERSIONS = {
 }
 
 
+def _kind_of(manifest: Mapping[Any, Any]) -> ClusterPolicyKind | None:
+    kind = manifest.get("kind")
+    return ClusterPolicyKind(kind) if isinstance(kind, str) and kind in CLUSTER_POLICY_KINDS else None
+
+
 def is_cluster_policy(manifest: object) -> bool:
     """Whether a manifest is of one of the cluster-scoped kinds (whatever else it holds)."""
-    return isinstance(manifest, Mapping) and manifest.get("kind") in CLUSTER_POLICY_KINDS
+    return isinstance(manifest, Mapping) and _kind_of(manifest) is not None
 
 
 class _Parser:
@@ -356,13 +361,12 @@ def parse_cluster_policy(manifest: object, source: str = "<inline>", channel: Ch
         meta = manifest.get("metadata")
         if isinstance(meta, Mapping) and isinstance(meta.get("name"), str):
             name_hint = meta["name"]
-        if manifest.get("kind") in CLUSTER_POLICY_KINDS:
-            kind_hint = ClusterPolicyKind(manifest["kind"])
+        kind_hint = _kind_of(manifest) or kind_hint
     p = _Parser(source, kind_hint, name_hint, channel)
     if not isinstance(manifest, Mapping):
         raise p.fail("", f"got {_kind(manifest)}", "a policy manifest (a mapping)")
     top = p.fields(manifest, "", ("apiVersion", "kind", "metadata", "spec", "status"))
-    if top.get("kind") not in CLUSTER_POLICY_KINDS:
+    if _kind_of(top) is None:
         raise p.fail("kind", f"got {_kind(top.get('kind'))}", ", ".join(sorted(CLUSTER_POLICY_KINDS)))
     kind = kind_hint
     if top.get("apiVersion") != kind.api_version:
