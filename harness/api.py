@@ -19,16 +19,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.backends.base import Backend, Deployment
+from harness.core.calico.policy import StagedPolicy
+from harness.core.cluster_policy import ClusterPolicy
 from harness.core.errors import BackendError, HarnessError
 from harness.core.matrix import Comparison, ReachabilityMatrix
 from harness.core.plan import StepPlan
-from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.policy import NetworkPolicy
 from harness.core.settings import ImplementationSettings
-from harness.core.state import DesiredState
+from harness.core.state import DesiredState, Manifest
 from harness.core.topology import Topology
 from harness.engine.pipeline import Pipeline, StepResult
 from harness.engine.probing import ProbeSettings
-from harness.scenario import parse_expectation, parse_topology, plan_step
+from harness.scenario import parse_expectation, parse_manifest, parse_topology, plan_step
 
 SOURCE = "<python>"
 
@@ -85,10 +87,14 @@ class PolicyTest:
 
     # -- changes ---------------------------------------------------------------------
 
-    def apply(self, *manifests: Mapping[str, Any] | NetworkPolicy) -> None:
-        policies = [m if isinstance(m, NetworkPolicy) else parse_policy(m, SOURCE) for m in manifests]
+    def apply(self, *manifests: Mapping[str, Any] | Manifest) -> None:
+        """Apply policies of any kind a scenario applies (NetworkPolicy, the
+        cluster-scoped kinds, staged Calico kinds), as manifests or parsed."""
+        parsed = NetworkPolicy | ClusterPolicy | StagedPolicy
+        policies = [m if isinstance(m, parsed) else parse_manifest(m, SOURCE) for m in manifests]
         for policy in policies:
-            self.state.topology.namespace(policy.namespace)  # a declared namespace, or UnknownName
+            if not isinstance(policy, ClusterPolicy) and policy.namespace is not None:
+                self.state.topology.namespace(policy.namespace)  # a declared namespace, or UnknownName
         self._converge(self.state.with_policies(policies))
 
     def delete(self, *refs: str) -> None:

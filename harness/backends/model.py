@@ -14,6 +14,7 @@ import numpy as np
 from harness import __version__
 from harness.backends.base import Backend, BackendInfo, Capabilities, Deployment, OptionSource
 from harness.core.addressing import plan_addresses
+from harness.core.cluster_policy import check_supported
 from harness.core.errors import BackendError
 from harness.core.matrix import Cell, CellSet, Observation, ReachabilityMatrix
 from harness.core.progress import Progress
@@ -47,6 +48,7 @@ class ModelBackend(Backend):
     def converge(self, state: DesiredState) -> None:
         if self._topology is None or state.topology.shape() != self._topology.shape():
             raise BackendError("the model backend has another topology deployed: call deploy() with this one first")
+        check_supported(state.cluster_policy_list, self.name)
         self._state = state
 
     def probe(self, cells: CellSet, timeout: float) -> ReachabilityMatrix:

@@ -60,6 +60,20 @@ class PolicyError(ScenarioError):
         super().__init__(source, field, f"{kind} {policy}: {message}", expected)
 
 
+class UnsupportedPolicy(HarnessError):
+    """A valid policy uses a field the selected backend cannot enforce (a node peer
+    where there are no nodes, domain names where there is no DNS, ...). Raised
+    instead of ignoring the field, which would make a test pass without testing."""
+
+    def __init__(self, backend: str, source: str, policy: str, field: str, reason: str) -> None:
+        self.backend = backend
+        self.source = source
+        self.policy = policy
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{source}: {policy}: {field}: backend {backend} cannot enforce this: {reason}")
+
+
 class RevisionError(HarnessError):
     """Files cannot be read at a git revision: not a repository, unknown revision, git missing."""
 

@@ -9,6 +9,7 @@ immutable; the scenario loader computes every step's state once.
 
 References name an object in ``delete:`` and ``promote:``: a Kubernetes
 NetworkPolicy is ``namespace/name``; other kinds are prefixed with their kind,
+``ClusterNetworkPolicy/name``, ``AdminNetworkPolicy/name``,
 ``StagedNetworkPolicy/namespace/name``, ``StagedGlobalNetworkPolicy/name``,
 ``projectcalico.org/NetworkPolicy/namespace/name``...
 """
@@ -23,18 +24,19 @@ from types import MappingProxyType
 from harness.core.calico.conversion import ModelPolicies, model_policies
 from harness.core.calico.enforcement import EnforcedPolicies, enforce
 from harness.core.calico.policy import CalicoPolicy, EnforcedKind, PolicyKey, StagedPolicy
+from harness.core.cluster_policy import ClusterPolicy
 from harness.core.errors import HarnessError
 from harness.core.policy import NetworkPolicy
 from harness.core.topology import Topology, apply_label_changes
 
 LabelChanges = Mapping[str, str | None]
 #: What a step may apply.
-Manifest = NetworkPolicy | StagedPolicy
+Manifest = NetworkPolicy | ClusterPolicy | StagedPolicy
 
 
-def object_ref(obj: NetworkPolicy | StagedPolicy | CalicoPolicy) -> str:
+def object_ref(obj: NetworkPolicy | ClusterPolicy | StagedPolicy | CalicoPolicy) -> str:
     """How ``delete:`` and ``promote:`` name an object (see the module docstring)."""
-    if isinstance(obj, NetworkPolicy):
+    if isinstance(obj, NetworkPolicy | ClusterPolicy):
         return obj.ref
     if isinstance(obj, StagedPolicy):
         return f"{obj.kind.value}/{obj.ref}"
@@ -95,12 +97,14 @@ class DesiredState:
 
     topology: Topology
     policies: Mapping[str, NetworkPolicy] = field(default_factory=dict, hash=False)
+    #: The network-policy-api's cluster-scoped kinds (Admin and Baseline tiers).
+    cluster_policies: Mapping[str, ClusterPolicy] = field(default_factory=dict, hash=False)
     calico: Mapping[str, CalicoPolicy] = field(default_factory=dict, hash=False)
     staged: Mapping[str, StagedPolicy] = field(default_factory=dict, hash=False)
     origin: StateOrigin | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("policies", "calico", "staged"):
+        for name in ("policies", "cluster_policies", "calico", "staged"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
     @property
@@ -111,7 +115,7 @@ class DesiredState:
     @property
     def refs(self) -> tuple[str, ...]:
         """Every object in force, staged ones included, by reference."""
-        return (*self.policies, *self.calico, *self.staged)
+        return (*self.policies, *self.cluster_policies, *self.calico, *self.staged)
 
     @cached_property
     def modelled(self) -> ModelPolicies:
@@ -137,21 +141,29 @@ class DesiredState:
         calico = {calico_ref(key): policy for key, policy in enforced.calico.items()}
         return replace(self, policies=dict(enforced.kubernetes), calico=calico, staged=staged)
 
+    @property
+    def cluster_policy_list(self) -> tuple[ClusterPolicy, ...]:
+        return tuple(self.cluster_policies.values())
+
     def with_policies(self, policies: Iterable[Manifest]) -> DesiredState:
         merged = dict(self.policies)
+        cluster = dict(self.cluster_policies)
         staged = dict(self.staged)
         for policy in policies:
             if isinstance(policy, NetworkPolicy):
                 merged[policy.ref] = policy
+            elif isinstance(policy, ClusterPolicy):
+                cluster[policy.ref] = policy
             else:
                 staged[object_ref(policy)] = policy
-        return replace(self, policies=merged, staged=staged)
+        return replace(self, policies=merged, cluster_policies=cluster, staged=staged)
 
     def without_policies(self, refs: Iterable[str]) -> DesiredState:
         refs = set(refs)
         return replace(
             self,
             policies={k: v for k, v in self.policies.items() if k not in refs},
+            cluster_policies={k: v for k, v in self.cluster_policies.items() if k not in refs},
             calico={k: v for k, v in self.calico.items() if k not in refs},
             staged={k: v for k, v in self.staged.items() if k not in refs},
         )

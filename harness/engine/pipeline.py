@@ -28,16 +28,19 @@ import numpy as np
 
 from harness.backends.base import Backend, BackendInfo, Deployment
 from harness.core.addressing import plan_addresses
-from harness.core.errors import BackendError
+from harness.core.errors import BackendError, UnsupportedPolicy
 from harness.core.matrix import (
     ALLOWED_CODE,
     BLOCKED_CODE,
     NOT_PROBED,
+    UNSUPPORTED_CODE,
     Cell,
     CellSet,
     Codes,
     Comparison,
     Mask,
+    Observation,
+    Outcome,
     ReachabilityMatrix,
     compare,
 )
@@ -55,6 +58,10 @@ from harness.scenario import Scenario
 #: than the run.
 EXPLAINED_CELLS = 200
 
+#: Cells of a step the backend cannot enforce that carry the reason in their note
+#: (the verdict quotes the first ones; the step keeps the reason too).
+_NOTED_CELLS = 20
+
 
 @dataclass(frozen=True, eq=False)
 class StepResult:
@@ -66,6 +73,9 @@ class StepResult:
     #: Observed vs the reference model (backends other than the model itself):
     #: cells where the network and Kubernetes semantics disagree.
     findings: Comparison | None = None
+    #: Why the backend could not bring the network to this step's state (a policy
+    #: field it cannot enforce): every cell of the step is then unsupported.
+    unsupported_policy: str = ""
 
     @property
     def name(self) -> str:
@@ -175,7 +185,13 @@ class Pipeline:
     def run_step(self, plan: StepPlan) -> StepResult:
         started = time.monotonic()
         deterministic = self.backend.capabilities.deterministic
-        self.backend.converge(plan.state)
+        try:
+            self.backend.converge(plan.state)
+        except UnsupportedPolicy as err:
+            # Refused before anything changed: the network keeps its last state, and
+            # no cell of this step is observed under the policies it declares.
+            observed = _unsupported(plan.expected, str(err))
+            return StepResult(plan, compare(plan.expected, observed), time.monotonic() - started, unsupported_policy=str(err))
         settle = None if deterministic else self._flips(plan)
         self.progress(f"{_label(plan)}: probing {plan.probes} cell(s)")
         observed = self.engine.observe(plan.expected, settle, self.progress)
@@ -285,6 +301,17 @@ class Pipeline:
 def _where(mask: Mask, codes: Codes | int) -> Codes:
     """``codes`` where ``mask`` holds, not probed elsewhere."""
     return np.where(mask, codes, np.int8(NOT_PROBED)).astype(np.int8)
+
+
+def _unsupported(expected: ReachabilityMatrix, reason: str) -> ReachabilityMatrix:
+    """Every cell of ``expected`` observed as unsupported, the first ones with ``reason``."""
+    codes = {p: np.where(expected.codes(p) != NOT_PROBED, np.int8(UNSUPPORTED_CODE), np.int8(NOT_PROBED)) for p in expected.ports}
+    notes: dict[Cell, Observation] = {}
+    for cell in expected.cellset:
+        if len(notes) >= _NOTED_CELLS:
+            break
+        notes[cell] = Observation(Outcome.UNSUPPORTED, reason)
+    return ReachabilityMatrix.from_codes(expected.axes, codes, notes)
 
 
 def _label(plan: StepPlan) -> str:

@@ -129,6 +129,8 @@ def _audit(result: ScenarioResult) -> str:
 
 
 def _notes(step: StepResult) -> list[str]:
+    if step.unsupported_policy:
+        return [step.unsupported_policy]
     comparison = step.comparison
     return [comparison.observed[c].detail for c in comparison.unsupported[:20]]
 

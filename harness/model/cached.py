@@ -29,7 +29,7 @@ def model_of(
                 and (known_addresses is addresses or known_addresses == addresses)
             ):
                 return model
-    model = ReferenceModel(state.topology, state.effective_policies, addresses, settings)
+    model = ReferenceModel(state.topology, state.effective_policies, addresses, settings, state.cluster_policy_list)
     with _lock:
         _models.insert(0, (state, addresses, settings, model))
         del _models[_RECENT:]

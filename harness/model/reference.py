@@ -22,6 +22,13 @@ Semantics (networking.k8s.io/v1):
   Calico): whether a pod always reaches itself, and whether ``ipBlock`` matches pod
   addresses as well as addresses outside the cluster.
 
+Cluster-scoped policies of the network-policy-api (ClusterNetworkPolicy, and the
+v1alpha1 AdminNetworkPolicy / BaselineAdminNetworkPolicy) add two tiers around
+NetworkPolicies, per direction (docs/cluster-policies.md): the Admin tier decides
+first (Accept or Deny is final; Pass and no match go on); then, for a pod isolated
+by NetworkPolicies in that direction, NetworkPolicies decide; for any other pod the
+Baseline tier decides (Deny blocks; Accept, Pass and no match allow).
+
 The computation is vectorised (one boolean matrix per port/protocol) so that it
 scales to clusters of thousands of pods.
 """
@@ -35,12 +42,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from harness.core.cluster_policy import Action, ClusterPeer, ClusterPolicy, PodSet, Tier
 from harness.core.errors import HarnessError
 from harness.core.matrix import ALLOWED_CODE, BLOCKED_CODE, NOT_PROBED, CellSet, ReachabilityMatrix
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
 from harness.core.selectors import LabelSelector, Operator
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Protocol, Topology
+from harness.model.tiers import ClusterTiers
 
 Mask = npt.NDArray[np.bool_]
 
@@ -105,9 +114,11 @@ class ReferenceModel:
         policies: Iterable[NetworkPolicy],
         addresses: Mapping[str, ipaddress.IPv4Address],
         settings: ImplementationSettings | None = None,
+        cluster_policies: Iterable[ClusterPolicy] = (),
     ) -> None:
         self.topology = topology
         self.policies = tuple(policies)
+        self.cluster_policies = tuple(cluster_policies)
         self.settings = settings or ImplementationSettings()
         self.pods: tuple[PodSpec, ...] = topology.pods
         self.externals: tuple[ExternalHost, ...] = topology.externals
@@ -132,6 +143,7 @@ class ReferenceModel:
         self._policy_by_ref = {p.ref: p for p in self.policies}
         self._admission_cache: dict[tuple[str, PortProtocol], Admission] = {}
         self._named_port_cache: dict[tuple[str, Protocol], npt.NDArray[np.int64]] = {}
+        self.tiers = ClusterTiers(self, self.cluster_policies)
 
     @property
     def destinations(self) -> tuple[PodSpec | ExternalHost, ...]:
@@ -153,6 +165,21 @@ class ReferenceModel:
     def _selected_by(self, policy: NetworkPolicy) -> Mask:
         in_ns = self._pods_in_namespaces(self._namespace_mask(policy.namespace))
         return in_ns & self._pod_labels.select(policy.pod_selector)
+
+    def pod_set(self, selection: PodSet) -> Mask:
+        """Pods that a cluster policy's subject or namespaces/pods peer selects."""
+        pods = self._pods_in_namespaces(self._ns_labels.select(selection.namespace_selector))
+        if selection.pod_selector is not None:
+            pods = pods & self._pod_labels.select(selection.pod_selector)
+        return pods
+
+    def network_peer(self, peer: ClusterPeer) -> tuple[Mask, Mask]:
+        """(pods, externals) in a networks peer: unlike ipBlock, the network-policy-api
+        checks cluster-internal traffic against networks too, whatever
+        ``ipblock_matches_pods`` says."""
+        pods = np.array([any(self.addresses[p.id] in n for n in peer.networks) for p in self.pods], dtype=bool)
+        ext = np.array([any(self.addresses[e.id] in n for n in peer.networks) for e in self.externals], dtype=bool)
+        return pods, ext
 
     def _isolated(self, direction: PolicyType) -> Mask:
         mask = np.zeros(len(self.pods), bool)
@@ -271,7 +298,8 @@ class ReferenceModel:
     def sides(self, key: PortProtocol) -> tuple[Mask, Mask]:
         """``(ingress, egress)``: ``ingress[d, s]``, pod ``d`` accepts pod ``s``;
         ``egress[s, d]``, pod ``s`` may send to destination ``d`` (pods, then
-        external hosts). Non-isolated pods accept / send everything."""
+        external hosts). Without cluster policies, non-isolated pods accept / send
+        everything; with them, each direction goes through the tiers."""
         cached = self._side_cache.get(key)
         if cached is not None:
             return cached
@@ -283,10 +311,24 @@ class ReferenceModel:
                 ingress[targets] |= sources
             for senders, destinations in admission.egress:
                 egress[senders] |= destinations
-        ingress[~self.ingress_isolated] = True
-        egress[~self.egress_isolated] = True
+        if self.tiers.empty:
+            ingress[~self.ingress_isolated] = True
+            egress[~self.egress_isolated] = True
+        else:
+            ingress = self._with_tiers(PolicyType.INGRESS, key, ingress, self.ingress_isolated)
+            egress = self._with_tiers(PolicyType.EGRESS, key, egress, self.egress_isolated)
         self._side_cache[key] = (ingress, egress)
         return ingress, egress
+
+    def _with_tiers(self, direction: PolicyType, key: PortProtocol, networkpolicy: Mask, isolated: Mask) -> Mask:
+        """One direction's side through the three tiers: Admin Accept/Deny first;
+        then NetworkPolicies for isolated pods, the Baseline tier (only its Deny
+        blocks) for the others."""
+        admin_accept, admin_deny = self.tiers.decide(Tier.ADMIN, direction, key)
+        _, baseline_deny = self.tiers.decide(Tier.BASELINE, direction, key)
+        below_admin = np.where(isolated[:, None], networkpolicy, ~baseline_deny)
+        result: Mask = admin_accept | (~admin_deny & below_admin)
+        return result
 
     def allowed_matrix(self, key: PortProtocol) -> Mask:
         """``m[s, d]``: pod ``s`` may reach destination ``d`` (pods, then externals):
@@ -329,18 +371,31 @@ class ReferenceModel:
         other end (a destination for egress, a pod for ingress)."""
         pod = self.pods[subject]
         word = "egress" if direction is PolicyType.EGRESS else "ingress"
+        passed = ""
+        if not self.tiers.empty:
+            admin = self.tiers.decision(Tier.ADMIN, direction, subject, peer, key)
+            if admin is not None and admin.action is Action.DENY:
+                return f"{word} of {pod.id} denied by {admin.describe()}"
+            if admin is not None and admin.action is Action.ACCEPT:
+                return f"{word} of {pod.id} admitted by {admin.describe()}"
+            passed = f" (passed on by {admin.describe()})" if admin is not None else ""
         isolating = [p for p in self.policies if direction in p.policy_types and self._selected[p.ref][subject]]
         if not isolating:
-            return f"{word} of {pod.id} not isolated"
+            baseline = self.tiers.decision(Tier.BASELINE, direction, subject, peer, key) if not self.tiers.empty else None
+            if baseline is not None and baseline.action is Action.DENY:
+                return f"{word} of {pod.id} denied by {baseline.describe()}{passed}"
+            if baseline is not None and baseline.action is Action.ACCEPT:
+                return f"{word} of {pod.id} admitted by {baseline.describe()}{passed}"
+            return f"{word} of {pod.id} not isolated{passed}"
         other = self.destinations[peer] if direction is PolicyType.EGRESS else self.pods[peer]
         for policy in isolating:
             rules = policy.egress if direction is PolicyType.EGRESS else policy.ingress
             for number, rule in enumerate(rules):
                 match = self._rule_match(policy, rule, direction, pod, other, peer, key)
                 if match is not None:
-                    return f"{word} of {pod.id} admitted by {policy.ref} {word}[{number}]{match}"
+                    return f"{word} of {pod.id} admitted by {policy.ref} {word}[{number}]{match}{passed}"
         # The words of the emulated backend's packet-level explanation (docs/emulated-backend.md).
-        return f"{word} of {pod.id} isolated by {', '.join(p.ref for p in isolating)}, no rule allows it"
+        return f"{word} of {pod.id} isolated by {', '.join(p.ref for p in isolating)}{passed}, no rule allows it"
 
     def _rule_match(
         self,

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from harness.core.calico.policy import STAGED_KINDS, is_staged, parse_staged_policy
+from harness.core.cluster_policy import ClusterPolicy, ClusterPolicyKind, is_cluster_policy, parse_cluster_policy
 from harness.core.errors import HarnessError, PolicyError, ScenarioError
 from harness.core.matrix import Cell
 from harness.core.policy import NetworkPolicy, parse_policy
@@ -260,13 +261,16 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
 
 
 #: The kinds a scenario applies, and how each is read.
-POLICY_KINDS = ("NetworkPolicy", *sorted(STAGED_KINDS))
+POLICY_KINDS = ("NetworkPolicy", *(kind.value for kind in ClusterPolicyKind), *sorted(STAGED_KINDS))
 
 
-def _manifest(doc: object, source: str, namespace: str | None) -> Manifest:
-    """One policy manifest of any kind a scenario applies."""
+def parse_manifest(doc: object, source: str, namespace: str | None = None) -> Manifest:
+    """One policy manifest of any kind a scenario applies (``namespace``, like
+    ``kubectl apply -n``, is for the namespaced kinds)."""
     if isinstance(doc, Mapping) and is_staged(doc):
         return parse_staged_policy(doc, source, namespace)
+    if is_cluster_policy(doc):
+        return parse_cluster_policy(doc, source)
     if isinstance(doc, Mapping) and doc.get("kind") not in (None, "NetworkPolicy"):
         kind = doc.get("kind")
         raise ScenarioError(
@@ -284,7 +288,7 @@ def _policies(r: _Reader, raw: object, path: str, scenario: Path) -> tuple[Manif
         where = f"{path}[{i}]"
         if isinstance(item, Mapping) and ("apiVersion" in item or "kind" in item):
             try:
-                policies.append(_manifest(item, r.source, None))
+                policies.append(parse_manifest(item, r.source, None))
             except PolicyError as err:
                 raise PolicyError(r.source, err.policy, _join(where, err.field), err.detail, err.expected, err.kind) from None
             except ScenarioError as err:
@@ -310,7 +314,7 @@ def _policies(r: _Reader, raw: object, path: str, scenario: Path) -> tuple[Manif
         try:
             docs = [d for d in load_all(r.files.read_text(file), shown) if d is not None]
             for j, doc in enumerate(docs):
-                policies.append(_manifest(doc, f"{shown} (document {j + 1})" if len(docs) > 1 else shown, namespace))
+                policies.append(parse_manifest(doc, f"{shown} (document {j + 1})" if len(docs) > 1 else shown, namespace))
         except ScenarioError as err:
             # Named by its file and field there, and by where the scenario refers to it.
             raise err.referenced_at(f"{where} of {r.source}") from None
@@ -325,7 +329,9 @@ def _policies(r: _Reader, raw: object, path: str, scenario: Path) -> tuple[Manif
 
 
 def _describe(policy: Manifest) -> str:
-    return f"NetworkPolicy {policy.ref}" if isinstance(policy, NetworkPolicy) else str(policy)
+    if isinstance(policy, NetworkPolicy):
+        return f"NetworkPolicy {policy.ref}"
+    return policy.ref if isinstance(policy, ClusterPolicy) else str(policy)
 
 
 def _port_pattern(r: _Reader, raw: object, path: str) -> PortPattern:
@@ -616,7 +622,11 @@ def _step_changes(r: _Reader, s: Mapping[Any, Any], sp: str, apply_path: str, sc
     delete = _refs(r, s.get("delete", []), _join(sp, "delete"), state.refs, "policy")
     apply = _policies(r, s.get("apply", []), apply_path, scenario)
     known_ns = {ns.name for ns in topology.namespaces}
+    versions = {p.api_version: p.ref for p in state.cluster_policy_list}
     for policy in apply:
+        if isinstance(policy, ClusterPolicy):
+            _check_api_versions(policy, versions)
+            continue
         if policy.namespace is not None and policy.namespace not in known_ns:
             kind = "NetworkPolicy" if isinstance(policy, NetworkPolicy) else policy.kind.value
             raise PolicyError(
@@ -627,7 +637,7 @@ def _step_changes(r: _Reader, s: Mapping[Any, Any], sp: str, apply_path: str, sc
                 "one of " + ", ".join(sorted(known_ns)),
                 kind,
             )
-    staged_now = [object_ref(p) for p in apply if not isinstance(p, NetworkPolicy)]
+    staged_now = [object_ref(p) for p in apply if not isinstance(p, NetworkPolicy | ClusterPolicy)]
     staged_after = [*(k for k in state.staged if k not in delete), *staged_now]
     promote = _refs(r, s.get("promote", []), _join(sp, "promote"), staged_after, "staged policy")
     label_ns: dict[str, Mapping[str, str | None]] = {}
@@ -646,6 +656,20 @@ def _step_changes(r: _Reader, s: Mapping[Any, Any], sp: str, apply_path: str, sc
             raise r.fail(lp, f"pod {pod_id!r} is not declared", "namespace/pod of a declared pod")
         label_pods[pod_id] = r.label_changes(changes, lp)
     return StepChanges(apply, delete, label_ns, label_pods, promote)
+
+
+def _check_api_versions(policy: ClusterPolicy, versions: dict[str, str]) -> None:
+    """One scenario uses one API version of the cluster-scoped kinds: no CNI enforces
+    both (Calico 3.29-3.31 enforce v1alpha1, 3.32 and later v1alpha2)."""
+    versions.setdefault(policy.api_version, policy.ref)
+    if len(versions) > 1:
+        others = ", ".join(f"{ref} ({version})" for version, ref in versions.items() if version != policy.api_version)
+        raise ScenarioError(
+            policy.source,
+            "apiVersion",
+            f"{policy.ref} is {policy.api_version}, but the scenario also applies {others}",
+            "either ClusterNetworkPolicy (v1alpha2) or AdminNetworkPolicy/BaselineAdminNetworkPolicy (v1alpha1) in one scenario",
+        )
 
 
 def parse_scenario(doc: object, path: Path, files: FileSource | None = None) -> Scenario:

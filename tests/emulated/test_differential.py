@@ -7,9 +7,15 @@ of the API: pod and namespace selectors alone, together and as separate peers,
 matchExpressions, numbered, named and ranged ports, protocol-only ports, ipBlocks
 with exceptions (pod addresses and external hosts alike), both directions and
 every form of policyTypes, under both values of each implementation-defined
-setting. Every cell (each pod to each endpoint on each port it serves, itself
-included) is probed for real and must be what the model computes with the
-addresses the backend assigned.
+setting. Most cases add cluster-scoped policies on top (a second seeded stream,
+so the NetworkPolicies of each case stay what they were): ClusterNetworkPolicies
+of both tiers, or AdminNetworkPolicies with a BaselineAdminNetworkPolicy, with
+Accept/Allow, Deny and Pass rules in several priorities (ties included),
+namespaces, pods and networks peers (pod addresses, external hosts, IPv6), and
+numbered, ranged and named ports. Every cell (each pod to each endpoint on each
+port it serves, itself included) is probed for real and must be what the model
+computes with the addresses the backend assigned; the two implementations share
+only the parsed policy objects.
 
 ``NETPOL_DIFFERENTIAL_CASES`` and ``NETPOL_DIFFERENTIAL_SEED`` run more or other
 cases, e.g. ``NETPOL_DIFFERENTIAL_CASES=300 pytest tests/emulated/test_differential.py``.
@@ -20,7 +26,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +36,7 @@ import yaml
 from harness.backends.base import Deployment, Options
 from harness.backends.emulated import missing_requirements
 from harness.core.addressing import plan_addresses
+from harness.core.cluster_policy import ClusterPolicy, parse_cluster_policy
 from harness.core.matrix import Observation, Outcome
 from harness.core.policy import NetworkPolicy, parse_policy
 from harness.core.settings import ImplementationSettings, SelfTraffic
@@ -52,7 +58,7 @@ pytestmark = [
     pytest.mark.skipif(bool(NEEDS), reason="the emulated backend needs: " + "; ".join(NEEDS)),
 ]
 
-CASES = int(os.environ.get("NETPOL_DIFFERENTIAL_CASES", "16"))
+CASES = int(os.environ.get("NETPOL_DIFFERENTIAL_CASES", "20"))
 SEED = int(os.environ.get("NETPOL_DIFFERENTIAL_SEED", "20240611"))
 #: Seconds one probe may take, and the longer timeout that re-checks a cell that
 #: disagrees (a busy machine can make an allowed probe late, never a blocked one
@@ -92,6 +98,26 @@ NAMESPACE_KEYS = ["team", "env", NAMESPACE_NAME_LABEL]
 # -- the generator -----------------------------------------------------------------
 
 
+def random_selector(rng: random.Random, keys: Sequence[str]) -> dict[str, Any]:
+    """A label selector over ``keys``: empty, matchLabels, matchExpressions or both."""
+    form = rng.choice(["empty", "labels", "labels", "expressions", "both"])
+    selector: dict[str, Any] = {}
+    if form in ("labels", "both"):
+        chosen = rng.sample(keys, rng.choice([1, 1, 2]))
+        selector["matchLabels"] = {key: rng.choice(LABEL_VALUES[key]) for key in chosen}
+    if form in ("expressions", "both"):
+        expressions = []
+        for _ in range(rng.randint(1, 2)):
+            key = rng.choice(keys)
+            operator = rng.choice(["In", "NotIn", "Exists", "DoesNotExist"])
+            expression: dict[str, Any] = {"key": key, "operator": operator}
+            if operator in ("In", "NotIn"):
+                expression["values"] = rng.sample(LABEL_VALUES[key], rng.randint(1, len(LABEL_VALUES[key])))
+            expressions.append(expression)
+        selector["matchExpressions"] = expressions
+    return selector
+
+
 class PolicyGenerator:
     """Random, valid NetworkPolicy manifests over :data:`TOPOLOGY`."""
 
@@ -101,23 +127,7 @@ class PolicyGenerator:
         self.interesting = sorted(set(addresses.values()))
 
     def selector(self, keys: Sequence[str]) -> dict[str, Any]:
-        rng = self.rng
-        form = rng.choice(["empty", "labels", "labels", "expressions", "both"])
-        selector: dict[str, Any] = {}
-        if form in ("labels", "both"):
-            chosen = rng.sample(keys, rng.choice([1, 1, 2]))
-            selector["matchLabels"] = {key: rng.choice(LABEL_VALUES[key]) for key in chosen}
-        if form in ("expressions", "both"):
-            expressions = []
-            for _ in range(rng.randint(1, 2)):
-                key = rng.choice(keys)
-                operator = rng.choice(["In", "NotIn", "Exists", "DoesNotExist"])
-                expression: dict[str, Any] = {"key": key, "operator": operator}
-                if operator in ("In", "NotIn"):
-                    expression["values"] = rng.sample(LABEL_VALUES[key], rng.randint(1, len(LABEL_VALUES[key])))
-                expressions.append(expression)
-            selector["matchExpressions"] = expressions
-        return selector
+        return random_selector(self.rng, keys)
 
     def ip_block(self) -> dict[str, Any]:
         rng = self.rng
@@ -227,6 +237,117 @@ class PolicyGenerator:
         return ImplementationSettings(self_traffic, ipblock_matches_pods=rng.random() < 0.7)
 
 
+class ClusterPolicyGenerator:
+    """Random, valid cluster-scoped policy manifests over :data:`TOPOLOGY`: one API
+    version per case, as on a real cluster."""
+
+    def __init__(self, rng: random.Random, addresses: dict[str, ipaddress.IPv4Address]) -> None:
+        self.rng = rng
+        self.interesting = sorted(set(addresses.values()))
+        self.v1alpha1 = False  # the API version of the case being generated
+
+    def selection(self) -> dict[str, Any]:
+        """A subject, or a namespaces/pods peer."""
+        rng = self.rng
+        if rng.random() < 0.5:
+            return {"namespaces": random_selector(rng, NAMESPACE_KEYS)}
+        pods: dict[str, Any] = {"podSelector": random_selector(rng, POD_KEYS)}
+        # v1alpha1 requires namespaceSelector; v1alpha2 defaults it to every namespace.
+        if self.v1alpha1 or rng.random() < 0.7:
+            pods["namespaceSelector"] = random_selector(rng, NAMESPACE_KEYS)
+        return {"pods": pods}
+
+    def networks(self) -> list[str]:
+        rng = self.rng
+        chosen = set()
+        for _ in range(rng.randint(1, 2)):
+            if rng.random() < 0.1:
+                chosen.add(rng.choice(["::/0", "fd00::/64"]))  # matches nothing on an IPv4 network
+                continue
+            anchor = rng.choice(self.interesting)
+            prefix = rng.choice([0, 8, 16, 24, 24, 31, 32])
+            network = ipaddress.IPv4Network(f"{anchor}/{prefix}", strict=False)
+            # Host bits are accepted (netip.ParsePrefix keeps them) and ignored.
+            chosen.add(f"{anchor}/{prefix}" if rng.random() < 0.2 else str(network))
+        return sorted(chosen)
+
+    def ports(self, v1alpha1: bool) -> list[dict[str, Any]]:
+        rng = self.rng
+        entries: list[dict[str, Any]] = []
+        for _ in range(rng.randint(1, 2)):
+            protocol = rng.choice(["TCP", "TCP", "UDP", "SCTP"])
+            form = rng.choice(["number", "number", "range", "named"])
+            if form == "named":
+                name = rng.choice(["http", "dns", "nowhere"])
+                entries.append({"namedPort": name} if v1alpha1 else {"destinationNamedPort": name})
+            elif form == "range":
+                start = rng.choice([70, 80, 81])
+                end = start + rng.choice([1, 10])
+                if v1alpha1:
+                    entries.append({"portRange": {"protocol": protocol, "start": start, "end": end}})
+                else:
+                    entries.append({protocol.lower(): {"destinationPort": {"range": {"start": start, "end": end}}}})
+            else:
+                number = rng.choice([80, 81, 443])
+                if v1alpha1:
+                    entries.append({"portNumber": {"protocol": protocol, "port": number}})
+                else:
+                    entries.append({protocol.lower(): {"destinationPort": {"number": number}}})
+        return entries
+
+    def rules(self, peer_key: str, actions: Sequence[str], v1alpha1: bool) -> list[dict[str, Any]]:
+        rng = self.rng
+        rules = []
+        for number in range(rng.choice([0, 1, 1, 2, 2, 3])):
+            rule: dict[str, Any] = {"action": rng.choice(actions)}
+            if rng.random() < 0.3:
+                rule["name"] = f"rule-{number}"
+            peers = []
+            for _ in range(rng.randint(1, 2)):
+                use_networks = peer_key == "to" and rng.random() < 0.35
+                peers.append({"networks": self.networks()} if use_networks else self.selection())
+            rule[peer_key] = peers
+            if rng.random() < 0.5:
+                ports = self.ports(v1alpha1)
+                has_networks = any("networks" in peer for peer in peers)
+                if has_networks:
+                    # The CEL rule: no named ports with a networks peer.
+                    ports = [p for p in ports if "namedPort" not in p and "destinationNamedPort" not in p]
+                if ports:
+                    rule["ports" if v1alpha1 else "protocols"] = ports
+            rules.append(rule)
+        return rules
+
+    def policies(self) -> list[dict[str, Any]]:
+        rng = self.rng
+        v1alpha1 = self.v1alpha1 = rng.random() < 0.3
+        manifests = []
+        for i in range(rng.randint(1, 3)):
+            if v1alpha1:
+                baseline = i == 0 and rng.random() < 0.5
+                kind = "BaselineAdminNetworkPolicy" if baseline else "AdminNetworkPolicy"
+                actions = ["Allow", "Deny"] if baseline else ["Allow", "Deny", "Pass"]
+                spec: dict[str, Any] = {} if baseline else {"priority": rng.choice([1, 5, 5, 10])}
+                name = "default" if baseline else f"anp{i}"
+            else:
+                kind = "ClusterNetworkPolicy"
+                actions = ["Accept", "Deny", "Pass"]
+                spec = {"tier": rng.choice(["Admin", "Baseline"]), "priority": rng.choice([1, 5, 5, 10])}
+                name = f"cnp{i}"
+            spec["subject"] = self.selection()
+            ingress = self.rules("from", actions, v1alpha1)
+            egress = self.rules("to", actions, v1alpha1)
+            if ingress:
+                spec["ingress"] = ingress
+            if egress:
+                spec["egress"] = egress
+            version = "v1alpha1" if v1alpha1 else "v1alpha2"
+            manifests.append(
+                {"apiVersion": f"policy.networking.k8s.io/{version}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+            )
+        return manifests
+
+
 @dataclass(frozen=True)
 class Relabel:
     """Replace the labels of a pod (``x/a``) or a namespace (``x``)."""
@@ -253,6 +374,7 @@ class Case:
     manifests: tuple[dict[str, Any], ...]
     settings: ImplementationSettings
     relabels: tuple[Relabel, ...] = ()
+    cluster_manifests: tuple[dict[str, Any], ...] = ()
 
     @property
     def topology(self) -> Topology:
@@ -266,6 +388,10 @@ class Case:
     def policies(self) -> list[NetworkPolicy]:
         return [parse_policy(m, source=f"case {self.number}") for m in self.manifests]
 
+    @property
+    def cluster_policies(self) -> list[ClusterPolicy]:
+        return [parse_cluster_policy(m, source=f"case {self.number}") for m in self.cluster_manifests]
+
     def yaml(self) -> str:
         header = (
             f"# case {self.number} (seed {SEED}): self_traffic {self.settings.self_traffic.value}, "
@@ -273,16 +399,21 @@ class Case:
         )
         for relabel in self.relabels:
             header += f"# then the labels of {relabel.kind} {relabel.target} become {relabel.labels}\n"
-        return header + yaml.safe_dump_all(self.manifests, sort_keys=False)
+        return header + yaml.safe_dump_all([*self.manifests, *self.cluster_manifests], sort_keys=False)
 
 
 def generate_cases(count: int, seed: int) -> list[Case]:
     rng = random.Random(seed)
     generator = PolicyGenerator(rng, plan_addresses(TOPOLOGY))
+    # A stream of its own, so that adding cluster policies left each case's
+    # NetworkPolicies as they were.
+    cluster_rng = random.Random(seed + 1)
+    cluster_generator = ClusterPolicyGenerator(cluster_rng, plan_addresses(TOPOLOGY))
     cases = []
     for number in range(count):
         manifests = tuple(generator.policy(f"p{i}") for i in range(rng.randint(1, 4)))
-        cases.append(Case(number, manifests, generator.settings(), generator.relabels()))
+        cluster = tuple(cluster_generator.policies()) if cluster_rng.random() < 0.7 else ()
+        cases.append(Case(number, manifests, generator.settings(), generator.relabels(), cluster))
     return cases
 
 
@@ -322,20 +453,11 @@ def disagreements(
     return wrong
 
 
-def model_isolating(because: str, side: str) -> set[str]:
-    """The policies the model's explanation says isolate ``side`` ("ingress of x/b")
-    and deny the cell; empty when it does not say that side denies it."""
-    marker = f"{side} isolated by "
-    if marker not in because:
-        return set()
-    listed = re.split(r";|, no rule", because.split(marker, 1)[1], maxsplit=1)[0]
-    return {ref.strip() for ref in listed.split(",")}
-
-
 def unexplained(backend: StepDriver, model: ReferenceModel, probes: Sequence[Probe]) -> dict[Probe, tuple[Outcome, Observation]]:
     """Blocked cells of the last round whose drop the kernel did not report, or
-    whose dropping chain is not one the model says denies the cell (for the same
-    isolating policies): the why must agree with the model too."""
+    whose dropping chain does not say what the model says of that side (the same
+    isolating policies, or the same cluster policy rule, and the same Pass that
+    handed it on): the why must agree with the model too."""
     wrong = {}
     for probe in probes:
         trace = backend.traces.get(probe.cell)
@@ -343,7 +465,7 @@ def unexplained(backend: StepDriver, model: ReferenceModel, probes: Sequence[Pro
             continue
         drop = trace.drop if trace is not None else None
         because = model.explain(probe.source.id, probe.destination.id, probe.port)
-        if drop is None or set(drop.policies) != model_isolating(because, f"{drop.direction.value.lower()} of {drop.pod}"):
+        if drop is None or drop.text() not in because.split("; "):
             detail = f"dropped by {drop.text() if drop else 'nothing reported'}; the model: {because}"
             wrong[probe] = (Outcome.BLOCKED, Observation(Outcome.BLOCKED, detail))
     return wrong
@@ -374,8 +496,33 @@ def test_the_generator_covers_the_api() -> None:
         "ipblock_matches_pods false",
         "then the labels of pod",
         "then the labels of namespace",
+        # cluster-scoped policies
+        "kind: ClusterNetworkPolicy",
+        "kind: AdminNetworkPolicy",
+        "kind: BaselineAdminNetworkPolicy",
+        "tier: Admin",
+        "tier: Baseline",
+        "action: Accept",
+        "action: Allow",
+        "action: Deny",
+        "action: Pass",
+        "networks:",
+        "destinationNamedPort:",
+        "namedPort:",
+        "range:",
+        "portRange:",
+        "portNumber:",
+        "namespaces:",
+        "pods:",
     ):
         assert feature in text, feature
+    cluster_cases = [case for case in generate_cases(CASES, SEED) if case.cluster_manifests]
+    assert len(cluster_cases) >= CASES // 2
+    # Equal priorities in one tier (the harness orders them by name).
+    assert any(
+        len({(m["spec"].get("tier"), m["spec"].get("priority")) for m in case.cluster_manifests}) < len(case.cluster_manifests)
+        for case in cluster_cases
+    )
     # Peers with both selectors, and with each alone, and an external host inside an ipBlock.
     peers = [
         peer
@@ -404,11 +551,12 @@ def test_emulated_backend_agrees_with_the_model(deployed: tuple[StepDriver, Depl
     backend.reset()
     backend.use_settings(case.settings)
     policies = case.policies
-    backend.apply_policies(policies)
+    cluster_policies = case.cluster_policies
+    backend.apply_policies([*policies, *cluster_policies])
     for relabel in case.relabels:
         relabel.apply(backend)
     assert backend.topology == case.topology
-    model = ReferenceModel(case.topology, policies, deployment.addresses, case.settings)
+    model = ReferenceModel(case.topology, policies, deployment.addresses, case.settings, cluster_policies)
     wrong = disagreements(backend, model, all_probes(), TIMEOUT)
     if wrong:
         # Re-check with a longer timeout: a late answer on a busy machine is not a

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from harness.backends.base import Backend, Capabilities, Deployment
-from harness.core.errors import BackendError, BackendUnavailable, HarnessError
+from harness.core.errors import BackendError, BackendUnavailable, HarnessError, UnsupportedPolicy
 from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import NetworkPolicy
 from harness.core.progress import Progress
@@ -299,6 +299,7 @@ class ClusterBackend(Backend):
             raise BackendError("nothing is deployed on the cluster: call deploy(topology) first")
         if state.topology.shape() != self._topology.shape():
             raise BackendError("the cluster has another topology deployed: call deploy() with this one first")
+        self._refuse_unapplied_kinds(state)
         before = self._converged
         for ref in before.policies:
             if ref not in state.policies:
@@ -314,6 +315,20 @@ class ClusterBackend(Backend):
             if dict(before.topology.pod(pod.id).labels) != dict(pod.labels):
                 self.kube.set_pod_labels(self.names.real(pod.namespace), pod.name, pod.labels)
         self._converged = state
+
+    def _refuse_unapplied_kinds(self, state: DesiredState) -> None:
+        """Kinds this backend does not apply yet are refused before anything
+        changes: skipping them would observe the cluster without the policy and
+        report that as the scenario's result."""
+        for policy in state.cluster_policy_list:
+            why = "cluster-scoped policies of the network-policy-api are not applied by this backend yet"
+            raise UnsupportedPolicy(self.name, policy.source or "<inline>", policy.ref, "kind", why)
+        for ref, calico in state.calico.items():
+            why = "Calico policies (projectcalico.org/v3) are not applied by this backend yet"
+            raise UnsupportedPolicy(self.name, calico.source or "<inline>", ref, "kind", why)
+        for ref, staged in state.staged.items():
+            why = "staged Calico policies are not applied by this backend yet"
+            raise UnsupportedPolicy(self.name, staged.source or "<inline>", ref, "kind", why)
 
     def _apply_policy(self, policy: NetworkPolicy) -> None:
         manifest = self.names.translate_policy(policy.manifest)

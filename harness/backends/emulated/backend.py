@@ -21,6 +21,7 @@ from harness.backends.emulated.runner import max_workers
 from harness.backends.emulated.servers import EndpointServers
 from harness.backends.emulated.system import run
 from harness.backends.emulated.why import PolicyTrace
+from harness.core.cluster_policy import check_supported
 from harness.core.errors import BackendError
 from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
 from harness.core.settings import ImplementationSettings, SelfTraffic
@@ -189,6 +190,7 @@ class EmulatedBackend(Backend):
         unknown = [p.ref for p in state.policy_list if p.namespace not in known]
         if unknown:
             raise BackendError(f"NetworkPolicy {', '.join(unknown)}: namespace not part of the deployed topology")
+        check_supported(state.cluster_policy_list, self.name)
         self._state = state
         if self._rendered == (state, self.settings):
             return
@@ -198,6 +200,7 @@ class EmulatedBackend(Backend):
             addresses=network.addresses,
             interfaces=network.interfaces,
             policies=state.effective_policies,
+            cluster_policies=state.cluster_policy_list,
             ipblock_matches_pods=self.settings.ipblock_matches_pods,
         )
         self.ruleset = self._dataplane.load(data, self_policy=self.settings.self_traffic is SelfTraffic.POLICY)

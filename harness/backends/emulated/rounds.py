@@ -124,6 +124,8 @@ class _Attempt:
     request: int
     started: float
     admits: dict[PolicyType, str] = field(default_factory=dict)
+    #: Admin-tier Pass rules the packet met, by direction.
+    passes: dict[PolicyType, str] = field(default_factory=dict)
     drop: ChainMeaning | None = None
     result: tuple[Outcome, str, float] | None = None
 
@@ -271,6 +273,7 @@ class ProbeRound:
             return
         drop = self.setup.index.drops.get(packet.prefix)
         admit: RuleMeaning | None = None if drop is not None else self.setup.index.admits.get(packet.prefix)
+        passed: RuleMeaning | None = self.setup.index.passes.get(packet.prefix)
         unreachable = packet.prefix == self.setup.index.unreachable
         for run in attempts:
             if run.result is not None:
@@ -280,6 +283,8 @@ class ProbeRound:
                 self._end_job_of(run.request)
             elif admit is not None:
                 run.admits.setdefault(admit.direction, admit.rule)
+            elif passed is not None:
+                run.passes.setdefault(passed.direction, passed.rule)
             elif drop is not None:
                 run.drop = drop
                 self._resolve(run, Outcome.BLOCKED, "", time.monotonic() - run.started)
@@ -420,13 +425,17 @@ class ProbeRound:
             sides.append((PolicyType.INGRESS, request.destination))
         for direction, pod in sides:
             policies = index.isolating(pod, direction)
-            if not policies:
-                verdicts.append(ChainVerdict(direction, pod, ChainAction.NOT_ISOLATED))
-            elif run.drop is not None and run.drop.direction is direction and run.drop.pod == pod:
-                verdicts.append(ChainVerdict(direction, pod, ChainAction.DROPPED, policies))
+            passed = run.passes.get(direction, "")
+            drop = run.drop
+            if drop is not None and drop.direction is direction and drop.pod in ("", pod):
+                # A cluster policy's Deny names no pod: it is this direction's pod.
+                verdicts.append(ChainVerdict(direction, pod, ChainAction.DROPPED, drop.policies, drop.rule, passed))
                 break  # the packet met no chain after this one
+            admitted = run.admits.get(direction, "")
+            if policies or admitted:
+                verdicts.append(ChainVerdict(direction, pod, ChainAction.ADMITTED, policies, admitted, passed))
             else:
-                verdicts.append(ChainVerdict(direction, pod, ChainAction.ADMITTED, policies, run.admits.get(direction, "")))
+                verdicts.append(ChainVerdict(direction, pod, ChainAction.NOT_ISOLATED, passed=passed))
         return PolicyTrace(tuple(verdicts))
 
 

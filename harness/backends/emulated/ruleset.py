@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from harness.backends.emulated.names import SINK
+from harness.backends.emulated.tiers import NEXT_SUFFIX, TierCompiler, TierRule
+from harness.core.cluster_policy import Action, ClusterPolicy, Tier
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyType, Rule
 from harness.core.selectors import LabelSelector
 from harness.core.topology import PodSpec, Protocol, Topology
@@ -77,18 +79,24 @@ class RulesetInput:
     interfaces: Mapping[str, str]  # endpoint id → node-side veth
     policies: Sequence[NetworkPolicy]
     ipblock_matches_pods: bool = True
+    #: The cluster-scoped policies in force: the Admin and Baseline tiers (tiers.py).
+    cluster_policies: Sequence[ClusterPolicy] = ()
     #: Counts the rulesets of a deployment: part of every log prefix.
     generation: int = 0
 
 
 @dataclass(frozen=True)
 class ChainMeaning:
-    """What a drop logged by a pod chain means: ``pod`` is isolated in
-    ``direction`` by ``policies`` and no rule of theirs allows the packet."""
+    """What a logged drop means: ``pod`` is isolated in ``direction`` by
+    ``policies`` and no rule of theirs allows the packet; or, with ``rule``, a
+    cluster policy's Deny rule (``ClusterNetworkPolicy/x egress[0] (Deny, Admin
+    tier, priority 10)``) dropped it in ``direction`` (for whichever pod's side
+    that is: ``pod`` is empty)."""
 
     direction: PolicyType
     pod: str
     policies: tuple[str, ...]
+    rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,13 @@ class LogIndex:
     unreachable: str = ""
     drops: Mapping[str, ChainMeaning] = field(default_factory=dict, hash=False)
     admits: Mapping[str, RuleMeaning] = field(default_factory=dict, hash=False)
+    #: Admin-tier Pass rules that handed a packet on to the next tier.
+    passes: Mapping[str, RuleMeaning] = field(default_factory=dict, hash=False)
     #: (pod id, direction) → the policies isolating that pod in that direction
     isolation: Mapping[tuple[str, PolicyType], tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        for name in ("drops", "admits", "isolation"):
+        for name in ("drops", "admits", "passes", "isolation"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def isolating(self, pod_id: str, direction: PolicyType) -> tuple[str, ...]:
@@ -215,6 +225,8 @@ class _PodChain:
     name: str
     body: list[str]
     admits: list[str]  # names of the admit chains its rules go to
+    #: Chains only its rules reach (by ``goto``): the tier after the Admin tier.
+    helpers: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 class _Compiler:
@@ -226,6 +238,10 @@ class _Compiler:
         self.policies = sorted(data.policies, key=lambda p: p.ref)
         self.drops: dict[str, ChainMeaning] = {}
         self.admits: dict[str, RuleMeaning] = {}
+        self.passes: dict[str, RuleMeaning] = {}
+        self.tiers = TierCompiler(data.topology, self.pods, data.addresses, data.cluster_policies)
+        #: (rule description, direction) → the log prefix of a tier rule's drop or pass
+        self._tier_prefixes: dict[tuple[str, PolicyType], str] = {}
         self.isolation: dict[tuple[str, PolicyType], tuple[str, ...]] = {}
         #: admit chain name → its definition, one per policy rule that admits anything
         self.admit_chains: dict[str, str] = {}
@@ -240,7 +256,7 @@ class _Compiler:
         name = f"{kind}-{pod.id}"
         return name if _SAFE_CHAIN.match(name) else f"{kind}-pod{index}"
 
-    def admit_chain(self, policy: NetworkPolicy, direction: PolicyType, number: int) -> str:
+    def admit_chain(self, policy: NetworkPolicy | ClusterPolicy, direction: PolicyType, number: int) -> str:
         """The chain a rule of ``policy`` goes to when it admits a packet: it logs
         the first packet of each flow (and every UDP datagram, whose flows nc
         opens one datagram at a time) under this rule's prefix, then returns."""
@@ -250,7 +266,11 @@ class _Compiler:
             number_of_chain = len(self._admit_names)
             name = f"admit-{number_of_chain}"
             prefix = self.prefix("a", number_of_chain)
-            self.admits[prefix] = RuleMeaning(direction, f"{policy.ref} {direction.value.lower()}[{number}]")
+            if isinstance(policy, ClusterPolicy):
+                meaning = policy.describe_rule(direction, number)
+            else:
+                meaning = f"{policy.ref} {direction.value.lower()}[{number}]"
+            self.admits[prefix] = RuleMeaning(direction, meaning)
             self.admit_chains[name] = _chain(
                 name,
                 [f"meta l4proto udp {_log(prefix)}", f"meta l4proto != udp ct state new {_log(prefix)}"],
@@ -259,34 +279,107 @@ class _Compiler:
         return name
 
     def pod_chains(self, pod: PodSpec, index: int) -> list[_PodChain]:
-        """The chains of each direction ``pod`` is isolated in."""
+        """The chains of each direction in which policies apply to ``pod``: the
+        NetworkPolicies isolating it, inside the cluster policy tiers selecting it."""
         cached = self._pod_chains.get(pod.id)
         if cached is not None:
             return cached
         chains = []
         for direction in (PolicyType.EGRESS, PolicyType.INGRESS):
-            selecting = [p for p in self.policies if direction in p.policy_types and selects(p, pod)]
-            if not selecting:
-                continue  # not isolated in this direction: everything passes
-            self.isolation[(pod.id, direction)] = tuple(p.ref for p in selecting)
-            body: list[str] = []
-            admits: list[str] = []
-            for policy in selecting:
-                rules = policy.ingress if direction is PolicyType.INGRESS else policy.egress
-                for number, rule in enumerate(rules):
-                    where = f"{policy.ref} {direction.value.lower()}[{number}]"
-                    matches = self.compile_rule(rule, direction, pod, policy)
-                    if not matches:
-                        continue
-                    target = self.admit_chain(policy, direction, number)
-                    admits.append(target)
-                    body += [f"{match}goto {target}" + _comment(where) for match in matches]
-            prefix = self.prefix("d", len(self.drops))
-            self.drops[prefix] = ChainMeaning(direction, pod.id, tuple(p.ref for p in selecting))
-            body.append(f"{_log(prefix)} drop" + _comment(f"{pod.id}: not allowed by any {direction.value} policy"))
-            chains.append(_PodChain(direction, self.chain_name(direction, pod, index), body, admits))
+            chain = self._tiered(pod, index, direction, self._networkpolicy_chain(pod, direction))
+            if chain is not None:
+                chains.append(chain)
         self._pod_chains[pod.id] = chains
         return chains
+
+    def _networkpolicy_chain(self, pod: PodSpec, direction: PolicyType) -> tuple[list[str], list[str]] | None:
+        """(rules, admit chains) of the NetworkPolicies isolating ``pod`` in
+        ``direction``, ending in a logged drop; None when none isolates it."""
+        selecting = [p for p in self.policies if direction in p.policy_types and selects(p, pod)]
+        if not selecting:
+            return None  # not isolated in this direction: everything passes
+        self.isolation[(pod.id, direction)] = tuple(p.ref for p in selecting)
+        body: list[str] = []
+        admits: list[str] = []
+        for policy in selecting:
+            rules = policy.ingress if direction is PolicyType.INGRESS else policy.egress
+            for number, rule in enumerate(rules):
+                where = f"{policy.ref} {direction.value.lower()}[{number}]"
+                matches = self.compile_rule(rule, direction, pod, policy)
+                if not matches:
+                    continue
+                target = self.admit_chain(policy, direction, number)
+                admits.append(target)
+                body += [f"{match}goto {target}" + _comment(where) for match in matches]
+        prefix = self.prefix("d", len(self.drops))
+        self.drops[prefix] = ChainMeaning(direction, pod.id, tuple(p.ref for p in selecting))
+        body.append(f"{_log(prefix)} drop" + _comment(f"{pod.id}: not allowed by any {direction.value} policy"))
+        return body, admits
+
+    def _tiered(
+        self, pod: PodSpec, index: int, direction: PolicyType, networkpolicy: tuple[list[str], list[str]] | None
+    ) -> _PodChain | None:
+        """The entry chain of one direction: Admin tier rules first, then (in a
+        helper chain, the target of Pass) the NetworkPolicy rules or, for a pod they
+        do not isolate, the Baseline tier's. None when no policy applies."""
+        name = self.chain_name(direction, pod, index)
+        if self.tiers.empty:
+            return None if networkpolicy is None else _PodChain(direction, name, *networkpolicy)
+        admits: list[str] = []
+        if networkpolicy is not None:
+            below, np_admits = networkpolicy
+            admits += np_admits
+        else:
+            # Baseline Pass and no match leave the packet allowed: return.
+            below = self._tier_lines(self.tiers.rules(Tier.BASELINE, direction, pod), "return", admits)
+        helper = f"{name}{NEXT_SUFFIX}"
+        onward = f"goto {helper}" if below else "return"
+        body = self._tier_lines(self.tiers.rules(Tier.ADMIN, direction, pod), onward, admits)
+        if not body:
+            return _PodChain(direction, name, below, admits) if below else None
+        if not below:
+            return _PodChain(direction, name, body, admits)
+        body.append(onward + _comment(f"{pod.id}: no Admin tier rule decided"))
+        return _PodChain(direction, name, body, admits, [(helper, below)])
+
+    def _tier_prefix(self, rule: TierRule, kind: str) -> str:
+        key = (rule.describe(), rule.direction)
+        prefix = self._tier_prefixes.get(key)
+        if prefix is None:
+            prefix = self._tier_prefixes[key] = self.prefix(kind, len(self._tier_prefixes))
+            if kind == "t":
+                self.drops[prefix] = ChainMeaning(rule.direction, "", (), rule.describe())
+            else:
+                self.passes[prefix] = RuleMeaning(rule.direction, rule.describe())
+        return prefix
+
+    def _tier_lines(self, rules: Sequence[TierRule], onward: str, admits: list[str]) -> list[str]:
+        """nft rules for ``rules`` of one tier: Accept goes to the rule's logging
+        admit chain, Deny drops with a log, Pass continues with ``onward`` (logged
+        like an admission when it leads to the next tier's chain)."""
+        lines: list[str] = []
+        for rule in rules:
+            comment = _comment(f"{rule.policy.ref} {rule.direction.value.lower()}[{rule.index}] {rule.action.value}")
+            if not rule.matches:
+                continue
+            if rule.action is Action.ACCEPT:
+                target = self.admit_chain(rule.policy, rule.direction, rule.index)
+                admits.append(target)
+                lines += [f"{match}goto {target}{comment}" for match in rule.matches]
+            elif rule.action is Action.DENY:
+                log = _log(self._tier_prefix(rule, "t"))
+                lines += [f"{match}{log} drop{comment}" for match in rule.matches]
+            elif onward == "return":
+                lines += [f"{match}return{comment}" for match in rule.matches]
+            else:
+                log = _log(self._tier_prefix(rule, "p"))
+                for match in rule.matches:
+                    lines += [
+                        f"{match}meta l4proto udp {log} {onward}{comment}",
+                        f"{match}ct state new {log} {onward}{comment}",
+                        f"{match}{onward}{comment}",
+                    ]
+        return lines
 
     def render(self) -> str:
         chains: list[str] = []
@@ -296,6 +389,7 @@ class _Compiler:
             for chain in self.pod_chains(pod, index):
                 jumps[chain.direction].append(f'"{veth}" : jump {chain.name}')
                 chains.append(_chain(chain.name, chain.body))
+                chains += [_chain(name, body) for name, body in chain.helpers]
         forward = ["type filter hook forward priority filter; policy accept;", *_RETURN_TRAFFIC]
         # Packets from a pod arrive on its veth (iifname); packets to a pod leave
         # through it (oifname).
@@ -325,12 +419,13 @@ class _Compiler:
             [
                 _chain("output", output),
                 *(_chain(chain.name, chain.body) for chain in chains),
+                *(_chain(name, body) for chain in chains for name, body in chain.helpers),
                 *(self.admit_chains[name] for name in admits),
             ],
         )
 
     def index(self) -> LogIndex:
-        return LogIndex(self.data.generation, self.prefix("u", 0), self.drops, self.admits, self.isolation)
+        return LogIndex(self.data.generation, self.prefix("u", 0), self.drops, self.admits, self.passes, self.isolation)
 
     def peer_networks(self, rule: Rule, policy: NetworkPolicy) -> list[Net4]:
         networks: list[Net4] = []

@@ -7,6 +7,11 @@ either admits it by one policy rule (named as the compiler's rule comments name
 it: ``x/allow-db ingress[0]``) or drops it, because no rule of the policies that
 isolate the pod allows it. A direction without a chain is not isolated.
 
+Cluster policies add their tiers around those chains: an Admin or Baseline rule
+may admit or deny the packet itself (``denied by ClusterNetworkPolicy/x egress[0]
+(Deny, Admin tier, priority 10)``), and an Admin Pass hands it on (``passed on
+by ...``).
+
 The words follow the reference model's explanation
 (:meth:`harness.model.ReferenceModel.explain`): "ingress of y/b isolated by y/deny,
 no rule allows it".
@@ -30,10 +35,12 @@ class ChainAction(enum.Enum):
 class ChainVerdict:
     """What one direction of one pod did with the probe's packet.
 
-    ``policies``: the policies isolating ``pod`` in ``direction`` (empty when not
-    isolated). ``rule``: the policy rule that admitted it (``x/p ingress[0]``);
-    empty when it was dropped, not isolated, or admitted by a rule whose log
-    message was not seen.
+    ``policies``: the NetworkPolicies isolating ``pod`` in ``direction`` (empty
+    when not isolated). ``rule``: the rule that admitted it (``x/p ingress[0]``,
+    or a cluster policy's rule as :meth:`ClusterPolicy.describe_rule` names it),
+    or the cluster policy's Deny rule that dropped it; empty when NetworkPolicies
+    dropped it, it was not isolated, or the admitting rule's log message was not
+    seen. ``passed``: the Admin-tier Pass rule that handed it on to the next tier.
     """
 
     direction: PolicyType
@@ -41,14 +48,20 @@ class ChainVerdict:
     action: ChainAction
     policies: tuple[str, ...] = ()
     rule: str = ""
+    passed: str = ""
 
     def text(self) -> str:
         side = f"{self.direction.value.lower()} of {self.pod}"
+        passed = f" (passed on by {self.passed})" if self.passed else ""
         if self.action is ChainAction.NOT_ISOLATED:
-            return f"{side} not isolated"
+            return f"{side} not isolated{passed}"
         if self.action is ChainAction.ADMITTED:
-            return f"{side} admitted by {self.rule}" if self.rule else f"{side} admitted (the admitting rule was not seen)"
-        return f"{side} isolated by {', '.join(self.policies)}, no rule allows it"
+            if not self.rule:
+                return f"{side} admitted (the admitting rule was not seen){passed}"
+            return f"{side} admitted by {self.rule}{passed}"
+        if self.rule:
+            return f"{side} denied by {self.rule}{passed}"
+        return f"{side} isolated by {', '.join(self.policies)}{passed}, no rule allows it"
 
 
 @dataclass(frozen=True)
