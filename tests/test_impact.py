@@ -18,6 +18,7 @@ from harness.core.addressing import plan_addresses
 from harness.core.calico.conversion import model_policies
 from harness.core.calico.enforcement import EnforcedPolicies, enforce
 from harness.core.calico.policy import parse_staged_policy
+from harness.core.cluster_policy import ClusterPolicy, parse_cluster_policy
 from harness.core.matrix import Cell
 from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
 from harness.core.settings import ImplementationSettings, SelfTraffic
@@ -132,6 +133,60 @@ def test_each_kind_of_cause() -> None:
     )
     widened = compute_impact(side(SHOP, [admits_backend]), side(SHOP, [admits_backend, extra]))
     assert one(widened).causes == (Cause("production/db-web", CauseKind.ADMITS, Edit.ADDED),)
+
+
+def cnp(name: str, tier: str, priority: int, subject: Mapping[str, Any], **rules: Any) -> ClusterPolicy:
+    manifest = {
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {"tier": tier, "priority": priority, "subject": dict(subject), **rules},
+    }
+    return parse_cluster_policy(manifest, f"guardrails/{name}.yaml")
+
+
+def tiered(topology: Topology, policies: Sequence[NetworkPolicy], cluster: Sequence[ClusterPolicy], **kwargs: Any) -> ImpactSide:
+    model = ReferenceModel(topology, policies, plan_addresses(topology), None, cluster)
+    return ImpactSide(model, **kwargs)
+
+
+PROD_SUBJECT = {"namespaces": labels(env="prod")}
+FROM_STAGING = [{"namespaces": labels(**{"kubernetes.io/metadata.name": "staging"})}]
+
+
+def test_cluster_policy_edits_are_causes() -> None:
+    """An Admin Deny added closes cells even where a NetworkPolicy admits them;
+    turning it into a Pass hands them back to the NetworkPolicies; a Baseline Deny
+    counts only for pods no NetworkPolicy isolates."""
+    deny = cnp("no-staging", "Admin", 10, PROD_SUBJECT, ingress=[{"action": "Deny", "from": FROM_STAGING}])
+    passing = cnp("no-staging", "Admin", 10, PROD_SUBJECT, ingress=[{"action": "Pass", "from": FROM_STAGING}])
+    ports = {"ports": (TCP_3306,)}
+    added = compute_impact(tiered(SHOP, [], [], **ports), tiered(SHOP, [], [deny], **ports))
+    assert one(added).summary() == (
+        "staging/backend → production/db:3306/TCP: closed for 1 source; "
+        "caused by ClusterNetworkPolicy/no-staging (added) now denies"
+    )
+    assert [(e.policy, e.edit, e.head_source) for e in added.edits] == [
+        ("ClusterNetworkPolicy/no-staging", Edit.ADDED, "guardrails/no-staging.yaml")
+    ]
+    # Deny to Pass, with the database isolated by a NetworkPolicy that admits every
+    # pod: the NetworkPolicy decides again, so the cell opens.
+    db_all = netpol("db", "production", {"podSelector": labels(app="db"), "ingress": [{"from": [{"namespaceSelector": {}}]}]})
+    delegated = compute_impact(tiered(SHOP, [db_all], [deny], **ports), tiered(SHOP, [db_all], [passing], **ports))
+    assert one(delegated).causes == (Cause("ClusterNetworkPolicy/no-staging", CauseKind.STOPS_DENYING, Edit.MODIFIED),)
+    # The same Pass in front of a NetworkPolicy that admits nothing: nothing changes.
+    assert not compute_impact(tiered(SHOP, [DB_NOTHING], [deny], **ports), tiered(SHOP, [DB_NOTHING], [passing], **ports)).changed
+    # A Baseline Deny: the NetworkPolicy isolating the database overrides it.
+    baseline = cnp("default-deny", "Baseline", 1, {"namespaces": {}}, ingress=[{"action": "Deny", "from": [{"namespaces": {}}]}])
+    base_added = compute_impact(tiered(SHOP, [db_all], [], **ports), tiered(SHOP, [db_all], [baseline], **ports))
+    assert not base_added.changed
+    web = {"ports": (TCP_80,)}
+    closed = compute_impact(tiered(SHOP, [db_all], [], **web), tiered(SHOP, [db_all], [baseline], **web))
+    assert {c for g in closed.groups for c in g.causes} == {
+        Cause("ClusterNetworkPolicy/default-deny", CauseKind.DENIES, Edit.ADDED)
+    }
+    assert closed.closed == 9  # 3 pods serve 80/TCP, each probed from the 3 other pods
+    assert not any(g.unexplained for g in closed.groups)
 
 
 def test_egress_to_an_external_host() -> None:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from harness.core.cluster_policy import ClusterPolicy, Tier
 from harness.core.matrix import Cell
 from harness.core.policy import NetworkPolicy, PolicyType
 from harness.core.topology import PortProtocol
@@ -73,6 +74,10 @@ class CauseKind(enum.Enum):
     STOPS_ISOLATING = "no longer isolates"
     ISOLATES = "now isolates"
     STOPS_ADMITTING = "no longer admits"
+    #: A cluster policy's Deny (Admin tier, or Baseline for pods that no
+    #: NetworkPolicy isolates) now decides the side, or no longer does.
+    DENIES = "now denies"
+    STOPS_DENYING = "no longer denies"
 
 
 @dataclass(frozen=True)
@@ -254,15 +259,20 @@ class ImpactSide:
 # -- the computation ---------------------------------------------------------------------
 
 
-def _definition(policy: NetworkPolicy) -> NetworkPolicy:
+def _definition(policy: NetworkPolicy | ClusterPolicy) -> NetworkPolicy | ClusterPolicy:
     return replace(policy, source="")  # where it is written is no part of what it does
+
+
+def _all_policies(model: ReferenceModel) -> dict[str, NetworkPolicy | ClusterPolicy]:
+    """The model's NetworkPolicies and cluster policies, by reference."""
+    return {**{p.ref: p for p in model.policies}, **{p.ref: p for p in model.cluster_policies}}
 
 
 def _edits(base: ImpactSide, head: ImpactSide) -> tuple[dict[str, Edit], tuple[PolicyEdit, ...]]:
     """Edit status of every policy of either side (by model ref), and the edits by
     reported name."""
-    before = {p.ref: p for p in base.model.policies}
-    after = {p.ref: p for p in head.model.policies}
+    before = _all_policies(base.model)
+    after = _all_policies(head.model)
     status: dict[str, Edit] = {}
     for ref in dict.fromkeys([*before, *after]):
         if ref not in before:
@@ -390,7 +400,7 @@ def compute_impact(base: ImpactSide | None, head: ImpactSide) -> StepImpact:
         )
         edits = tuple(
             PolicyEdit(name, Edit.ADDED, None, p.source)
-            for name, p in sorted({head.name(p.ref): p for p in head.model.policies}.items())
+            for name, p in sorted({head.name(ref): p for ref, p in _all_policies(head.model).items()}.items())
         )
         return StepImpact((), 0, 0, new_cells=total, edits=edits, new=True)
     base_ports = base.probed_ports()
@@ -550,8 +560,12 @@ def _attribute(
         if not flips.opened.any() and not flips.closed.any():
             continue
         found = np.zeros(o.shape, bool)
+        cluster = [ref for ref in candidates if any(ref in v.side.model.tiers.by_ref for v in views)]
         for ref in candidates:
-            _blame(ref, direction, key, views, flips, raw, status, found)
+            if ref not in cluster:
+                _blame(ref, direction, key, views, flips, raw, status, found)
+        if cluster:
+            _blame_tiers(cluster, direction, key, views, flips, raw, status, found)
         if direction is PolicyType.EGRESS:
             explained |= found
         else:
@@ -619,6 +633,57 @@ def _blame(
         cause = Cause(name, kind, edit)
         for group_id in np.unique(g[cells]):
             raw[int(group_id)].causes.add(cause)
+
+
+def _blame_tiers(
+    refs: Sequence[str],
+    direction: PolicyType,
+    key: PortProtocol,
+    views: Sequence[_View],
+    flips: _Flips,
+    raw: list[_RawGroup],
+    status: Mapping[str, Edit],
+    found: Mask,
+) -> None:
+    """Add the edited cluster policies ``refs`` to the causes of the groups whose
+    flipped side the tiers decide differently: an Admin Accept or Deny, or a
+    Baseline Deny of a pod no NetworkPolicy isolates, that appeared or went, put
+    down to each edited cluster policy selecting the pod (in either revision)."""
+    accepted: list[Mask] = []
+    denied: list[Mask] = []
+    for view, rows, cols, isolated in zip(views, flips.subjects, flips.others, flips.isolated, strict=True):
+        tiers = view.side.model.tiers
+        admin_accept, admin_deny = tiers.decide(Tier.ADMIN, direction, key)
+        _, baseline_deny = tiers.decide(Tier.BASELINE, direction, key)
+        grid = np.ix_(rows, cols)
+        accept = admin_accept[grid]
+        accepted.append(accept)
+        denied.append(admin_deny[grid] | (~isolated[:, None] & baseline_deny[grid] & ~accept))
+    fo, fc = flips.opened, flips.closed
+    explanations = (
+        (CauseKind.STOPS_DENYING, fo & denied[0] & ~denied[1]),
+        (CauseKind.ADMITS, fo & accepted[1] & ~accepted[0]),
+        (CauseKind.DENIES, fc & denied[1] & ~denied[0]),
+        (CauseKind.STOPS_ADMITTING, fc & accepted[0] & ~accepted[1]),
+    )
+    for ref in refs:
+        selected = np.zeros(len(flips.subjects[0]), bool)
+        for view, rows in zip(views, flips.subjects, strict=True):
+            policy = view.side.model.tiers.by_ref.get(ref)
+            if policy is not None and policy.rules(direction):
+                selected |= view.side.model.pod_set(policy.subject)[rows]
+        if not selected.any():
+            continue
+        edit = status[ref]
+        name = views[0].side.name(ref) if edit is Edit.REMOVED else views[1].side.name(ref)
+        for kind, cells in explanations:
+            mine = cells & selected[:, None]
+            if not mine.any():
+                continue
+            found |= mine
+            cause = Cause(name, kind, edit)
+            for group_id in np.unique(flips.gid[mine]):
+                raw[int(group_id)].causes.add(cause)
 
 
 def _merge(raw: Sequence[_RawGroup]) -> tuple[ImpactGroup, ...]:

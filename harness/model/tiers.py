@@ -79,6 +79,7 @@ class ClusterTiers:
     def __init__(self, model: Selections, policies: Sequence[ClusterPolicy]) -> None:
         self.model = model
         self.tiers = {tier: in_tier_order(policies, tier) for tier in Tier}
+        self.by_ref = {policy.ref: policy for policy in policies}
         self._subjects: dict[PodSet, Mask] = {}
         self._peers: dict[ClusterPeer, tuple[Mask, Mask]] = {}
         self._cache: dict[tuple[Tier, PolicyType, PortProtocol], tuple[Mask, Mask]] = {}
