@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
+from collections.abc import Sequence
 
 from harness.core.matrix import Outcome
 from harness.core.topology import Protocol
@@ -68,6 +70,26 @@ def client_argv(protocol: Protocol, address: str, port: int, timeout: float) -> 
     if protocol is Protocol.UDP:
         return ("nc", "-u", "-n", "-W", "1", "-w", str(udp_wait(timeout)), address, str(port)), UDP_PAYLOAD
     raise ValueError(f"no probe client for {protocol}")
+
+
+def reproduce_line(
+    runner: Sequence[str],
+    protocol: Protocol,
+    address: str,
+    port: int,
+    timeout: float,
+    *,
+    stdin_runner: Sequence[str] | None = None,
+) -> str:
+    """The line a user pastes to run the same client by hand: ``runner`` (``ip netns
+    exec NS``, ``kubectl exec ... --``) before the client's command line, and, for a
+    client that reads its input, ``echo <input> |`` before ``stdin_runner`` (a runner
+    that passes standard input on, such as ``kubectl exec -i``) or ``runner``."""
+    argv, stdin = client_argv(protocol, address, port, timeout)
+    if stdin is None:
+        return shlex.join([*runner, *argv])
+    words = [*(stdin_runner if stdin_runner is not None else runner), *argv]
+    return f"echo {shlex.quote(stdin.decode().strip())} | {shlex.join(words)}"
 
 
 def _last_line(text: str) -> str:
