@@ -193,20 +193,23 @@ class ImageTransfer(enum.Enum):
     ``ctr: content digest sha256:...: not found`` (kubernetes-sigs/kind#3795). So it
     is never used: the archive is made for one platform."""
 
-    #: ``docker save --platform <host>`` + ``kind load image-archive``: both stores.
+    #: The containerd store: ``docker image save --platform <host>`` (API 1.48+) +
+    #: ``kind load image-archive``.
     PLATFORM_ARCHIVE = "single-platform archive (docker save --platform + kind load image-archive)"
-    #: No ``--platform`` (API < 1.48) but the classic store, which keeps one platform per
-    #: image: plain ``docker save`` + ``kind load image-archive``.
+    #: The classic store keeps one platform per image, so its plain ``docker save`` is
+    #: already single-platform (what kind load docker-image does there, and works):
+    #: ``docker image save`` + ``kind load image-archive``.
     ARCHIVE = "archive of the one platform the classic image store keeps (docker save + kind load image-archive)"
-    #: Neither: the nodes pull the image themselves (``imagePullPolicy: IfNotPresent``).
+    #: The containerd store with a daemon older than API 1.48: no single-platform
+    #: archive can be made, so the nodes pull the image (``imagePullPolicy: IfNotPresent``).
     NODES_PULL = "nothing loaded: the nodes pull the image from its registry"
 
 
 def image_transfer(info: DockerInfo) -> ImageTransfer:
-    if info.api_at_least(SAVE_PLATFORM_API):
-        return ImageTransfer.PLATFORM_ARCHIVE
     if not info.containerd_store:
         return ImageTransfer.ARCHIVE
+    if info.api_at_least(SAVE_PLATFORM_API):
+        return ImageTransfer.PLATFORM_ARCHIVE
     return ImageTransfer.NODES_PULL
 
 

@@ -266,7 +266,7 @@ def test_the_probe_image_goes_in_as_a_single_platform_archive(tmp_path: Path, to
     assert "loading registry.k8s.io/e2e-test-images/agnhost:2.66.0 (linux/amd64) into kind cluster netpol-harness" in messages
 
 
-def test_an_older_daemon_with_the_classic_store_saves_its_one_platform(tmp_path: Path, tools: tuple[Path, Path]) -> None:
+def test_the_classic_store_saves_its_one_platform(tmp_path: Path, tools: tuple[Path, Path]) -> None:
     docker, kind = tools
     load_image(KindCli(kind), kind_tools(docker, kind, DOCKER_27_CLASSIC), "c", IMAGE, lambda m: None)
     save = calls(tmp_path)[1]
