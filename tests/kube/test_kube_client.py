@@ -66,13 +66,6 @@ CALLS: list[tuple[str, Call]] = [
 
 
 @pytest.fixture
-def server() -> Iterator[LoopbackApiServer]:
-    api = LoopbackApiServer()
-    yield api
-    api.close()
-
-
-@pytest.fixture
 def kube(server: LoopbackApiServer, tmp_path: Path) -> Iterator[KubeClient]:
     client = KubeClient(str(server.kubeconfig(tmp_path)), exec_connect_timeout=2.0)
     yield client

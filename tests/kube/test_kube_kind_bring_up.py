@@ -10,7 +10,6 @@ recorded/calico-upgrade-3.31-to-3.32.yaml)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +81,8 @@ def script(path: Path, log: Path, body: str) -> Path:
 
 
 @pytest.fixture
-def api() -> Iterator[LoopbackApiServer]:
-    server = LoopbackApiServer()
-    yield server
-    server.close()
+def api(server: LoopbackApiServer) -> LoopbackApiServer:
+    return server
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ NODES = {
 
 
 @pytest.fixture
-def server() -> Iterator[LoopbackApiServer]:
-    api = LoopbackApiServer()
-    yield api
-    api.close()
-
-
-@pytest.fixture
 def kube(server: LoopbackApiServer, tmp_path: Path) -> Iterator[KubeClient]:
     client = KubeClient(str(server.kubeconfig(tmp_path)))
     yield client
