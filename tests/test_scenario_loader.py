@@ -13,7 +13,7 @@ import pytest
 from harness.core.errors import PolicyError, ScenarioError
 from harness.core.matrix import Cell, CellSet, Outcome, ReachabilityMatrix
 from harness.core.plan import probe_grid
-from harness.core.policy import PolicyPort, PolicyType
+from harness.core.policy import NetworkPolicy, PolicyPort, PolicyType
 from harness.core.selectors import LabelSelector
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import NAMESPACE_NAME_LABEL, PortProtocol, PortSpec, Protocol
@@ -143,7 +143,8 @@ expect:
     (step,) = scenario.steps
     assert step.name == "main"
     assert [p.ref for p in step.changes.apply] == ["prod/db-from-web"]
-    assert step.changes.apply[0].policy_types == {PolicyType.INGRESS}
+    [policy] = step.changes.network_policies
+    assert policy.policy_types == {PolicyType.INGRESS}
     assert step.changes.apply[0].source == str(tmp_path / "scenario.yaml")
     expect = step.expect
     assert expect.form is ExpectationForm.RULES
@@ -291,8 +292,10 @@ expect: {model: true}
     assert apply[1].source == f"{bundle} (document 1)"
     assert apply[2].source == f"{bundle} (document 2)"
     assert apply[1].manifest["metadata"]["namespace"] == "dev"
-    assert apply[2].policy_types == {PolicyType.INGRESS, PolicyType.EGRESS}
-    assert apply[2].egress[0].ports == (PolicyPort(Protocol.UDP, 53),)
+    second = apply[2]
+    assert isinstance(second, NetworkPolicy)
+    assert second.policy_types == {PolicyType.INGRESS, PolicyType.EGRESS}
+    assert second.egress[0].ports == (PolicyPort(Protocol.UDP, 53),)
 
 
 def test_inline_and_path_policies_together(tmp_path: Path) -> None:

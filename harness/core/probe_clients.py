@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -165,6 +166,26 @@ def tcp_outcome(identity: str, returncode: int, body: str, connected: bool, reas
             return Outcome.ERROR, reason[:1].lower() + reason[1:]
         return Outcome.ERROR, "could not connect"
     return Outcome.ERROR, f"curl exit {returncode}: {message or 'no message'}"
+
+
+def reproduce_line(
+    runner: Sequence[str],
+    protocol: Protocol,
+    address: str,
+    port: int,
+    timeout: float,
+    *,
+    stdin_runner: Sequence[str] | None = None,
+) -> str:
+    """The line a user pastes to run the same client by hand: ``runner`` (``ip netns
+    exec NS``, ``kubectl exec ... --``) before the client's command line, and, for a
+    client that reads its input, ``echo <input> |`` before ``stdin_runner`` (a runner
+    that passes standard input on, such as ``kubectl exec -i``) or ``runner``."""
+    argv, stdin = client_argv(protocol, address, port, timeout)
+    if stdin is None:
+        return shlex.join([*runner, *argv])
+    words = [*(stdin_runner if stdin_runner is not None else runner), *argv]
+    return f"echo {shlex.quote(stdin.decode().strip())} | {shlex.join(words)}"
 
 
 def _last_line(text: str) -> str:

@@ -1,7 +1,9 @@
-"""An in-memory stand-in for the Kubernetes API server (none can run here), with
-the interface of harness.kube.client.KubeClient. Everything else is real: exec
-runs the probe command on this machine, where every pod's address is a loopback
-address served by real sockets answering as agnhost porter does.
+"""An in-memory stand-in for the Kubernetes API server (none can run here) that
+implements the same Protocol as harness.kube.client.KubeClient
+(harness.kube.api.KubeApi), returning the same typed views, parsed from objects
+shaped as the API server sends them. Everything else is real: exec runs the command
+on this machine, where every pod's address is a loopback address served by real
+sockets answering as agnhost porter does, with the real curl and nc.
 
 Calls named in ``broken_calls`` (``"delete namespace nph-r1-shop"``) go instead to
 ``broken``, a real KubeClient whose API server fails them, so they raise exactly
@@ -10,15 +12,32 @@ the error the client raises."""
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.kube.client import ExecResult
+from harness.kube.api import ExecRequest, ExecResult, KubeApi
+from harness.kube.execs import run_concurrently
+from harness.kube.views import (
+    InstallationView,
+    NamespaceView,
+    NodeView,
+    PodView,
+    TigeraStatusView,
+    namespace_view,
+    node_view,
+    pod_view,
+)
 
 NAME_LABEL = "kubernetes.io/metadata.name"
+#: The SCTP client of the probe image is agnhost, which this machine lacks; the
+#: environment check's connect attempt runs `false` instead and its verdict comes
+#: from this machine's real /proc/net/protocols.
+FALSE = shutil.which("false") or "/bin/false"
 
 
 class PodServers:
@@ -81,6 +100,7 @@ _blocks = iter(range(10, 250))
 class InMemoryCluster:
     kubeconfig = "/tmp/kubeconfig-of-the-double"
     context = "double"
+    server = "https://double.invalid:6443"
 
     def __init__(self, ready_after: int = 1, nodes: tuple[str, ...] = ("worker", "worker2")) -> None:
         self.namespaces: dict[str, dict[str, Any]] = {}
@@ -97,6 +117,7 @@ class InMemoryCluster:
         self.servers = PodServers()
         self.identity_override: dict[str, str] = {}
         self.node_labels: dict[str, str] = {}
+        self.protocols_file: str | None = None  # where the environment check reads the kernel's protocols
         self.broken: Any = None
         self.broken_calls: set[str] = set()
         self.closed = False
@@ -104,8 +125,24 @@ class InMemoryCluster:
     def _fails(self, call: str) -> bool:
         return call in self.broken_calls and self.broken is not None
 
+    # -- cluster
+    def server_version(self, timeout: float = 30.0) -> str:
+        return "v1.36.4"
+
+    def tigera_statuses(self) -> list[TigeraStatusView]:
+        return []
+
+    def installation(self, name: str = "default") -> InstallationView | None:
+        return None
+
+    def crd_exists(self, name: str) -> bool:
+        return False
+
+    def daemonset_images(self, names: tuple[str, ...], namespaces: tuple[str, ...]) -> dict[str, str]:
+        return {}
+
     # -- namespaces
-    def read_namespace(self, name: str) -> dict[str, Any] | None:
+    def read_namespace(self, name: str) -> NamespaceView | None:
         if name in self.terminating:
             self.terminating[name] -= 1
             if self.terminating[name] < 0:
@@ -113,7 +150,7 @@ class InMemoryCluster:
                 self.namespaces.pop(name, None)
                 return None
         ns = self.namespaces.get(name)
-        return copy.deepcopy(ns) if ns else None
+        return namespace_view(copy.deepcopy(ns)) if ns else None
 
     def create_namespace(self, manifest: Mapping[str, Any]) -> None:
         name = manifest["metadata"]["name"]
@@ -123,8 +160,8 @@ class InMemoryCluster:
         self.namespaces[name] = ns
         self.calls.append(f"create namespace {name}")
 
-    def list_namespaces(self) -> list[dict[str, Any]]:
-        return [copy.deepcopy(ns) for name, ns in sorted(self.namespaces.items()) if name not in self.terminating]
+    def list_namespaces(self) -> list[NamespaceView]:
+        return [namespace_view(copy.deepcopy(ns)) for name, ns in sorted(self.namespaces.items()) if name not in self.terminating]
 
     def delete_namespace(self, name: str) -> None:
         if self._fails(f"delete namespace {name}"):
@@ -145,8 +182,8 @@ class InMemoryCluster:
         self.namespaces[name]["metadata"]["labels"] = {**labels, NAME_LABEL: name}
 
     # -- nodes and pods
-    def nodes(self) -> list[dict[str, Any]]:
-        nodes = [
+    def nodes(self) -> list[NodeView]:
+        raw: list[dict[str, Any]] = [
             {
                 "metadata": {"name": "control-plane", "labels": dict(self.node_labels)},
                 "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]},
@@ -154,14 +191,14 @@ class InMemoryCluster:
             }
         ]
         for name in self.node_names:
-            nodes.append(
+            raw.append(
                 {
                     "metadata": {"name": name, "labels": dict(self.node_labels)},
                     "spec": {},
                     "status": {"conditions": [{"type": "Ready", "status": "True"}]},
                 }
             )
-        return nodes
+        return [node_view(node) for node in raw]
 
     def create_pod(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
@@ -171,29 +208,35 @@ class InMemoryCluster:
         pod = copy.deepcopy(dict(manifest))
         address = f"127.0.{self.block}.{self.next_host}"
         self.next_host += 1
-        pod["status"] = {"phase": "Pending", "podIP": address, "polls": 0}
+        pod["status"] = {"phase": "Pending", "podIP": address}
+        pod["polls"] = 0
         self.pods[key] = pod
         container = pod["spec"]["containers"][0]
         ports = [(p["containerPort"], p["protocol"]) for p in container.get("ports", [])]
+        served = {e["name"] for e in container.get("env", [])}
+        ports = [(port, proto) for port, proto in ports if f"SERVE_{proto}_PORT_{port}" in served]
         identity = container["env"][0]["value"] if container.get("env") else ""
         self.servers.serve(address, ports, self.identity_override.get(identity, identity))
         self.calls.append(f"create pod {key[0]}/{key[1]}")
 
-    def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+    def list_pods(self, namespace: str) -> list[PodView]:
         out = []
         for (ns, _), pod in self.pods.items():
             if ns != namespace:
                 continue
             status = pod["status"]
-            status["polls"] += 1
+            pod["polls"] += 1
             if self.pod_waiting_reason:
                 status["containerStatuses"] = [
-                    {"state": {"waiting": {"reason": self.pod_waiting_reason, "message": "rpc error: not found"}}}
+                    {
+                        "name": "agnhost",
+                        "state": {"waiting": {"reason": self.pod_waiting_reason, "message": "rpc error: not found"}},
+                    }
                 ]
-            elif status["polls"] >= self.ready_after:
+            elif pod["polls"] >= self.ready_after:
                 status["phase"] = "Running"
                 status["conditions"] = [{"type": "Ready", "status": "True"}]
-            out.append(copy.deepcopy(pod))
+            out.append(pod_view({k: copy.deepcopy(v) for k, v in pod.items() if k != "polls"}))
         return out
 
     def delete_pod(self, namespace: str, name: str) -> None:
@@ -205,14 +248,20 @@ class InMemoryCluster:
     def set_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
         self.pods[(namespace, name)]["metadata"]["labels"] = dict(labels)
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> ExecResult:
-        assert (namespace, pod) in self.pods and container == "agnhost"
-        self.calls.append(f"exec {namespace}/{pod}")
+    def exec(self, request: ExecRequest) -> ExecResult:
+        assert (request.namespace, request.pod) in self.pods and request.container == "agnhost"
+        self.calls.append(f"exec {request.namespace}/{request.pod}")
+        env = {**os.environ, "NPH_AGNHOST": FALSE}
+        if self.protocols_file:
+            env["NPH_PROTOCOLS"] = self.protocols_file
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            result = subprocess.run(list(request.command), capture_output=True, text=True, timeout=request.timeout, env=env)
         except subprocess.TimeoutExpired:
-            return ExecResult(None, "", "", f"no exit after {timeout:.0f}s")
+            return ExecResult(None, "", "", f"no exit after {request.timeout:.0f}s")
         return ExecResult(result.returncode, result.stdout, result.stderr)
+
+    def exec_many(self, requests: Sequence[ExecRequest], workers: int) -> list[ExecResult]:
+        return run_concurrently(self.exec, requests, workers, lambda: None)
 
     # -- policies
     def apply_policy(self, manifest: Mapping[str, Any]) -> None:
@@ -232,3 +281,8 @@ class InMemoryCluster:
     def close(self) -> None:
         self.closed = True
         self.servers.close()
+
+
+def _implements_the_protocol(double: InMemoryCluster) -> KubeApi:
+    """mypy checks here that the double has every call of the Protocol."""
+    return double

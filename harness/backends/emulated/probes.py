@@ -4,11 +4,10 @@ result means."""
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 from harness.core.matrix import Outcome
-from harness.core.probe_clients import classify, client_argv, client_wait
+from harness.core.probe_clients import classify, client_argv, client_wait, reproduce_line
 from harness.core.topology import Protocol
 
 #: Seconds a probe process may overrun its own timeout before it is killed.
@@ -20,11 +19,19 @@ class ProbeCommand:
     """The command of one probe and what it should see."""
 
     netns: str
-    argv: tuple[str, ...]
-    stdin: bytes | None
     protocol: Protocol
+    address: str
+    port: int
     identity: str
     timeout: float
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return client_argv(self.protocol, self.address, self.port, self.timeout)[0]
+
+    @property
+    def stdin(self) -> bytes | None:
+        return client_argv(self.protocol, self.address, self.port, self.timeout)[1]
 
     @property
     def limit(self) -> float:
@@ -34,15 +41,12 @@ class ProbeCommand:
     @property
     def shell(self) -> str:
         """The command to paste as root to run the same probe by hand."""
-        command = f"ip netns exec {shlex.quote(self.netns)} {shlex.join(self.argv)}"
-        if self.stdin is not None:
-            command = f"echo {self.stdin.decode().strip()} | {command}"
-        return command
+        return reproduce_line(["ip", "netns", "exec", self.netns], self.protocol, self.address, self.port, self.timeout)
 
 
 def probe_command(netns: str, protocol: Protocol, address: str, port: int, identity: str, timeout: float) -> ProbeCommand:
-    argv, stdin = client_argv(protocol, address, port, timeout)
-    return ProbeCommand(netns, argv, stdin, protocol, identity, timeout)
+    client_argv(protocol, address, port, timeout)  # fails now for a protocol without a client
+    return ProbeCommand(netns, protocol, address, port, identity, timeout)
 
 
 def interpret(command: ProbeCommand, returncode: int | None, stdout: bytes, stderr: bytes, elapsed: float) -> tuple[Outcome, str]:
