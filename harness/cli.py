@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness explain`` and ``python -m harness validate``.
+"""Command line: ``python -m harness explain``, ``validate`` and ``init``.
 
 ``explain`` is the reproduce command of the model backend: it prints the reference
 model's verdict for one cell of a scenario step, the policy rule that admits it or
@@ -19,6 +19,8 @@ from harness.core.topology import PortProtocol
 from harness.model import model_of
 from harness.scenario import Scenario, load_scenario
 from harness.scenario.files import SCENARIO_SUFFIXES, looks_like_scenario
+from harness.scenario.sources import WorkingTree
+from harness.scenario.starter import starter_scenario
 
 
 def _plan(scenario: Scenario, step_name: str | None) -> StepPlan:
@@ -65,7 +67,25 @@ def validate(args: argparse.Namespace) -> int:
             continue
         names[scenario.name] = str(path)
         print(f"ok      {path}: {scenario.name} ({len(scenario.steps)} step(s), {scenario.probes} probe(s))")
+        for note in scenario.notes:
+            print(f"        {note}")
     return 1 if failed else 0
+
+
+def init(args: argparse.Namespace) -> int:
+    """Print a first scenario for the manifests given (see harness.scenario.starter)."""
+    scenario_dir = (
+        Path(args.scenario_dir) if args.scenario_dir else (Path("scenarios") if Path("scenarios").is_dir() else Path("."))
+    )
+    text = starter_scenario(
+        [Path(p) for p in args.manifests],
+        [Path(p) for p in args.policies],
+        scenario_dir,
+        WorkingTree(),
+        args.name,
+    )
+    sys.stdout.write(text)
+    return 0
 
 
 def _scenario_files(paths: Sequence[str]) -> list[Path]:
@@ -93,6 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     va = sub.add_parser("validate", help="check scenario files without running them")
     va.add_argument("files", nargs="+", help="scenario files, or directories of them")
     va.set_defaults(func=validate)
+    it = sub.add_parser(
+        "init",
+        help="print a first scenario for your manifests "
+        "(python -m harness init deploy/ --policies netpol/ > scenarios/my-app.yaml)",
+    )
+    it.add_argument("manifests", nargs="+", help="manifest files or directories (Deployments, Services, Namespaces...)")
+    it.add_argument("--policies", action="append", default=[], metavar="PATH", help="NetworkPolicy files or directories")
+    it.add_argument("--name", help="the scenario's name (default: the first manifest directory's name)")
+    it.add_argument(
+        "--scenario-dir",
+        help="where the scenario will be saved, for the paths it writes (default: scenarios/ if it exists, else .)",
+    )
+    it.set_defaults(func=init)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

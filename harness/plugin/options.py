@@ -99,6 +99,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="write DIR/<scenario>.json and DIR/<scenario>.md per scenario and DIR/index.html, a "
         "self-contained page with coloured matrices, the policies and the reproduce commands.",
     )
+    group.addoption(
+        "--update-expectations",
+        action="store_true",
+        default=False,
+        dest="netpol_update_expectations",
+        help="rewrite the expectations of the scenarios run with what was observed (rules and matrices; comments "
+        "and key order kept), so that the diff of the scenario files is the review. Scenarios marked xfail are left alone.",
+    )
     parser.addini(
         "netpol_scenarios",
         type="paths",
