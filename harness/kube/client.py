@@ -156,6 +156,7 @@ class KubeClient:
         self.networking = k8s.NetworkingV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self.apps = k8s.AppsV1Api(self.api)
+        self.discovery = k8s.DiscoveryV1Api(self.api)
 
     @staticmethod
     def _current_context(kubeconfig: str | None) -> str | None:
@@ -379,6 +380,31 @@ class KubeClient:
     def delete_all_policies(self, namespace: str) -> None:
         what = f"delete the NetworkPolicies of {namespace}"
         self._call(what, self.networking.delete_collection_namespaced_network_policy, namespace)
+
+    # -- Services -----------------------------------------------------------------------
+
+    def create_service(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Service; the object the API server returns (with its cluster IP)."""
+        meta = manifest["metadata"]
+        what = f"create Service {meta['namespace']}/{meta['name']}"
+        return self.to_dict(self._call(what, self.core.create_namespaced_service, meta["namespace"], dict(manifest)))
+
+    def read_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._call_absent(f"read Service {namespace}/{name}", self.core.read_namespaced_service, name, namespace)
+        return self.to_dict(found) if found is not None else None
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """Delete a Service; one that is not there is no error."""
+        self._call_absent(f"delete Service {namespace}/{name}", self.core.delete_namespaced_service, name, namespace)
+
+    def list_endpoint_slices(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        """The EndpointSlices of a Service: those labelled ``kubernetes.io/service-name``
+        with its name (discovery.k8s.io/v1)."""
+        what = f"list the EndpointSlices of Service {namespace}/{service}"
+        listing = self._call(
+            what, self.discovery.list_namespaced_endpoint_slice, namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+        return [self.to_dict(item) for item in listing.items]
 
 
 def _collect(resp: Any, timeout: float) -> ExecResult:

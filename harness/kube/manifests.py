@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from harness.core.services import ServiceSpec
 from harness.core.topology import PodSpec, PortSpec, Protocol
 
 CONTAINER = "agnhost"
@@ -134,3 +135,25 @@ def schedulable_nodes(nodes: Iterable[Mapping[str, Any]]) -> list[str]:
         if ready and labels.get("kubernetes.io/os", "linux") == "linux":
             names.append(str((node.get("metadata") or {}).get("name")))
     return sorted(names)
+
+
+def service_manifest(service: ServiceSpec, namespace: str, run_id: str) -> dict[str, Any]:
+    """The ClusterIP Service for ``service`` in the real namespace ``namespace``: its
+    selector and ports (``targetPort`` a number or a container port name), the
+    cluster IP left to the API server."""
+    ports = []
+    for port in service.ports:
+        entry: dict[str, Any] = {"port": port.port, "protocol": port.protocol.value, "targetPort": port.target}
+        if port.name:
+            entry["name"] = port.name
+        ports.append(entry)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service.name,
+            "namespace": namespace,
+            "annotations": {ANNOTATION_RUN: run_id, ANNOTATION_ENDPOINT: service.id},
+        },
+        "spec": {"type": "ClusterIP", "selector": dict(service.selector), "ports": ports},
+    }
