@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.core.addressing import plan_addresses
 from harness.core.errors import HarnessError
+from harness.core.matrix import Cell, CellSet
 from harness.core.plan import StepPlan
 from harness.core.topology import PortProtocol
 from harness.model import model_of
@@ -37,14 +38,16 @@ def explain(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     plan = _plan(scenario, args.step)
     topology = plan.topology
-    for endpoint in (args.source, args.destination):
-        topology.endpoint(endpoint)  # UnknownName lists the declared endpoints
+    topology.endpoint(args.source)  # UnknownName lists the declared endpoints
+    if topology.service_destination(args.destination) is None:
+        topology.endpoint(args.destination)
     if "/" not in args.source:
         raise HarnessError(f"{args.source!r} is an external host; sources are pods")
     port = PortProtocol.parse(args.port)
     model = model_of(plan.state, plan_addresses(scenario.topology), plan.settings)
-    allowed = model.allowed(args.source, args.destination, port)
-    print(f"{args.source} → {args.destination}:{port} is {'allowed' if allowed else 'blocked'} by the reference model")
+    outcome = model.reachability(CellSet.from_cells([Cell(args.source, args.destination, port)]))
+    verdict = outcome[Cell(args.source, args.destination, port)].outcome.value
+    print(f"{args.source} → {args.destination}:{port} is {verdict} by the reference model")
     print(f"  because: {model.explain(args.source, args.destination, port)}")
     policies = ", ".join(plan.state.refs) or "none"
     print(f"  policies in force: {policies}")

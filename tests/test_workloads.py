@@ -365,3 +365,31 @@ def test_rules_match_service_columns_by_pattern(tmp_path: Path) -> None:
     assert plan.expected.get("x/a", "x/svc:b", PortProtocol(80, Protocol.TCP)) is not None
     assert isinstance(plan.expected, ReachabilityMatrix)
     assert run_on_model(path) is Status.FAILED  # nothing isolates x/b: the Service is open
+
+
+def test_update_expectations_through_pytest_then_the_scenario_passes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # this checkout's harness in the pytest process
+    path = pytester.path / "scenarios" / "open.yaml"
+    write(
+        path,
+        """\
+        description: nothing isolates x/b, but its author believes otherwise
+        namespaces:
+          x:
+            pods:
+              a: {labels: {app: a}, ports: [80]}
+              b: {labels: {app: b}, ports: [80]}
+        expect:
+          default: allowed
+          rules:
+            - {from: x/a, to: x/b, result: blocked}  # the belief
+        """,
+    )
+    first = pytester.runpytest_subprocess(str(path), "--backend", "model", "--update-expectations", "-p", "no:cacheprovider")
+    first.assert_outcomes(failed=1)  # this run still judges the old intent
+    assert any("expectations updated in main (1 cell(s))" in line for line in first.outlines)
+    assert "    - {from: x/a, to: x/b, port: 80/TCP, result: allowed}\n" in path.read_text()
+    assert "# the belief" in path.read_text()
+    pytester.runpytest_subprocess(str(path), "--backend", "model", "-p", "no:cacheprovider").assert_outcomes(passed=1)
