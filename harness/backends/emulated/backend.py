@@ -33,7 +33,7 @@ from harness.backends.emulated.why import PolicyTrace
 from harness.core.errors import BackendError
 from harness.core.files import write_atomic
 from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
-from harness.core.services import DNS_PORT, is_dns_pod
+from harness.core.services import DNS_NAMESPACE, DNS_PORT
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.state import DesiredState
 from harness.core.topology import ExternalHost, PortProtocol, Protocol, Topology
@@ -142,7 +142,13 @@ class EmulatedBackend(Backend):
                 self._servers = EndpointServers(run_id.log_dir, detached=self.keep_network)
                 self._dataplane = Dataplane(network, self._servers, self.probe_workers)
                 self._converge(DesiredState(topology))
-                dns = {pod.id: self._records_file(network) for pod in topology.pods if is_dns_pod(pod)}
+                # Every kube-system pod serving 53/UDP can answer DNS: which one is the
+                # cluster DNS follows the labels in force, which a reused deployment changes.
+                dns = {
+                    pod.id: self._records_file(network)
+                    for pod in topology.pods
+                    if pod.namespace == DNS_NAMESPACE and any(p.key == DNS_PORT for p in pod.ports)
+                }
                 self._servers.start({ep.id: ep for ep in topology.endpoints()}, network.netns, dns)
             except BaseException:
                 self._teardown(keep=False)  # half built: never kept
