@@ -217,17 +217,21 @@ expect:
     assert expect.form is ExpectationForm.MATRIX
     assert set(expect.matrices) == {P80, P53U}
     assert dict(expect.matrices[P80].cells) == {
-        ("x/a", "x/a"): True,
-        ("x/a", "x/b"): False,
-        ("x/a", "y/c"): True,
-        ("x/b", "x/a"): True,
-        ("x/b", "x/b"): True,
-        ("x/b", "y/c"): False,
-        ("y/c", "x/a"): False,
-        ("y/c", "x/b"): False,
-        ("y/c", "y/c"): True,
+        ("x/a", "x/a"): Outcome.ALLOWED,
+        ("x/a", "x/b"): Outcome.BLOCKED,
+        ("x/a", "y/c"): Outcome.ALLOWED,
+        ("x/b", "x/a"): Outcome.ALLOWED,
+        ("x/b", "x/b"): Outcome.ALLOWED,
+        ("x/b", "y/c"): Outcome.BLOCKED,
+        ("y/c", "x/a"): Outcome.BLOCKED,
+        ("y/c", "x/b"): Outcome.BLOCKED,
+        ("y/c", "y/c"): Outcome.ALLOWED,
     }
-    assert dict(expect.matrices[P53U].cells) == {("y/c", "y/c"): True, ("x/b", "y/c"): False, ("x/a", "y/c"): True}
+    assert dict(expect.matrices[P53U].cells) == {
+        ("y/c", "y/c"): Outcome.ALLOWED,
+        ("x/b", "y/c"): Outcome.BLOCKED,
+        ("x/a", "y/c"): Outcome.ALLOWED,
+    }
 
 
 def test_matrix_form_restricted_to_some_ports(tmp_path: Path) -> None:

@@ -12,7 +12,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from harness.kube.views import InstallationView, NamespaceView, NodeView, PodView, TigeraStatusView
+from harness.kube.views import (
+    EndpointSliceView,
+    InstallationView,
+    NamespaceView,
+    NodeView,
+    PodView,
+    ServiceView,
+    TigeraStatusView,
+)
 
 
 @dataclass(frozen=True)
@@ -97,3 +105,11 @@ class KubeApi(Protocol):
     def delete_policy(self, namespace: str, name: str) -> bool: ...
 
     def delete_all_policies(self, namespace: str) -> None: ...
+
+    def create_service(self, manifest: Mapping[str, Any]) -> ServiceView: ...
+
+    def read_service(self, namespace: str, name: str) -> ServiceView | None: ...
+
+    def delete_service(self, namespace: str, name: str) -> None: ...
+
+    def list_endpoint_slices(self, namespace: str, service: str) -> list[EndpointSliceView]: ...

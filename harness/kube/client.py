@@ -56,13 +56,16 @@ from harness.kube.errors import TRANSIENT_STATUSES, KubeApiError
 from harness.kube.execs import run_concurrently
 from harness.kube.views import (
     DaemonSetView,
+    EndpointSliceView,
     InstallationView,
     NamespaceView,
     NodeView,
     PodView,
     ReplyShapeError,
+    ServiceView,
     TigeraStatusView,
     daemonset_view,
+    endpoint_slice_view,
     installation_view,
     items_of,
     name_of,
@@ -70,6 +73,7 @@ from harness.kube.views import (
     node_view,
     pod_view,
     server_version_of,
+    service_view,
     tigera_status_view,
 )
 
@@ -239,6 +243,7 @@ class KubeClient:
         self.extensions = k8s.ApiextensionsV1Api(self.api)
         self._streams: set[Any] = set()
         self._streams_lock = threading.Lock()
+        self.discovery = k8s.DiscoveryV1Api(self.api)
 
     @staticmethod
     def _current_context(kubeconfig: str | None) -> str | None:
@@ -529,6 +534,37 @@ class KubeClient:
     def delete_all_policies(self, namespace: str) -> None:
         what = f"delete the NetworkPolicies of {namespace}"
         self._request(what, self.networking.delete_collection_namespaced_network_policy, namespace)
+
+    # -- Services -----------------------------------------------------------------------
+
+    def create_service(self, manifest: Mapping[str, Any]) -> ServiceView:
+        """Create a Service; as the API server returns it (with its cluster IP)."""
+        meta = manifest["metadata"]
+        what = f"create Service {meta['namespace']}/{meta['name']}"
+        raw = self._request(what, self.core.create_namespaced_service, meta["namespace"], dict(manifest))
+        view: ServiceView = self._view(what, f"the Service {meta['name']}", service_view, raw)
+        return view
+
+    def read_service(self, namespace: str, name: str) -> ServiceView | None:
+        what = f"read Service {namespace}/{name}"
+        raw = self._request(what, self.core.read_namespaced_service, name, namespace, absent=(404,))
+        if raw is None:
+            return None
+        view: ServiceView = self._view(what, f"the Service {name}", service_view, raw)
+        return view
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """Delete a Service; one that is not there is no error."""
+        self._request(f"delete Service {namespace}/{name}", self.core.delete_namespaced_service, name, namespace, absent=(404,))
+
+    def list_endpoint_slices(self, namespace: str, service: str) -> list[EndpointSliceView]:
+        """The EndpointSlices of a Service: those labelled ``kubernetes.io/service-name``
+        with its name (discovery.k8s.io/v1)."""
+        what = f"list the EndpointSlices of Service {namespace}/{service}"
+        raw = self._request(
+            what, self.discovery.list_namespaced_endpoint_slice, namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+        return self._list(what, "a list of EndpointSlice objects", endpoint_slice_view, raw)
 
 
 def exit_code_of(status_text: object) -> tuple[int | None, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from harness.core.services import ServiceSpec
 from harness.core.topology import PodSpec, PortSpec, Protocol
 from harness.kube.views import NodeView
 
@@ -153,3 +154,25 @@ def check_pod_manifest(namespace: str, image: str, run_id: str, node: str | None
     manifest = pod_manifest(PodSpec(namespace, CHECK_POD, {}), namespace, image, run_id, node)
     manifest["metadata"]["annotations"][ANNOTATION_ENDPOINT] = CHECK_POD
     return manifest
+
+
+def service_manifest(service: ServiceSpec, namespace: str, run_id: str) -> dict[str, Any]:
+    """The ClusterIP Service for ``service`` in the real namespace ``namespace``: its
+    selector and ports (``targetPort`` a number or a container port name), the
+    cluster IP left to the API server."""
+    ports = []
+    for port in service.ports:
+        entry: dict[str, Any] = {"port": port.port, "protocol": port.protocol.value, "targetPort": port.target}
+        if port.name:
+            entry["name"] = port.name
+        ports.append(entry)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service.name,
+            "namespace": namespace,
+            "annotations": {ANNOTATION_RUN: run_id, ANNOTATION_ENDPOINT: service.id},
+        },
+        "spec": {"type": "ClusterIP", "selector": dict(service.selector), "ports": ports},
+    }

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from harness.core.matrix import Observation, Outcome
-from harness.core.probe_clients import classify, client_argv, client_wait, reproduce_line
+from harness.core.probe_clients import classify, client_argv, client_wait, shell_line
 from harness.core.topology import Protocol
 
 MARKER = "NPH"
@@ -44,6 +44,8 @@ class ProbeTarget:
     protocol: Protocol
     address: str
     port: int
+    #: ``address`` is a name the client resolves (a Service's ``name.namespace``).
+    resolve: bool = False
 
 
 def agnhost_argv(address: str, port: int, timeout: float) -> tuple[str, ...]:
@@ -52,11 +54,13 @@ def agnhost_argv(address: str, port: int, timeout: float) -> tuple[str, ...]:
     return (AGNHOST, "connect", f"{address}:{port}", f"--timeout={max(1, round(timeout * 1000))}ms", "--protocol=sctp")
 
 
-def target_argv(protocol: Protocol, address: str, port: int, timeout: float) -> tuple[tuple[str, ...], bytes | None]:
+def target_argv(
+    protocol: Protocol, address: str, port: int, timeout: float, resolve: bool = False
+) -> tuple[tuple[str, ...], bytes | None]:
     """The client command line of one probe and what it reads on standard input."""
     if protocol is Protocol.SCTP:
         return agnhost_argv(address, port, timeout), None
-    return client_argv(protocol, address, port, timeout)
+    return client_argv(protocol, address, port, timeout, resolve=resolve)
 
 
 def script_command(targets: Sequence[ProbeTarget], timeout: float, parallel: int = DEFAULT_PARALLEL) -> list[str]:
@@ -64,7 +68,7 @@ def script_command(targets: Sequence[ProbeTarget], timeout: float, parallel: int
     ``<id> <input> <n> <argv...>``."""
     args = ["sh", "-c", script_text(), SCRIPT_NAME, str(parallel)]
     for target in targets:
-        argv, stdin = target_argv(target.protocol, target.address, target.port, timeout)
+        argv, stdin = target_argv(target.protocol, target.address, target.port, timeout, target.resolve)
         line = stdin.decode().strip() if stdin is not None else "-"
         args += [str(target.id), line, str(len(argv)), *argv]
     return args
@@ -176,14 +180,14 @@ def reproduce_command(
     address: str,
     port: int,
     timeout: float,
+    resolve: bool = False,
 ) -> str:
     """The ``kubectl exec`` line that repeats one probe by hand, with the same client
     as the round (``-i`` when the client reads its input)."""
     base = kubectl_words(kubeconfig, context)
     target = ["-n", namespace, pod, "-c", container, "--"]
-    if protocol is Protocol.SCTP:
-        return shlex.join([*base, "exec", *target, *agnhost_argv(address, port, timeout)])
-    return reproduce_line([*base, "exec", *target], protocol, address, port, timeout, stdin_runner=[*base, "exec", "-i", *target])
+    argv, stdin = target_argv(protocol, address, port, timeout, resolve)
+    return shell_line([*base, "exec", *target], argv, stdin, stdin_runner=[*base, "exec", "-i", *target])
 
 
 def kubectl_line(kubeconfig: str | None, context: str | None, args: Iterable[str]) -> str:

@@ -385,3 +385,73 @@ def server_version_of(raw: object, where: str = "the version reply") -> str:
 def name_of(raw: object, where: str) -> str:
     """``metadata.name`` of an object the API server returned."""
     return meta_of(_object(raw, where), where).name
+
+
+# -- Services -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    meta: ObjectMeta
+    #: ``spec.clusterIP``: set by the API server on create ("None" for a headless one).
+    cluster_ip: str = ""
+
+
+def service_view(raw: object, where: str = "the Service") -> ServiceView:
+    obj = _object(raw, where)
+    spec = _optional_object(obj.get("spec"), f"{where}.spec")
+    return ServiceView(meta_of(obj, where), _string(spec.get("clusterIP"), f"{where}.spec.clusterIP"))
+
+
+@dataclass(frozen=True)
+class SlicePort:
+    name: str
+    protocol: str
+    port: int | None
+
+
+@dataclass(frozen=True)
+class SliceEndpoint:
+    addresses: tuple[str, ...]
+    #: ``conditions.ready``: absent means ready (discovery.k8s.io/v1 EndpointConditions).
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class EndpointSliceView:
+    meta: ObjectMeta
+    address_type: str = "IPv4"
+    ports: tuple[SlicePort, ...] = ()
+    endpoints: tuple[SliceEndpoint, ...] = ()
+
+
+def endpoint_slice_view(raw: object, where: str = "the EndpointSlice") -> EndpointSliceView:
+    obj = _object(raw, where)
+    ports = []
+    for i, item in enumerate(_list(obj.get("ports"), f"{where}.ports")):
+        entry = _object(item, f"{where}.ports[{i}]")
+        ports.append(
+            SlicePort(
+                _string(entry.get("name"), f"{where}.ports[{i}].name"),
+                _string(entry.get("protocol"), f"{where}.ports[{i}].protocol", "TCP"),
+                _integer(entry.get("port"), f"{where}.ports[{i}].port"),
+            )
+        )
+    endpoints = []
+    for i, item in enumerate(_list(obj.get("endpoints"), f"{where}.endpoints")):
+        entry = _object(item, f"{where}.endpoints[{i}]")
+        conditions = _optional_object(entry.get("conditions"), f"{where}.endpoints[{i}].conditions")
+        ready = conditions.get("ready")
+        addresses = tuple(
+            _string(a, f"{where}.endpoints[{i}].addresses[{j}]")
+            for j, a in enumerate(_list(entry.get("addresses"), f"{where}.endpoints[{i}].addresses"))
+        )
+        endpoints.append(
+            SliceEndpoint(addresses, True if ready is None else _boolean(ready, f"{where}.endpoints[{i}].conditions.ready"))
+        )
+    return EndpointSliceView(
+        meta_of(obj, where),
+        _string(obj.get("addressType"), f"{where}.addressType", "IPv4"),
+        tuple(ports),
+        tuple(endpoints),
+    )

@@ -116,6 +116,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="with --netpol-base, fail a scenario whose change opens a path that none of its expectations "
         "declares allowed (declare an intended opening with an expect rule in the same change).",
     )
+    group.addoption(
+        "--update-expectations",
+        action="store_true",
+        default=False,
+        dest="netpol_update_expectations",
+        help="rewrite the expectations of the scenarios run with what was observed (rules and matrices; comments "
+        "and key order kept), so that the diff of the scenario files is the review. Scenarios marked xfail are left alone.",
+    )
     parser.addini(
         "netpol_scenarios",
         type="paths",

@@ -27,6 +27,7 @@ from harness.reporting.junit import junit_properties
 from harness.reporting.records import ScenarioRecord
 from harness.scenario.files import SCENARIO_NAME_SUFFIXES, SCENARIO_SUFFIXES, looks_like_scenario
 from harness.scenario.sources import GitRevision
+from harness.scenario.update import update_expectations
 
 log = logging.getLogger("harness")
 
@@ -174,6 +175,9 @@ class NetpolPlugin:
             verdict = Verdict(Status.ERROR, str(err).splitlines()[0] if str(err) else type(err).__name__, message)
             item.stash[record_key] = _error_record(item, verdict)
             raise ScenarioFailure(message) from None
+        if self.config.getoption("netpol_update_expectations", False):
+            update = update_expectations(item.scenario, {step.name: step.comparison.observed for step in result.steps})
+            progress_of(self.config, always=True)(update.summary())
         baseline = check_baseline(result, self.baseline_dir) if self.baseline_dir is not None else None
         problems = []
         recorded = ""

@@ -5,6 +5,13 @@ shaped as the API server sends them. Everything else is real: exec runs the comm
 on this machine, where every pod's address is a loopback address served by real
 sockets answering as agnhost porter does, with the real curl and nc.
 
+Services get a loopback cluster IP where a userspace proxy (kube-proxy's first
+mode) forwards each TCP connection and UDP datagram to the next ready backend in
+turn; their EndpointSlices are computed as the EndpointSlice controller computes
+them (pods of the namespace matching the selector, the target port found by
+FindPort: a number as it is, a name among the containers' ports of that protocol),
+in the discovery.k8s.io/v1 shape, and only after ``endpoints_after`` reads.
+
 Calls named in ``broken_calls`` (``"delete namespace nph-r1-shop"``) go instead to
 ``broken``, a real KubeClient whose API server fails them, so they raise exactly
 the error the client raises."""
@@ -23,14 +30,18 @@ from typing import Any
 from harness.kube.api import ExecRequest, ExecResult, KubeApi
 from harness.kube.execs import run_concurrently
 from harness.kube.views import (
+    EndpointSliceView,
     InstallationView,
     NamespaceView,
     NodeView,
     PodView,
+    ServiceView,
     TigeraStatusView,
+    endpoint_slice_view,
     namespace_view,
     node_view,
     pod_view,
+    service_view,
 )
 
 NAME_LABEL = "kubernetes.io/metadata.name"
@@ -94,6 +105,86 @@ class PodServers:
             sock.close()
 
 
+class ServiceProxy:
+    """A userspace proxy at a cluster IP and port: each TCP connection or UDP
+    datagram goes to the next backend (address, port) in turn."""
+
+    def __init__(self, address: str, port: int, protocol: str, backends: list[tuple[str, int]]) -> None:
+        self.backends = backends
+        self.turn = 0
+        self.stop = threading.Event()
+        kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
+        self.sock = socket.socket(socket.AF_INET, kind)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, port))
+        self.sock.settimeout(0.2)
+        if protocol == "TCP":
+            self.sock.listen(16)
+            threading.Thread(target=self._tcp, daemon=True).start()
+        else:
+            threading.Thread(target=self._udp, daemon=True).start()
+
+    def _next(self) -> tuple[str, int] | None:
+        if not self.backends:
+            return None
+        backend = self.backends[self.turn % len(self.backends)]
+        self.turn += 1
+        return backend
+
+    def _tcp(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            backend = self._next()
+            with conn:
+                if backend is None:
+                    continue  # kube-proxy rejects: the client sees the connection closed
+                try:
+                    conn.settimeout(2)
+                    with socket.create_connection(backend, timeout=2) as upstream:
+                        upstream.sendall(conn.recv(1024))
+                        while data := upstream.recv(4096):
+                            conn.sendall(data)
+                except OSError:
+                    pass
+
+    def _udp(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(1024)
+            except OSError:
+                continue
+            backend = self._next()
+            if backend is None:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+                upstream.settimeout(1)
+                try:
+                    upstream.sendto(data, backend)
+                    reply, _ = upstream.recvfrom(1024)
+                    self.sock.sendto(reply, peer)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def find_port(pod: Mapping[str, Any], port: Mapping[str, Any]) -> int | None:
+    """FindPort (kubernetes pkg/api/v1/pod/util.go): the number, or the container port of that name and protocol."""
+    target = port.get("targetPort", port["port"])
+    if isinstance(target, int):
+        return target
+    for container in pod["spec"]["containers"]:
+        for entry in container.get("ports", []):
+            if entry.get("name") == target and entry.get("protocol", "TCP") == port.get("protocol", "TCP"):
+                return int(entry["containerPort"])
+    return None
+
+
 _blocks = iter(range(10, 250))
 
 
@@ -121,6 +212,12 @@ class InMemoryCluster:
         self.broken: Any = None
         self.broken_calls: set[str] = set()
         self.closed = False
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.proxies: dict[tuple[str, str], dict[tuple[int, str], ServiceProxy]] = {}
+        self.next_cluster_ip = 200
+        #: Reads of a Service's EndpointSlices before they list its endpoints.
+        self.endpoints_after = 1
+        self._slice_reads: dict[tuple[str, str], int] = {}
 
     def _fails(self, call: str) -> bool:
         return call in self.broken_calls and self.broken is not None
@@ -278,9 +375,77 @@ class InMemoryCluster:
         for key in [k for k in self.policies if k[0] == namespace]:
             del self.policies[key]
 
+    # -- Services
+    def create_service(self, manifest: Mapping[str, Any]) -> ServiceView:
+        meta = manifest["metadata"]
+        key = (meta["namespace"], meta["name"])
+        assert meta["namespace"] in self.namespaces, f"no namespace {meta['namespace']}"
+        assert key not in self.services, f"Service {key} exists"
+        service = copy.deepcopy(dict(manifest))
+        service["spec"]["clusterIP"] = f"127.0.{self.block}.{self.next_cluster_ip}"
+        self.next_cluster_ip += 1
+        self.services[key] = service
+        self.calls.append(f"create service {key[0]}/{key[1]}")
+        return service_view(copy.deepcopy(service))
+
+    def read_service(self, namespace: str, name: str) -> ServiceView | None:
+        found = self.services.get((namespace, name))
+        return service_view(copy.deepcopy(found)) if found else None
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete service {namespace}/{name}")
+        self.services.pop((namespace, name), None)
+        for proxy in self.proxies.pop((namespace, name), {}).values():
+            proxy.close()
+
+    def _endpoints(self, key: tuple[str, str]) -> list[tuple[Mapping[str, Any], list[tuple[str, int]]]]:
+        """Per Service port: its ready endpoints (pod address, port)."""
+        service = self.services[key]
+        selector = service["spec"]["selector"]
+        out = []
+        for port in service["spec"]["ports"]:
+            endpoints = []
+            for (ns, _), pod in sorted(self.pods.items()):
+                labels = pod["metadata"].get("labels", {})
+                if ns != key[0] or any(labels.get(k) != v for k, v in selector.items()):
+                    continue
+                number = find_port(pod, port)
+                if number is not None and pod["status"].get("phase") == "Running":
+                    endpoints.append((pod["status"]["podIP"], number))
+            out.append((port, endpoints))
+        return out
+
+    def list_endpoint_slices(self, namespace: str, service: str) -> list[EndpointSliceView]:
+        key = (namespace, service)
+        self._slice_reads[key] = self._slice_reads.get(key, 0) + 1
+        if key not in self.services or self._slice_reads[key] < self.endpoints_after:
+            return []
+        slices: list[dict[str, Any]] = []
+        proxies = self.proxies.setdefault(key, {})
+        for port, endpoints in self._endpoints(key):
+            protocol = port.get("protocol", "TCP")
+            proxy = proxies.get((port["port"], protocol))
+            if proxy is None:
+                ip = self.services[key]["spec"]["clusterIP"]
+                proxy = proxies[(port["port"], protocol)] = ServiceProxy(ip, port["port"], protocol, endpoints)
+            proxy.backends = endpoints  # what kube-proxy does when the EndpointSlices change
+            for address, number in endpoints:
+                slices.append(
+                    {
+                        "metadata": {"name": f"{service}-{len(slices)}", "namespace": namespace},
+                        "addressType": "IPv4",
+                        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+                        "ports": [{"name": port.get("name", ""), "port": number, "protocol": protocol}],
+                    }
+                )
+        return [endpoint_slice_view(piece) for piece in slices]
+
     def close(self) -> None:
         self.closed = True
         self.servers.close()
+        for proxies in self.proxies.values():
+            for proxy in proxies.values():
+                proxy.close()
 
 
 def _implements_the_protocol(double: InMemoryCluster) -> KubeApi:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from harness.backends.base import Backend, Capabilities, Deployment
+from harness.backends.cluster.services import ClusterServices, ServiceTarget, combine
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError, UnsupportedPolicy
 from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import NetworkPolicy
@@ -101,6 +102,8 @@ class ClusterBackend(Backend):
         #: What the probe image and the nodes' kernel offer, checked once per backend.
         self._environment: ProbeEnvironment | None = None
         self._closed = False
+        #: The scenario's Services on the cluster (harness.backends.cluster.services).
+        self.services = ClusterServices(kube, names, self.run_id, progress, self.poll)
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -127,11 +130,13 @@ class ClusterBackend(Backend):
         own behaviour, which a real cluster does not take from a scenario."""
         if self._topology is not None and topology.shape() == self._topology.shape():
             self._topology = topology
+            self.services.sync(topology, self._addresses)  # Services are not part of the shape
             return Deployment(topology, self._addresses)
         self._teardown(wait=True)
         # Set only once everything runs: after a failed deploy, nothing is converged
         # and the next deploy or close() removes what was made (tracked in _created).
         self._create(topology)
+        self.services.sync(topology, self._addresses)
         self._topology = topology
         self._converged = DesiredState(topology)
         return Deployment(topology, self._addresses)
@@ -365,7 +370,11 @@ class ClusterBackend(Backend):
         topology = self._topology
         results: dict[Cell, Observation] = {}
         by_source: dict[str, list[Cell]] = {}
+        to_services: dict[str, list[Cell]] = {}
         for cell in cells:
+            if topology is not None and topology.service_destination(cell.destination) is not None:
+                to_services.setdefault(cell.source, []).append(cell)
+                continue
             destination = topology.endpoint(cell.destination) if topology and topology.has_endpoint(cell.destination) else None
             if isinstance(destination, ExternalHost) and not self.serves_externals:
                 results[cell] = Observation(
@@ -383,7 +392,58 @@ class ClusterBackend(Backend):
         requests = [self._round_request(group, timeout) for group in rounds]
         for group, result in zip(rounds, self.kube.exec_many(requests, MAX_CONCURRENT_EXECS), strict=True):
             results.update(self._read_round(group, result, timeout))
+        for group in to_services.values():
+            results.update(self._probe_services(group, timeout))
         return ReachabilityMatrix.empty(cells.axes).with_cells(results)
+
+    def _probe_services(self, cells: Sequence[Cell], timeout: float) -> dict[Cell, Observation]:
+        """One exec in the source pod for its Service cells, each probed several
+        times through the cluster IP or the name (harness.backends.cluster.services)."""
+        assert self._topology is not None
+        topology = self._converged.topology if self._converged is not None else self._topology
+        source = self._topology.pod(cells[0].source)
+        results: dict[Cell, Observation] = {}
+        planned: list[tuple[Cell, ServiceTarget, list[int]]] = []
+        targets: list[ProbeTarget] = []
+        for cell in cells:
+            target = self.services.target(cell, topology)
+            if isinstance(target, Observation):
+                results[cell] = target
+                continue
+            ids = list(range(len(targets), len(targets) + target.count))
+            targets += [ProbeTarget(i, cell.port.protocol, target.address, target.port, target.by_name) for i in ids]
+            planned.append((cell, target, ids))
+        if not targets:
+            return results
+        request = ExecRequest(
+            self.names.real(source.namespace),
+            source.name,
+            CONTAINER,
+            tuple(script_command(targets, timeout)),
+            round_timeout(targets, timeout),
+        )
+        result = self.kube.exec(request)
+        lines, problems = parse_output(result.stdout)
+        kubeconfig, context = self.kubectl_target()
+        for cell, target, ids in planned:
+            shown = reproduce_command(
+                kubeconfig,
+                context,
+                self.names.real(source.namespace),
+                source.name,
+                CONTAINER,
+                cell.port.protocol,
+                target.address,
+                target.port,
+                self._timeout,
+                target.by_name,
+            )
+            if result.error or problems:
+                why = result.error or "; ".join(problems)
+                results[cell] = Observation(Outcome.ERROR, f"exec in {source.id}: {why}", shown)
+            else:
+                results[cell] = combine(cell, target, [lines.get(i) for i in ids], shown, timeout)
+        return results
 
     def _unsupported(self, cells: Sequence[Cell]) -> dict[Cell, Observation]:
         """SCTP cells on nodes whose kernel has no SCTP: unsupported, with the reason."""
@@ -467,6 +527,7 @@ class ClusterBackend(Backend):
             return True
 
         done(self.stop_externals)
+        problems += self.services.remove()
         created = list(self._created)
         deleted = [real for real in created if done(partial(self.kube.delete_namespace, real))]
         self._created = [real for real in created if real not in deleted]
@@ -504,6 +565,9 @@ class ClusterBackend(Backend):
             lines.append(kubectl_line(kubeconfig, context, ["delete", "pod", "-n", real, name]))
         for real, name in sorted(self._applied):
             lines.append(kubectl_line(kubeconfig, context, ["delete", "networkpolicy", "-n", real, name]))
+        for real, name in sorted(self.services.made):
+            if real not in self._created:
+                lines.append(kubectl_line(kubeconfig, context, ["delete", "service", "-n", real, name]))
         for real, labels in self._adopted.items():
             patch = json.dumps([{"op": "add", "path": "/metadata/labels", "value": labels}], sort_keys=True)
             lines.append(kubectl_line(kubeconfig, context, ["patch", "namespace", real, "--type=json", "-p", patch]))
