@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.backends import BACKENDS, backend_module
+from harness.backends import BACKENDS, backend_module, unavailable_message
 from harness.backends.base import Options
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendUnavailable, HarnessError
@@ -159,7 +159,7 @@ def _probing_pipeline(name: str) -> Pipeline | None:
     try:
         backend = backend_module(name).create(Options(), progress=lambda message: print(f"netpol: {message}", file=sys.stderr))
     except BackendUnavailable as err:
-        raise HarnessError(f"backend {name} is not available: {err}") from None
+        raise HarnessError(unavailable_message(name, err)) from None
     return Pipeline(backend)
 
 

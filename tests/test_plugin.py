@@ -127,14 +127,14 @@ def test_malformed_scenario_is_reported_against_its_file_and_others_still_run(pr
             - {from: x/zz, to: "*", result: allowed}
         """)
     )
-    (project.path / "scenarios" / "syntax.yaml").write_text("description: [unclosed\n")
+    (project.path / "scenarios" / "syntax.yaml").write_text("description: [unclosed\nnamespaces: {}\n")
     result = project.runpytest("--backend", "model", "scenarios")
     result.assert_outcomes(passed=2, failed=3)
     result.stdout.fnmatch_lines(
         [
             "invalid scenario: scenarios/broken.yaml: expect.rules[[]0].from: 'x/zz' matches no pod or external host "
             "(expected one of x/a, or a pattern such as x/*)",
-            "invalid scenario: scenarios/syntax.yaml: line 2, column 1: invalid YAML: *",
+            "invalid scenario: scenarios/syntax.yaml: line 2, column 11: invalid YAML: *",
         ]
     )
     assert "Traceback" not in result.stdout.str()

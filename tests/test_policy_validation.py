@@ -701,3 +701,44 @@ def test_manifest_is_kept_as_written() -> None:
 def test_longest_valid_names() -> None:
     policy = parse_policy(manifest(name="a" * 253, namespace="n" * 63), SOURCE)
     assert policy.ref == f"{'n' * 63}/{'a' * 253}"
+
+
+def with_metadata(**fields: Any) -> dict[str, Any]:
+    doc = manifest()
+    doc["metadata"].update(fields)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "message"),
+    [
+        (with_metadata(labelz={"a": "b"}), "metadata.labelz", "unknown field (expected a field of metadata: annotations, "),
+        (with_metadata(annotations={"team": 1}), "metadata.annotations.team", "got int (expected a string (quote numbers"),
+        (with_metadata(annotations={"team": ["a"] * 3}), "metadata.annotations.team", "got list (expected a string"),
+        (with_metadata(annotations={"-bad": "x"}), "metadata.annotations.-bad", "annotation key '-bad' is invalid"),
+        (with_metadata(annotations="team"), "metadata.annotations", "got str (expected a mapping of keys to string values)"),
+        (with_metadata(annotations={"big": "x" * (256 * 1024)}), "metadata.annotations", "the annotations are more than 256 KiB"),
+        (with_metadata(labels={"app": 3}), "metadata.labels.app", "label value 3 must be a string"),
+        (with_metadata(labels={"a/b/c": "x"}), "metadata.labels.a/b/c", "label key 'a/b/c' has an invalid prefix"),
+    ],
+    ids=["unknown-field", "int-annotation", "list-annotation", "bad-key", "not-a-map", "too-big", "int-label", "bad-label"],
+)
+def test_metadata_is_checked_as_the_api_server_does(doc: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(doc, SOURCE)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{SOURCE}: {field}: NetworkPolicy x/p: {message}")
+
+
+def test_metadata_copied_from_a_cluster_is_accepted() -> None:
+    """What ``kubectl get networkpolicy -o yaml`` prints is valid ObjectMeta."""
+    doc = with_metadata(
+        uid="0f3c0c2e-7b1e-4a57-9d0a-2f1d8c7e5b11",
+        resourceVersion="4711",
+        generation=2,
+        creationTimestamp="2026-11-30T09:00:00Z",
+        annotations={"kubectl.kubernetes.io/last-applied-configuration": '{"apiVersion":"networking.k8s.io/v1"}\n'},
+        labels={"app.kubernetes.io/part-of": "shop"},
+        managedFields=[{"manager": "kubectl", "operation": "Apply"}],
+    )
+    assert parse_policy(doc, SOURCE).ref == "x/p"

@@ -1818,3 +1818,24 @@ def test_model_form_follows_the_policies_in_force(tmp_path: Path) -> None:
     # Step 3 deletes both policies: everything is open again.
     plan3, lifted = _plan_and_expect(scenario, 2)
     assert lifted.count(Outcome.ALLOWED) == len(plan3)
+
+
+def test_a_matrix_without_its_indentation_says_how_to_write_it(tmp_path: Path) -> None:
+    """The header line of destinations is indented deeper than the rows: YAML takes a
+    literal block's indentation from its first line, so the first row ends the
+    block; the error says which indentation to give it."""
+    table = """\
+             y/c x/b x/a
+        y/c   -   X   X
+        x/a   .   X   -
+        x/b   X   -   .
+"""
+    body = "expect:\n  ports: [80/TCP]\n  matrix:\n    80/TCP: |{}\n" + table
+    with pytest.raises(ScenarioError) as info:
+        load(tmp_path, GRID + body.format(""))
+    assert str(info.value).endswith(
+        "invalid YAML: did not find expected key; the block of 80/TCP starts deeper than its next lines "
+        "(a matrix's header), so YAML ends it there: give its indentation, 80/TCP: |4"
+    )
+    fixed = load(tmp_path, GRID + body.format("4"))
+    assert fixed.steps[0].expect.form is ExpectationForm.MATRIX

@@ -28,6 +28,20 @@ def backend_module(name: str) -> ModuleType:
     return importlib.import_module(BACKENDS[name])
 
 
+def unavailable_message(name: str, err: Exception) -> str:
+    """Why backend ``name`` cannot start, and how to run the same scenarios at once
+    on a backend that needs less."""
+    message = f"backend {name} is not available: {err}"
+    if name in ("kind", "existing"):
+        message += (
+            "\nWithout a cluster, the same scenarios run at once on real packets with --backend emulated "
+            "(as root), or against the reference model with --backend model."
+        )
+    elif name == "emulated":
+        message += "\nWithout root, the same scenarios run against the reference model with --backend model."
+    return message
+
+
 def available_backend_modules() -> list[ModuleType]:
     """Modules that exist in this installation (for option registration)."""
     found = []

@@ -138,6 +138,16 @@ class Backend(abc.ABC):
     def info(self) -> BackendInfo:
         """What this backend is (backend, CNI and its version, ...)."""
 
+    def reproduce_note(self) -> str:
+        """What a reader of a failure needs to know before pasting its reproduce
+        commands (whether what they run against still exists after the session)."""
+        return ""
+
+    def closing_notes(self) -> tuple[str, ...]:
+        """What to tell the user once :meth:`close` has run (what it kept, and how to
+        remove it)."""
+        return ()
+
     def close(self) -> None:
         """Remove everything this backend created. Must be safe to call twice."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.core.errors import PolicyError
+from harness.core.metadata import check_metadata
 from harness.core.selectors import LabelSelector, SelectorSyntaxError, parse_selector
 from harness.core.topology import PORT_NAME_FORM, Protocol, check_port_name, is_dns_label, is_dns_subdomain
 
@@ -240,6 +241,7 @@ def parse_policy(manifest: object, source: str = "<inline>", default_namespace: 
     if not is_dns_label(namespace):
         raise ctx.fail("metadata.namespace", f"{namespace!r} is not a valid namespace name", "a lowercase DNS label")
     ctx.policy = f"{namespace}/{name}"
+    check_metadata(meta, ctx.fail)
     spec = _mapping(ctx, manifest.get("spec"), "spec", {"podSelector", "policyTypes", "ingress", "egress"})
     pod_selector = _selector(ctx, spec.get("podSelector"), "spec.podSelector")
     ingress = _rules(ctx, spec.get("ingress"), "spec.ingress", "from")

@@ -110,6 +110,8 @@ class ScenarioResult:
     duration: float = 0.0
     #: The backend variant (``calico-3.31``) when a run covers several; else "".
     variant: str = ""
+    #: What to know before pasting the reproduce commands (Backend.reproduce_note).
+    reproduce_note: str = ""
 
     @property
     def key(self) -> str:
@@ -150,6 +152,8 @@ class ScenarioResult:
                 f"{head}: {status} on backend {self.backend.backend}\n"
                 f"policies in force: {policies}\n\n{step.comparison.render(explanations=step.explanations)}"
             )
+        if blocks and self.reproduce_note:
+            blocks.append(f"note: {self.reproduce_note}")
         return "\n\n".join(blocks)
 
 
@@ -298,7 +302,8 @@ class Pipeline:
         if scenario.plans and not self.backend.capabilities.deterministic:
             self.return_to_clean(scenario.topology, scenario.plans[0].cells)
         results = tuple(self.run_step(plan) for plan in scenario.plans)
-        return ScenarioResult(scenario, results, self.backend.info(), time.monotonic() - started, variant)
+        duration = time.monotonic() - started
+        return ScenarioResult(scenario, results, self.backend.info(), duration, variant, self.backend.reproduce_note())
 
 
 def _where(mask: Mask, codes: Codes | int) -> Codes:

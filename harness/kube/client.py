@@ -223,11 +223,19 @@ class KubeClient:
             k8s_config.load_kube_config(
                 config_file=kubeconfig, context=context, client_configuration=self.configuration, persist_config=False
             )
-        except (ConfigException, OSError, TypeError, ValueError) as err:
+        except (ConfigException, OSError, TypeError, AttributeError, ValueError, yaml.YAMLError) as err:
+            # The client reads the file with yaml.safe_load and indexes what it gets:
+            # a file that is not YAML, or YAML that is not a mapping, fails in there.
             where = kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
             path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             if os.pathsep not in path and not os.path.exists(os.path.expanduser(path)):
                 reason = f"{path} does not exist"
+            elif isinstance(err, yaml.YAMLError):
+                mark = getattr(err, "problem_mark", None)
+                at = f" at line {mark.line + 1}" if mark is not None else ""
+                reason = f"it is not valid YAML ({getattr(err, 'problem', None) or _one_line(err)}{at})"
+            elif isinstance(err, TypeError | AttributeError):
+                reason = "it is not a kubeconfig (expected a YAML mapping with clusters, users and contexts)"
             else:
                 reason = str(err).rstrip(".")
             raise BackendUnavailable(
@@ -235,6 +243,10 @@ class KubeClient:
                 "Point --kubeconfig (or KUBECONFIG) at the kubeconfig of the cluster to test"
             ) from None
         self._context = context or self._current_context(kubeconfig)
+        # No retries inside the client: urllib3 would repeat a timed-out request three
+        # times, making every timeout four times what it says. The harness's waits
+        # retry what is transient (harness.kube.waiting), within their own deadlines.
+        self.configuration.retries = 0
         self.api = k8s.ApiClient(self.configuration)
         self.core = k8s.CoreV1Api(self.api)
         self.networking = k8s.NetworkingV1Api(self.api)

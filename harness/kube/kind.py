@@ -4,7 +4,8 @@ pytest-kind-ng's ``KindCluster`` runs kind without any (its ``create`` even loop
 until the cluster exists), so the harness runs kind itself and reads only
 pytest-kind-ng's options. A command that overruns its limit is killed and reported
 with the command's last words; Ctrl-C kills it too (``subprocess.run``) and the
-caller's cleanup deletes what was half made.
+caller's cleanup deletes what was half made, with Ctrl-C held until it is done
+(harness.backends.shield).
 """
 
 from __future__ import annotations

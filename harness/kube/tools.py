@@ -40,8 +40,18 @@ def run(args: Sequence[str], timeout: float, env: dict[str, str] | None = None) 
     """Run a command with a time limit, capturing its output; a command that does
     not finish in time counts as failed (exit code -1)."""
     try:
+        # Its own session: the terminal's Ctrl-C reaches the harness, which stops the
+        # command itself (subprocess.run kills it on KeyboardInterrupt) except during
+        # a teardown, which must finish (harness.backends.shield).
         return subprocess.run(
-            list(args), capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL, check=False
+            list(args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            start_new_session=True,
         )
     except subprocess.TimeoutExpired as err:
         out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
@@ -65,6 +75,9 @@ def find_tool(name: str, explicit: str | None, option: str, how_to_get: str) -> 
     found = shutil.which(name)
     if found:
         return Path(found), None
+    if not option.startswith("--"):
+        # No option names another copy (docker): PATH is the only place looked in.
+        return None, f"{name} is not installed (not on PATH). {how_to_get}"
     return None, f"{name} is not installed (not on PATH, and no {option} given). {how_to_get}"
 
 
@@ -232,7 +245,7 @@ def check_kind_tools(kind_bin: str | None, kubectl_bin: str | None, kind_version
     kubectl, problem = find_tool("kubectl", kubectl_bin, "--kind-kubectl-bin", kubectl_how_to(kubectl_version))
     if problem:
         problems.append(problem)
-    docker, problem = find_tool("docker", None, "a docker client", DOCKER_HOW_TO)
+    docker, problem = find_tool("docker", None, "", DOCKER_HOW_TO)
     info: DockerInfo | None = None
     if problem:
         problems.append(problem)

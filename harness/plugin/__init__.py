@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 
 from harness.plugin import hookspecs
+from harness.plugin.early_args import restart_if_misread
 from harness.plugin.fixtures import netpol, netpol_backend
 from harness.plugin.items import plugin_key
 from harness.plugin.options import OPTION_GROUP, add_options, check_ini
@@ -29,6 +30,12 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    # The first hook after every plugin's options are known (see early_args).
+    restart_if_misread(early_config, parser)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.backends import DEFAULT_BACKEND, backend_module
+from harness.backends import DEFAULT_BACKEND, backend_module, unavailable_message
 from harness.backends.base import Backend
 from harness.backends.variants import DEFAULT_VARIANT, BackendVariant, VariantOptions, calico_variants
 from harness.core.errors import BackendUnavailable, HarnessError
@@ -84,7 +84,7 @@ class BackendManager:
         try:
             return self.get(variant)
         except BackendUnavailable as err:
-            pytest.exit(f"backend {self.name} is not available: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+            pytest.exit(unavailable_message(self.name, err), returncode=pytest.ExitCode.USAGE_ERROR)
         except HarnessError as err:
             pytest.exit(f"backend {self.name} could not start: {err}", returncode=pytest.ExitCode.TESTS_FAILED)
 
@@ -95,12 +95,15 @@ class BackendManager:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
             self._sigterm_caught = True
 
-    def close(self) -> None:
+    def close(self) -> tuple[str, ...]:
+        """Close the backend; what it has to tell the user afterwards (what it kept)."""
         backend, self._backend = self._backend, None
         self._pipeline = None
         try:
             if backend is not None:
                 backend.close()
+                return backend.closing_notes()
+            return ()
         finally:
             if self._sigterm_caught:
                 # None: a handler installed outside Python, which cannot be put back.

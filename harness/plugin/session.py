@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import __version__
+from harness.backends import unavailable_message
 from harness.core.errors import BackendUnavailable, BaselineError, HarnessError, RevisionError, ScenarioError
 from harness.core.files import display_path
 from harness.core.progress import Progress
@@ -46,13 +47,25 @@ def is_worker(config: pytest.Config) -> bool:
 def progress_of(config: pytest.Config, always: bool = False) -> Progress:
     """Progress messages go to the log, and to the terminal with -v (or always, for
     the long steps of starting a backend)."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
     show = always or config.getoption("verbose") > 0
 
     def progress(message: str) -> None:
         log.info(message)
-        if show and reporter is not None:
+        # Looked up when used: this is made in pytest_configure, before the terminal
+        # reporter is registered.
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if not show or reporter is None:
+            return
+        # Said now, on the terminal, whatever pytest captures at this moment (a
+        # teardown that holds Ctrl-C says so while the user waits).
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"netpol: {message}")
+                reporter.flush()
+        else:
             reporter.write_line(f"netpol: {message}")
+            reporter.flush()
 
     return progress
 
@@ -65,6 +78,8 @@ class NetpolPlugin:
         )
         self.judge_settings = JudgeSettings(strict_unsupported=bool(config.getoption("netpol_strict_unsupported")))
         self.manager = BackendManager(config, self.probe_settings, progress_of(config), progress_of(config, always=True))
+        #: What the backend had to say once closed (networks it kept), shown last.
+        self.closing_notes: list[str] = []
         self.scenario_dirs = scenario_dirs(config)
         self.explicit = [Path(a.split("::")[0]).resolve() for a in config.args if not a.startswith("-")]
         self.record_dir, self.baseline_dir = self._baseline_dirs()
@@ -158,7 +173,7 @@ class NetpolPlugin:
         try:
             self.manager.get(first.variant)
         except BackendUnavailable as err:
-            raise pytest.UsageError(f"backend {self.manager.name} is not available: {err}") from None
+            raise pytest.UsageError(unavailable_message(self.manager.name, err)) from None
         except HarnessError as err:
             raise pytest.UsageError(f"backend {self.manager.name} could not start: {err}") from None
 
@@ -239,20 +254,26 @@ class NetpolPlugin:
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Remove what the backend created while the run can still report a failure."""
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         try:
-            self.manager.close()
+            self.closing_notes.extend(self.manager.close())
         except HarnessError as err:
-            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write_line(f"netpol-harness: cleanup failed: {err}", red=True)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+        for note in self.closing_notes:
+            terminalreporter.write_line(f"netpol-harness: {note}", yellow=True)
+
     @pytest.hookimpl
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         # After an interrupted session; a no-op when sessionfinish closed the backend.
         try:
-            self.manager.close()
+            for note in self.manager.close():
+                sys.stderr.write(f"netpol-harness: {note}\n")
         except HarnessError as err:
             sys.stderr.write(f"netpol-harness: cleanup failed: {err}\n")
 

@@ -11,18 +11,26 @@ SCENARIO_NAME_SUFFIXES = (".scenario.yaml", ".scenario.yml")
 
 #: How much of a YAML file is read to tell a scenario from another YAML file.
 _SNIFF_BYTES = 64 * 1024
-_SCENARIO_KEY = re.compile(r"^(namespaces|steps|expect|description)\s*:", re.MULTILINE)
+#: Every scenario has these top-level keys, one of each group (docs/scenario-format.md);
+#: a file with two of them is a scenario, even one broken further down (its error is
+#: then reported), and a file with one (a GitHub action's description) is not.
+_SCENARIO_KEYS = (
+    re.compile(r"^description\s*:", re.MULTILINE),
+    re.compile(r"^(namespaces|workloads)\s*:", re.MULTILINE),
+    re.compile(r"^(expect|steps)\s*:", re.MULTILINE),
+)
 _MANIFEST_KEY = re.compile(r"^(apiVersion|kind)\s*:", re.MULTILINE)
 
 
 def looks_like_scenario(path: Path) -> bool:
-    """A YAML file whose top-level keys are a scenario's (``namespaces``,
-    ``description``, ...) rather than a manifest's (``apiVersion``, ``kind``) or
-    anything else: how a file found in a scenario directory is told apart from the
-    policy files that live next to scenarios."""
+    """A YAML file with at least two of a scenario's three kinds of top-level keys
+    (``description``; ``namespaces`` or ``workloads``; ``expect`` or ``steps``) and
+    none of a manifest's (``apiVersion``, ``kind``): how a file found in a directory
+    searched for scenarios is told apart from the policy files and other YAML beside
+    them."""
     try:
         with path.open("rb") as f:
             head = f.read(_SNIFF_BYTES).decode("utf-8", errors="replace")
     except OSError:
         return False
-    return bool(_SCENARIO_KEY.search(head)) and not _MANIFEST_KEY.search(head)
+    return sum(1 for key in _SCENARIO_KEYS if key.search(head)) >= 2 and not _MANIFEST_KEY.search(head)

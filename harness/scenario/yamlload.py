@@ -8,9 +8,12 @@ scenarios) and built by PyYAML's safe constructor either way.
 Aliases let a few bytes stand for a huge document ("billion laughs"): the parsed
 object shares the repeated parts, but everything that walks it as a tree
 (validation, reports) would expand it. So before a document is built, the size it
-has once expanded and its nesting depth are measured on the parsed nodes, and a
-document over :data:`MAX_EXPANDED_NODES` or :data:`MAX_DEPTH` is refused. Files
-over :data:`MAX_FILE_BYTES` are refused before they are parsed.
+has once expanded (values, and characters of its scalars) and its nesting depth
+are measured on the parsed nodes, and a document over :data:`MAX_EXPANDED_NODES`,
+:data:`MAX_EXPANDED_CHARS` or :data:`MAX_DEPTH` is refused. Files over
+:data:`MAX_FILE_BYTES` are refused before they are parsed. Whatever later walks a
+loaded document (validation, the manifests kept for reports and clusters) therefore
+walks at most that much.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from harness.core.errors import ScenarioError
 MAX_FILE_BYTES = 16 * 1024 * 1024
 #: Most nodes (mappings, sequences, scalars) a document may have with every alias expanded.
 MAX_EXPANDED_NODES = 2_000_000
+#: Most characters of scalars (keys and values) a document may have with every alias
+#: expanded: as much text as the largest file, so an alias cannot make more of it.
+MAX_EXPANDED_CHARS = MAX_FILE_BYTES
 #: Deepest nesting of mappings and sequences.
 MAX_DEPTH = 64
 
@@ -61,7 +67,7 @@ class _DocumentTooLarge(Exception):
 def _measure(root: yaml.Node) -> None:
     """Raise :class:`_DocumentTooLarge` when ``root`` expands beyond the limits.
     Shared nodes (aliases) are counted once per use, computed once per node."""
-    sizes: dict[int, int] = {}
+    sizes: dict[int, tuple[int, int]] = {}  # node → (values, characters) once expanded
     # Iterative post-order walk: deep documents must not exhaust Python's stack.
     stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
     on_path: set[int] = set()
@@ -71,13 +77,20 @@ def _measure(root: yaml.Node) -> None:
         if done:
             on_path.discard(key)
             total = 1
+            chars = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
             for child in _children(node):
-                total += sizes[id(child)]
+                values, text = sizes[id(child)]
+                total += values
+                chars += text
                 if total > MAX_EXPANDED_NODES:
                     raise _DocumentTooLarge(
                         f"the document expands to more than {MAX_EXPANDED_NODES:,} values through YAML aliases", node
                     )
-            sizes[key] = total
+                if chars > MAX_EXPANDED_CHARS:
+                    raise _DocumentTooLarge(
+                        f"the document expands to more than {MAX_EXPANDED_CHARS:,} characters through YAML aliases", node
+                    )
+            sizes[key] = (total, chars)
             continue
         if key in sizes:
             continue
@@ -153,11 +166,41 @@ for _loader_class in {_StrictPythonLoader, _StrictLoader}:
     _loader_class.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _error(source: str, err: yaml.YAMLError) -> ScenarioError:
+_BLOCK_HEADER = re.compile(r"^(?P<indent> *)(?P<key>[^\s#][^:]*):\s*\|[-+]?\s*(#.*)?$")
+
+
+def _block_hint(text: str, line: int) -> str:
+    """When the error follows a literal block (``80/TCP: |``) whose first line is
+    indented deeper than the next ones (a matrix's header of destinations), how to
+    write it: YAML takes the block's indentation from its first line, so the rows end
+    it, unless the header says the indentation (``|2``)."""
+    lines = text.splitlines()
+    for start in range(min(line, len(lines) - 1), -1, -1):
+        header = _BLOCK_HEADER.match(lines[start])
+        if header is None:
+            continue
+        body = [text_line for text_line in lines[start + 1 : line + 1] if text_line.strip()]
+        if len(body) < 2:
+            return ""
+        key_indent = len(header["indent"])
+        first = len(body[0]) - len(body[0].lstrip(" "))
+        rows = min(len(row) - len(row.lstrip(" ")) for row in body[1:])
+        if first > rows > key_indent:
+            key = header["key"].strip()
+            return (
+                f"; the block of {key} starts deeper than its next lines (a matrix's header), so YAML ends it "
+                f"there: give its indentation, {key}: |{rows - key_indent}"
+            )
+        return ""
+    return ""
+
+
+def _error(source: str, err: yaml.YAMLError, text: str = "") -> ScenarioError:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     problem = getattr(err, "problem", None) or str(err)
     where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return ScenarioError(source, where, f"invalid YAML: {problem}")
+    hint = _block_hint(text, mark.line) if mark is not None and text else ""
+    return ScenarioError(source, where, f"invalid YAML: {problem}{hint}")
 
 
 def _too_large(source: str, err: _DocumentTooLarge) -> ScenarioError:
@@ -166,7 +209,7 @@ def _too_large(source: str, err: _DocumentTooLarge) -> ScenarioError:
         source,
         f"line {mark.line + 1}, column {mark.column + 1}",
         str(err),
-        f"at most {MAX_EXPANDED_NODES:,} values and {MAX_DEPTH} levels",
+        f"at most {MAX_EXPANDED_NODES:,} values, {MAX_EXPANDED_CHARS:,} characters and {MAX_DEPTH} levels",
     )
 
 
@@ -190,7 +233,7 @@ def load_one(text: str, source: str) -> Any:
     except _DocumentTooLarge as err:
         raise _too_large(source, err) from None
     except yaml.YAMLError as err:
-        raise _error(source, err) from None
+        raise _error(source, err, text) from None
     except RecursionError:
         raise ScenarioError(source, "", "the document is nested too deeply", f"at most {MAX_DEPTH} levels") from None
     except Exception as err:  # noqa: BLE001 - the parser's own bugs on odd input (explicit tags)
@@ -203,7 +246,7 @@ def load_all(text: str, source: str) -> list[Any]:
     except _DocumentTooLarge as err:
         raise _too_large(source, err) from None
     except yaml.YAMLError as err:
-        raise _error(source, err) from None
+        raise _error(source, err, text) from None
     except RecursionError:
         raise ScenarioError(source, "", "the document is nested too deeply", f"at most {MAX_DEPTH} levels") from None
     except Exception as err:  # noqa: BLE001 - as in load_one

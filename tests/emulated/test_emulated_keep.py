@@ -101,15 +101,66 @@ def test_a_kept_network_serves_after_the_session_until_cleanup() -> None:
         assert gone.returncode != 0
 
 
-def test_without_keep_the_failure_output_can_say_the_network_is_gone() -> None:
-    assert NETWORK_GONE_NOTE == (
-        "the emulated network was removed at the end of the session; to run these commands, run again with "
-        "--keep-network (then remove it with `sudo python -m harness cleanup`)"
+FAILING = textwrap.dedent("""\
+    description: the intent says allowed, the policy denies
+    namespaces: {x: {pods: {a: {ports: [80/TCP]}, b: {ports: [80/TCP]}}}}
+    policies:
+      - apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: deny-b, namespace: x}
+        spec: {podSelector: {}, policyTypes: [Ingress]}
+    expect: {default: allowed}
+""")
+
+
+def run_failing(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "wrong.yaml").write_text(FAILING)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "wrong.yaml", "--backend", "emulated", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+
+
+def test_a_failure_says_whether_its_reproduce_commands_can_still_run(tmp_path: Path) -> None:
+    gone = run_failing(tmp_path)
+    assert gone.returncode == 1, gone.stdout + gone.stderr
+    assert f"note: {NETWORK_GONE_NOTE}" in gone.stdout
+    assert "kept the emulated network" not in gone.stdout
+
+    kept = run_failing(tmp_path, "--keep-network")
+    try:
+        assert kept.returncode == 1, kept.stdout + kept.stderr
+        assert "note: the emulated network is kept after the session (--keep-network)" in kept.stdout
+        notice = next(line for line in kept.stdout.splitlines() if line.startswith("netpol-harness: kept the emulated network"))
+        assert notice.endswith(
+            "and its servers: the reproduce commands run as root; remove it with `sudo python -m harness cleanup`"
+        )
+        # The reproduce line of a wrong cell, pasted after the session: the kept network
+        # still drops it (curl times out, exit 28).
+        command = next(line.split("reproduce: ", 1)[1] for line in kept.stdout.splitlines() if "reproduce: ip netns exec" in line)
+        pasted = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=20)
+        assert pasted.returncode == 28, pasted.stderr
+    finally:
+        cleaned = subprocess.run(
+            [sys.executable, "-m", "harness", "cleanup"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert kept_networks() == []
+
+
+def test_the_notices_read_correctly_for_one_and_several_networks() -> None:
     assert kept_notice([]) == ""
-    assert kept_notice(["nph-1-abcd"]) == (
-        "kept the emulated network nph-1-abcd and its servers: the reproduce commands run as root; "
-        "remove it with `sudo python -m harness cleanup`"
+    assert kept_notice(["nph-1-abcd", "nph-1-ef01"]) == (
+        "kept the emulated networks nph-1-abcd, nph-1-ef01 and their servers: the reproduce commands run as root; "
+        "remove them with `sudo python -m harness cleanup`"
     )
 
 

@@ -262,6 +262,25 @@ def test_an_unreachable_server_at_start_is_unavailable_with_a_hint(server: Loopb
     assert str(err.value).endswith("Check that the cluster runs and that the kubeconfig and context are the right ones")
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("clusters: [unclosed\n", "it is not valid YAML (expected ',' or ']', but got '<stream end>' at line 2)"),
+        ("hello world\n", "it is not a kubeconfig (expected a YAML mapping with clusters, users and contexts)"),
+        ("- a\n- b\n", "it is not a kubeconfig (expected a YAML mapping with clusters, users and contexts)"),
+    ],
+    ids=["not-yaml", "a-string", "a-list"],
+)
+def test_a_garbage_kubeconfig_is_named_with_what_is_wrong(tmp_path: Path, text: str, reason: str) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(text)
+    with pytest.raises(BackendUnavailable) as err:
+        KubeClient(str(path))
+    assert str(err.value) == (
+        f"cannot load {path}: {reason}. Point --kubeconfig (or KUBECONFIG) at the kubeconfig of the cluster to test"
+    )
+
+
 def test_a_working_server_is_read(server: LoopbackApiServer, kube: KubeClient) -> None:
     replies = {
         "/version/": json_reply(SERVER_VERSION),

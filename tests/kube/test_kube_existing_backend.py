@@ -4,17 +4,18 @@ answering as an API server would."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback_api import RESET, SERVER_VERSION, LoopbackApiServer, Reply, Request, api_error, json_reply
+from loopback_api import RESET, SERVER_VERSION, STALL, LoopbackApiServer, Reply, Request, api_error, json_reply
 
 from harness.backends import existing as existing_backend
 from harness.backends.base import Options
 from harness.backends.cluster.existing import leftover_run
-from harness.core.errors import BackendError
+from harness.core.errors import BackendError, BackendUnavailable
 from harness.kube.manifests import ANNOTATION_RUN
 from harness.kube.views import namespace_view
 
@@ -120,3 +121,19 @@ def test_the_option_is_registered(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--sweep-leftovers").assert_outcomes(passed=1)
     help_text = pytester.runpytest("--help").stdout.str()
     assert "--sweep-leftovers" in help_text and "with --backend existing" in help_text
+
+
+def test_an_api_server_that_never_answers_stops_the_run_within_its_timeout(tmp_path: Path) -> None:
+    """The server accepts the connection and reads the request, and never answers:
+    the backend gives up after the 10 s it allows the version request."""
+    server = LoopbackApiServer()
+    server.answer = lambda request: STALL
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable) as err:
+            existing_backend.create(Options(kubeconfig=str(server.kubeconfig(tmp_path))), progress=lambda _: None)
+        waited = time.monotonic() - started
+    finally:
+        server.close()
+    assert 9 <= waited < 20
+    assert str(err.value).startswith(f"cannot ask for the Kubernetes version: no answer from the API server at {server.url}")

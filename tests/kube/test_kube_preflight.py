@@ -33,6 +33,7 @@ from harness.kube.tools import (
     check_images,
     docker_daemon,
     docker_daemon_problem,
+    find_tool,
     image_transfer,
     save_command,
     url_problem,
@@ -338,5 +339,22 @@ def test_the_documented_example_stops_within_30_seconds_naming_what_is_missing(r
     output = result.stdout + result.stderr
     assert "backend kind is not available: the kind backend cannot start:" in output
     assert "kind is not installed" in output or "--kind-bin" in output
+    assert (
+        "Without a cluster, the same scenarios run at once on real packets with --backend emulated (as root), "
+        "or against the reference model with --backend model."
+    ) in output
     assert "Traceback" not in output
     assert result.returncode == 4  # pytest's usage error
+
+
+def test_a_missing_tool_is_named_with_where_it_was_looked_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: nothing is installed
+    assert find_tool("docker", None, "", "Install Docker.") == (None, "docker is not installed (not on PATH). Install Docker.")
+    assert find_tool("kind", None, "--kind-bin", "Install kind.") == (
+        None,
+        "kind is not installed (not on PATH, and no --kind-bin given). Install kind.",
+    )
+    assert find_tool("kind", str(tmp_path / "kind"), "--kind-bin", "Install kind.") == (
+        None,
+        f"--kind-bin {tmp_path / 'kind'}: no executable file there. Install kind.",
+    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend, new_run_id
+from harness.backends.shield import interrupts_held
 from harness.core.errors import BackendError, HarnessError
 from harness.core.progress import Progress
 from harness.kube.api import KubeApi
@@ -52,7 +53,8 @@ class ExistingBackend(ClusterBackend):
         )
 
     def close(self) -> None:
-        self.close_namespaces()
+        with interrupts_held("removing the namespaces this run created", self.progress):
+            self.close_namespaces()
 
     def sweep_leftovers(self) -> list[str]:
         """Delete the namespaces that earlier runs of the harness left behind (named

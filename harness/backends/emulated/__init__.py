@@ -13,9 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from harness.backends.emulated.notes import CLEANUP_COMMAND, NETWORK_GONE_NOTE, kept_notice
 from harness.core.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -128,29 +129,6 @@ def cleanup() -> list[str]:
     return remove_kept_networks()
 
 
-#: How to remove kept networks, for the message printed after the session.
-CLEANUP_COMMAND = "python -m harness cleanup"
-
-
-def kept_notice(runs: Sequence[str]) -> str:
-    """What to print after a session that kept networks (``runs``: their names)."""
-    if not runs:
-        return ""
-    listed = ", ".join(runs)
-    return (
-        f"kept the emulated network{'s' if len(runs) > 1 else ''} {listed} and {'their' if len(runs) > 1 else 'its'} "
-        f"servers: the reproduce commands run as root; remove {'them' if len(runs) > 1 else 'it'} with "
-        f"`sudo {CLEANUP_COMMAND}`"
-    )
-
-
-#: What the failure output says next to reproduce commands when the network is not kept.
-NETWORK_GONE_NOTE = (
-    "the emulated network was removed at the end of the session; to run these commands, run again with "
-    f"--keep-network (then remove it with `sudo {CLEANUP_COMMAND}`)"
-)
-
-
 def create(options: OptionSource, progress: Callable[[str], None] | None = None) -> EmulatedBackend:
     """The backend, after checking this machine can run it and removing leftovers
     of dead runs. Its probe workers are capped at a quarter of the open-file
@@ -166,6 +144,7 @@ def create(options: OptionSource, progress: Callable[[str], None] | None = None)
     return EmulatedBackend(
         probe_workers=None if workers is None else int(workers),
         keep_network=bool(options.getoption("keep_network", False)),
+        progress=progress,
     )
 
 

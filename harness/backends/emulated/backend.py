@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.backends.base import Backend, BackendInfo, Capabilities, Deployment
@@ -17,6 +18,7 @@ from harness.backends.emulated.dataplane import Dataplane
 from harness.backends.emulated.leftovers import remove_state, write_state
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
+from harness.backends.emulated.notes import NETWORK_GONE_NOTE, kept_notice
 from harness.backends.emulated.rounds import ProbeRequest, ProbeResult
 from harness.backends.emulated.ruleset import RulesetInput, ServiceRules
 from harness.backends.emulated.runner import max_workers
@@ -30,6 +32,7 @@ from harness.backends.emulated.services import (
 )
 from harness.backends.emulated.system import run
 from harness.backends.emulated.why import PolicyTrace
+from harness.backends.shield import interrupts_held
 from harness.core.cluster_policy import check_supported
 from harness.core.errors import BackendError
 from harness.core.files import write_atomic
@@ -67,7 +70,11 @@ class EmulatedBackend(Backend):
         unsupported_note="SCTP is not available in this kernel",
     )
 
-    def __init__(self, probe_workers: int | None = None, keep_network: bool = False) -> None:
+    def __init__(
+        self, probe_workers: int | None = None, keep_network: bool = False, progress: Callable[[str], None] | None = None
+    ) -> None:
+        #: Where messages for the user go (the terminal, in a pytest run).
+        self.progress = progress
         if probe_workers is None:
             probe_workers = default_probe_workers()
         if probe_workers < 1:
@@ -152,13 +159,26 @@ class EmulatedBackend(Backend):
                 }
                 self._servers.start({ep.id: ep for ep in topology.endpoints()}, network.netns, dns)
             except BaseException:
-                self._teardown(keep=False)  # half built: never kept
+                with interrupts_held("removing the half-built emulated network", self.progress):
+                    self._teardown(keep=False)  # half built: never kept
                 raise
             log.info("emulated network %s: %d pods, %d external hosts", run_id, len(topology.pods), len(topology.externals))
             return Deployment(topology, network.addresses)
 
+    def reproduce_note(self) -> str:
+        if self.keep_network:
+            return (
+                "the emulated network is kept after the session (--keep-network): run these commands as root, "
+                "then remove it with `sudo python -m harness cleanup`"
+            )
+        return NETWORK_GONE_NOTE
+
+    def closing_notes(self) -> tuple[str, ...]:
+        notice = kept_notice([str(run) for run in self.kept])
+        return (notice,) if notice else ()
+
     def close(self) -> None:
-        with self._lock:
+        with self._lock, interrupts_held("removing the emulated network", self.progress):
             self._teardown()
         lifecycle.unregister(self)
 

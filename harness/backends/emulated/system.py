@@ -28,7 +28,17 @@ def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float
     ``what`` was being done, the command and its stderr. A command that overruns
     ``timeout`` is killed and reaped before the error is raised."""
     try:
-        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, env=child_environment())
+        # Its own session: the terminal's Ctrl-C goes to the harness, which decides
+        # (harness.backends.shield), not to an `ip netns del` halfway through a teardown.
+        done = subprocess.run(
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=child_environment(),
+            start_new_session=True,
+        )
     except FileNotFoundError:
         raise BackendError(f"{what}: {argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:

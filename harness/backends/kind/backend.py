@@ -30,6 +30,7 @@ from typing import Any
 from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend
 from harness.backends.kind import cluster_name
+from harness.backends.shield import interrupts_held
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError
 from harness.core.progress import Progress
 from harness.core.topology import ExternalHost
@@ -304,6 +305,14 @@ class KindBackend(ClusterBackend):
             )
         self.release = release
 
+    def reproduce_note(self) -> str:
+        if self.created and not self.keep:
+            return (
+                f"kind cluster {self.cluster} is deleted at the end of the session; to run these commands, "
+                "run again with --keep-cluster"
+            )
+        return ""
+
     def close(self) -> None:
         """Delete the cluster if this run created it and it is not kept; otherwise
         remove only what the run put on it. A cluster this run did not create is
@@ -311,6 +320,10 @@ class KindBackend(ClusterBackend):
         if self._done:
             return
         self._done = True
+        with interrupts_held(f"removing what this run put on kind cluster {self.cluster}", self.progress):
+            self._close()
+
+    def _close(self) -> None:
         if self.created and not self.keep:
             try:
                 self.stop_externals()

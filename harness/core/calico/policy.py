@@ -46,6 +46,7 @@ from harness.core.calico.selector import (
     to_requirements,
 )
 from harness.core.errors import HarnessError, PolicyError
+from harness.core.metadata import check_metadata
 from harness.core.policy import IPNetwork, NetworkPolicy, PolicyPort, PolicyType, parse_policy
 from harness.core.topology import PORT_NAME_FORM, Protocol, check_port_name, is_dns_label, is_dns_subdomain
 
@@ -466,6 +467,7 @@ def _metadata(f: _Fields, manifest: Mapping[str, Any], kind: StagedKind, default
             f"{name!r} is not a valid name" + (hint if isinstance(name, str) and "." in name else ""),
             "lowercase letters, digits and '-', such as allow-db",
         )
+    check_metadata(meta, f.fail)
     if kind.is_global:
         if meta.get("namespace") is not None:
             raise f.fail("metadata.namespace", "a StagedGlobalNetworkPolicy has no namespace", "no metadata.namespace")

@@ -43,6 +43,7 @@ from harness.core.cluster_policy.objects import (
     Tier,
 )
 from harness.core.errors import PolicyError
+from harness.core.metadata import check_metadata
 from harness.core.selectors import LabelSelector, SelectorSyntaxError, parse_selector
 from harness.core.topology import Protocol, is_dns_subdomain
 
@@ -378,6 +379,7 @@ def parse_cluster_policy(manifest: object, source: str = "<inline>", channel: Ch
     name = meta["name"]
     if not is_dns_subdomain(name):
         raise p.fail("metadata.name", f"{name!r} is not a valid name", "a lowercase DNS subdomain such as deny-internet")
+    check_metadata(meta, p.fail)
     # metadata.namespace, if given, is cleared by the API server: the kinds are cluster-scoped.
     if kind is ClusterPolicyKind.BASELINE_ADMIN_NETWORK_POLICY and name != "default":
         # The CRD's CEL rule on the whole object.
