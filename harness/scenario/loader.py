@@ -132,6 +132,11 @@ class _Reader:
         return tuple(parse(item, f"{path}[{i}]") for i, item in enumerate(self.seq(raw, path)))
 
 
+#: The typed reader, for other files of the scenario format (constraints) to read
+#: with the same field paths and messages.
+FieldReader = _Reader
+
+
 def _kind(raw: object) -> str:
     if raw is None:
         return "nothing"
@@ -146,6 +151,10 @@ def _kind(raw: object) -> str:
     if isinstance(raw, Mapping):
         return "a mapping"
     return type(raw).__name__
+
+
+#: How a value is named in messages ("string 'x'", "a list", "nothing").
+describe_value = _kind
 
 
 def _join(path: str, key: str) -> str:
@@ -351,10 +360,12 @@ def _port_pattern(r: _Reader, raw: object, path: str) -> PortPattern:
     return PortPattern(port, protocol)
 
 
-def _endpoint(r: _Reader, raw: object, path: str, topology: Topology) -> EndpointMatcher:
+def _endpoint(r: _Reader, raw: object, path: str, topology: Topology | None) -> EndpointMatcher:
+    """A pattern or a selector; checked against ``topology`` when given (a file
+    read without one, such as constraints, decides later what it matches)."""
     if isinstance(raw, str) and raw:
         pattern = EndpointPattern(raw)
-        if not any(pattern.matches(ep.id, topology) for ep in topology.endpoints()):
+        if topology is not None and not any(pattern.matches(ep.id, topology) for ep in topology.endpoints()):
             known = ", ".join(ep.id for ep in topology.endpoints())
             raise r.fail(path, f"{raw!r} matches no pod or external host", f"one of {known}, or a pattern such as x/*")
         return pattern
@@ -364,7 +375,7 @@ def _endpoint(r: _Reader, raw: object, path: str, topology: Topology) -> Endpoin
     namespace = sel.get("namespace")
     if namespace is not None:
         namespace = r.string(namespace, f"{path}.namespace", "a namespace name or pattern")
-        if not any(fnmatch.fnmatchcase(ns.name, namespace) for ns in topology.namespaces):
+        if topology is not None and not any(fnmatch.fnmatchcase(ns.name, namespace) for ns in topology.namespaces):
             raise r.fail(
                 f"{path}.namespace",
                 f"{namespace!r} matches no namespace",
@@ -377,7 +388,7 @@ def _endpoint(r: _Reader, raw: object, path: str, topology: Topology) -> Endpoin
     )
 
 
-def _endpoints(r: _Reader, raw: object, path: str, topology: Topology) -> tuple[EndpointMatcher, ...]:
+def _endpoints(r: _Reader, raw: object, path: str, topology: Topology | None) -> tuple[EndpointMatcher, ...]:
     if isinstance(raw, list):
         if not raw:
             raise r.fail(path, "empty list", "a pattern, a selector, or a list of them")
@@ -389,6 +400,24 @@ def _result(r: _Reader, raw: object, path: str) -> bool:
     if raw in ("allowed", "blocked"):
         return raw == "allowed"
     raise r.fail(path, f"got {_kind(raw)}", "allowed or blocked")
+
+
+def parse_rule(r: FieldReader, raw: object, path: str, topology: Topology | None) -> ExpectRule:
+    """One rule of the expectation language (``from``, ``to``, ``port``, ``result``),
+    its patterns checked against ``topology`` when given."""
+    rule = r.mapping(raw, path, ["from", "to", "port", "result"], ["from", "to", "result"])
+    return ExpectRule(
+        _endpoints(r, rule["from"], f"{path}.from", topology),
+        _endpoints(r, rule["to"], f"{path}.to", topology),
+        _port_pattern(r, rule.get("port"), f"{path}.port"),
+        _result(r, rule["result"], f"{path}.result"),
+        path=path,
+    )
+
+
+def parse_port_pattern(r: FieldReader, raw: object, path: str) -> PortPattern:
+    """A port of the expectation language: ``80/TCP``, ``80``, ``*/UDP`` or ``*``."""
+    return _port_pattern(r, raw, path)
 
 
 _MATRIX_HINT = (
@@ -476,17 +505,7 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
         default = _result(r, doc.get("default", "allowed"), f"{path}.default")
         rules = []
         for i, rule_raw in enumerate(r.seq(doc.get("rules", []), f"{path}.rules")):
-            rp = f"{path}.rules[{i}]"
-            rule = r.mapping(rule_raw, rp, ["from", "to", "port", "result"], ["from", "to", "result"])
-            rules.append(
-                ExpectRule(
-                    _endpoints(r, rule["from"], f"{rp}.from", topology),
-                    _endpoints(r, rule["to"], f"{rp}.to", topology),
-                    _port_pattern(r, rule.get("port"), f"{rp}.port"),
-                    _result(r, rule["result"], f"{rp}.result"),
-                    path=rp,
-                )
-            )
+            rules.append(parse_rule(r, rule_raw, f"{path}.rules[{i}]", topology))
         return Expectation(form, ports, default, tuple(rules), path=path)
     tables: dict[PortProtocol, TextMatrix] = {}
     raw_tables = r.mapping(doc["matrix"], f"{path}.matrix")
