@@ -1,0 +1,724 @@
+"""Constraints checked on every step of a scenario (docs/constraints.md).
+
+For each step plan, each constraint of a :class:`~harness.scenario.constraints.ConstraintSet`
+is checked two ways:
+
+* exhaustively by the reference model. Rules cover every cell of the step's
+  topology on every port an endpoint serves. The whole-topology forms cover more:
+  every port of every protocol, and every IPv4 address outside the cluster, as
+  ranges the policies in force treat alike (:mod:`harness.model.representatives`),
+  one representative address and port per range, asked of a model of the step's
+  state with a representative host per address range. Those hosts exist only in
+  that model: nothing is ever sent to them.
+* on a probing backend (anything but the model), on the cells actually probed: the
+  step's observed matrix, allowed and blocked observations only (an error or a
+  refusal is not the network's verdict).
+
+A constraint applies at a step when it constrains at least one cell there; one that
+applies at no step of a scenario is "not applicable" to it. Everything here is
+computed on whole arrays, and a step's coverage model is built for a few ports at a
+time, so memory stays bounded on a thousand-pod step.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from harness.core.addressing import plan_addresses
+from harness.core.cluster_policy import Tier
+from harness.core.matrix import (
+    ALLOWED_CODE,
+    BLOCKED_CODE,
+    LISTED_CELLS,
+    NOT_PROBED,
+    Axes,
+    Cell,
+    CellSet,
+    Codes,
+    Mask,
+    Outcome,
+    ReachabilityMatrix,
+)
+from harness.core.plan import StepPlan, probe_grid
+from harness.core.policy import PolicyType
+from harness.core.topology import PodSpec, PortProtocol, Topology
+from harness.engine.pipeline import ScenarioResult
+from harness.model import ReferenceModel, model_of
+from harness.model.representatives import (
+    PortRange,
+    address_ranges,
+    policy_networks,
+    policy_port_ranges,
+    port_ranges,
+)
+from harness.scenario import Scenario
+from harness.scenario.constraints import Constraint, ConstraintForm, ConstraintSet, PodScope
+from harness.scenario.spec import EndpointMatcher, ExpectRule
+
+#: Violating cells kept per constraint, step and way of finding them (the first
+#: :data:`~harness.core.matrix.LISTED_CELLS` with the model's explanation); the
+#: others are counted by group.
+KEPT_CELLS = 200
+#: Groups kept for the cells beyond those listed in a failure text.
+KEPT_GROUPS = 100
+#: Most cells (pods x destinations x ports) one coverage model computes before it
+#: is dropped and the next ports get a new one: bounds memory on large steps.
+MODEL_BUDGET = 8_000_000
+
+_DIRECTION_WORD = {PolicyType.INGRESS: "ingress", PolicyType.EGRESS: "egress"}
+
+
+class ConstraintStatus(enum.Enum):
+    PASSED = "passed"
+    VIOLATED = "violated"
+    NOT_APPLICABLE = "not applicable"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One cell that breaks a constraint. ``destination`` and ``port`` are as shown:
+    an endpoint or an address range outside the cluster, a port or a port range
+    (every address and port of a range is treated alike by the policies in force)."""
+
+    source: str
+    destination: str
+    port: str
+    #: What the model (or the network) gives the cell.
+    outcome: Outcome
+    #: What the constraint requires of it, as words.
+    required: str
+    #: The reference model's explanation (the first cells only).
+    why: str = ""
+    #: Observed cells: what the probe saw, how to reproduce it, and whether the
+    #: model finds the same violation (False: the network differs from the model).
+    observed: str = ""
+    command: str = ""
+    model_agrees: bool = True
+
+    def line(self) -> str:
+        return f"{self.source} → {self.destination}:{self.port} {self.outcome.value}; the constraint requires {self.required}"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "source": self.source,
+            "destination": self.destination,
+            "port": self.port,
+            "outcome": self.outcome.value,
+            "required": self.required,
+            "line": self.line(),
+        }
+        for key in ("why", "observed", "command"):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        if not self.model_agrees:
+            data["model_agrees"] = False
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Violation:
+        return cls(
+            str(data["source"]),
+            str(data["destination"]),
+            str(data["port"]),
+            Outcome(data["outcome"]),
+            str(data["required"]),
+            str(data.get("why", "")),
+            str(data.get("observed", "")),
+            str(data.get("command", "")),
+            bool(data.get("model_agrees", True)),
+        )
+
+
+@dataclass(frozen=True)
+class Group:
+    """Violating cells beyond the listed ones, counted by source namespace,
+    destination (namespace or host) and port."""
+
+    source: str
+    destination: str
+    port: str
+    count: int
+
+    def line(self) -> str:
+        return f"  {self.source} → {self.destination}:{self.port}: {self.count} cell(s)"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The violations found one way (by the model, or in the observations) at one step."""
+
+    checked: int = 0
+    count: int = 0
+    cells: tuple[Violation, ...] = ()
+    groups: tuple[Group, ...] = ()
+
+    def render(self) -> str:
+        """The first cells one per line (with why, what was seen and how to reproduce
+        it), then the others counted by group."""
+        lines = []
+        for cell in self.cells[:LISTED_CELLS]:
+            lines.append(cell.line())
+            if cell.observed:
+                agreement = (
+                    "" if cell.model_agrees else " (the reference model blocks it: the network differs from Kubernetes semantics)"
+                )
+                lines.append(f"    observed: {cell.observed}{agreement}")
+            if cell.why:
+                lines.append(f"    model: {cell.why}")
+            if cell.command:
+                lines.append(f"    reproduce: {cell.command}")
+        rest = self.count - min(len(self.cells), LISTED_CELLS)
+        if rest > 0:
+            lines.append(f"... and {rest} more (the reports list more), by group:")
+            lines += [g.line() for g in self.groups[:LISTED_CELLS]]
+            shown = sum(g.count for g in self.groups[:LISTED_CELLS])
+            if shown < rest:
+                lines.append(f"  and {rest - shown} cell(s) in other groups")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "count": self.count,
+            "cells": [c.to_json() for c in self.cells],
+            "groups": [{"source": g.source, "destination": g.destination, "port": g.port, "count": g.count} for g in self.groups],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        return cls(
+            int(data.get("checked", 0)),
+            int(data.get("count", 0)),
+            tuple(Violation.from_json(c) for c in data.get("cells", [])),
+            tuple(
+                Group(str(g["source"]), str(g["destination"]), str(g["port"]), int(g["count"])) for g in data.get("groups", [])
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """One constraint at one step: by the model and, on a probing backend, in the
+    observations (None on the model backend)."""
+
+    step: str
+    model: Finding
+    observed: Finding | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.model.checked > 0
+
+    @property
+    def violations(self) -> int:
+        return self.model.count + (self.observed.count if self.observed is not None else 0)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"step": self.step, "applied": self.applied, "model": self.model.to_json()}
+        if self.observed is not None:
+            data["observed"] = self.observed.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepCheck:
+        observed = data.get("observed")
+        return cls(str(data["step"]), Finding.from_json(data["model"]), Finding.from_json(observed) if observed else None)
+
+
+@dataclass(frozen=True)
+class ConstraintResult:
+    """One constraint on one scenario, step by step."""
+
+    name: str
+    description: str
+    summary: str
+    steps: tuple[StepCheck, ...] = ()
+
+    @property
+    def status(self) -> ConstraintStatus:
+        if any(s.violations for s in self.steps):
+            return ConstraintStatus.VIOLATED
+        if any(s.applied for s in self.steps):
+            return ConstraintStatus.PASSED
+        return ConstraintStatus.NOT_APPLICABLE
+
+    @property
+    def violations(self) -> int:
+        return sum(s.violations for s in self.steps)
+
+    @property
+    def checked(self) -> int:
+        return sum(s.model.checked for s in self.steps)
+
+    def render(self, backend: str = "") -> str:
+        """The failure block of a violated constraint: its name first, then per step
+        the cells the model finds and those the network showed."""
+        parts = [f"violates constraint {self.name}: {self.description}\n  it asserts: {self.summary}"]
+        several = len(self.steps) > 1
+        for step in self.steps:
+            head = f"step {step.step}: " if several else ""
+            if step.model.count:
+                parts.append(
+                    f"{head}{step.model.count} of {step.model.checked} cell(s) checked by the reference model violate it:\n"
+                    + step.model.render()
+                )
+            if step.observed is not None and step.observed.count:
+                where = f" on backend {backend}" if backend else ""
+                counted = f"{step.observed.count} of {step.observed.checked} probed cell(s)"
+                parts.append(f"{head}{counted} violate it with real traffic{where}:\n" + step.observed.render())
+        return "\n\n".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "summary": self.summary,
+            "status": self.status.value,
+            "violations": self.violations,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConstraintResult:
+        return cls(
+            str(data["name"]),
+            str(data.get("description", "")),
+            str(data.get("summary", "")),
+            tuple(StepCheck.from_json(s) for s in data.get("steps", [])),
+        )
+
+
+@dataclass(frozen=True)
+class ScenarioConstraints:
+    """Every constraint of a file on one scenario."""
+
+    source: str
+    results: tuple[ConstraintResult, ...]
+    #: The backend whose observations were checked too ("" on the model backend).
+    backend: str = ""
+
+    @property
+    def violated(self) -> tuple[ConstraintResult, ...]:
+        return tuple(r for r in self.results if r.status is ConstraintStatus.VIOLATED)
+
+    def reason(self) -> str:
+        """``violates constraint no-prod-internet`` (or several, by name); "" when none is."""
+        names = [r.name for r in self.violated]
+        if not names:
+            return ""
+        return f"violates constraint{'s' if len(names) > 1 else ''} {', '.join(names)}"
+
+    def render(self, scenario: str) -> str:
+        """The failure text of the violated constraints, one block each."""
+        if not self.violated:
+            return ""
+        head = f"{scenario}: {self.reason()} (constraints of {self.source})"
+        return "\n\n".join([head, *(r.render(self.backend) for r in self.violated)])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.source, "backend": self.backend, "results": [r.to_json() for r in self.results]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScenarioConstraints:
+        return cls(
+            str(data.get("file", "")),
+            tuple(ConstraintResult.from_json(r) for r in data.get("results", [])),
+            str(data.get("backend", "")),
+        )
+
+
+def applied_nowhere(checks: Iterable[ScenarioConstraints]) -> tuple[str, ...]:
+    """Names of the constraints that apply to no step of any of ``checks`` (in file
+    order): they test nothing, and a run must not pass on them silently."""
+    applied: dict[str, bool] = {}
+    for check in checks:
+        for result in check.results:
+            applied[result.name] = applied.get(result.name, False) or result.status is not ConstraintStatus.NOT_APPLICABLE
+    return tuple(name for name, ok in applied.items() if not ok)
+
+
+# -- checking --------------------------------------------------------------------------
+
+
+def check_scenario(constraints: ConstraintSet, scenario: Scenario, result: ScenarioResult | None = None) -> ScenarioConstraints:
+    """Every constraint on every step of ``scenario``: by the model, and in the
+    observations of ``result`` when it comes from a probing backend."""
+    probing = result is not None and result.backend.backend != "model"
+    observed: dict[str, ReachabilityMatrix] = {}
+    if result is not None and probing:
+        observed = {step.name: step.observed for step in result.steps}
+    per_constraint: list[list[StepCheck]] = [[] for _ in constraints.constraints]
+    for plan in scenario.plans:
+        for i, check in enumerate(check_step(constraints.constraints, plan, observed.get(plan.name))):
+            per_constraint[i].append(check)
+    results = tuple(
+        ConstraintResult(c.name, c.description, c.summary(), tuple(steps))
+        for c, steps in zip(constraints.constraints, per_constraint, strict=True)
+    )
+    backend = result.backend.label() if result is not None and probing else ""
+    return ScenarioConstraints(constraints.source, results, backend)
+
+
+def check_step(constraints: Sequence[Constraint], plan: StepPlan, observed: ReachabilityMatrix | None = None) -> list[StepCheck]:
+    """Each constraint at one step, in order: by the model, and on ``observed`` (the
+    step's observations on a probing backend) when given."""
+    step = _Step(plan)
+    by_model: dict[int, Finding] = {}
+    whole = [(i, c) for i, c in enumerate(constraints) if c.form is not ConstraintForm.RULES]
+    for i, constraint in enumerate(constraints):
+        if constraint.form is ConstraintForm.RULES:
+            by_model[i] = step.rules_by_model(constraint.rules)
+    if whole:
+        by_model.update(step.whole_by_model(whole))
+    return [
+        StepCheck(plan.name, by_model[i], step.observed(constraint, observed) if observed is not None else None)
+        for i, constraint in enumerate(constraints)
+    ]
+
+
+def _matcher_mask(matchers: Sequence[EndpointMatcher], ids: Sequence[str], topology: Topology) -> Mask:
+    return np.array([any(m.matches(i, topology) for m in matchers) for i in ids], dtype=bool)
+
+
+def _rule_codes(rules: Sequence[ExpectRule], cells: CellSet, topology: Topology) -> dict[PortProtocol, Codes]:
+    """Per port, the outcome the rules require of each cell (the last matching rule
+    wins, as in a scenario's expect), :data:`NOT_PROBED` where no rule matches: those
+    cells are not constrained."""
+    axes = cells.axes
+    codes = {p: np.full(axes.shape, NOT_PROBED, dtype=np.int8) for p in axes.ports}
+    for rule in rules:
+        sources = _matcher_mask(rule.sources, axes.sources, topology)
+        destinations = _matcher_mask(rule.destinations, axes.destinations, topology)
+        block = np.outer(sources, destinations)
+        for port in axes.ports:
+            if rule.port.matches(port):
+                codes[port][block] = ALLOWED_CODE if rule.allowed else BLOCKED_CODE
+    for port in axes.ports:
+        codes[port][~cells.masks[port]] = NOT_PROBED
+    return codes
+
+
+def _rule_breaches(required: Codes, found: Codes) -> tuple[tuple[Mask, Outcome, str, int], ...]:
+    """(cells, what they are, what the rules require, the code found) for both ways a
+    rule is broken."""
+    return (
+        ((required == BLOCKED_CODE) & (found == ALLOWED_CODE), Outcome.ALLOWED, "blocked", ALLOWED_CODE),
+        ((required == ALLOWED_CODE) & (found == BLOCKED_CODE), Outcome.BLOCKED, "allowed", BLOCKED_CODE),
+    )
+
+
+def _group(endpoint: str) -> str:
+    namespace, slash, _ = endpoint.partition("/")
+    return f"{namespace}/*" if slash else endpoint
+
+
+class _Labels:
+    """Names of a grid's rows and columns as shown, and the group of each (a pod's
+    namespace, or the host itself) for counting the cells a text does not list."""
+
+    def __init__(
+        self, sources: Sequence[str], destinations: Sequence[str], destination_groups: Sequence[str] | None = None
+    ) -> None:
+        self.sources = sources
+        self.destinations = destinations
+        self.source_groups, self.source_group_of = _grouping([_group(s) for s in sources])
+        groups = destination_groups if destination_groups is not None else [_group(d) for d in destinations]
+        self.destination_groups, self.destination_group_of = _grouping(groups)
+
+
+def _grouping(groups: Sequence[str]) -> tuple[list[str], npt.NDArray[np.int64]]:
+    index: dict[str, int] = {}
+    of = np.array([index.setdefault(g, len(index)) for g in groups], dtype=np.int64)
+    return list(index), of
+
+
+Explain = Callable[[int, int], str]
+Observe = Callable[[int, int], tuple[str, str, bool]]
+
+
+class _Collector:
+    """Accumulates one constraint's violating cells at one step, bounded: a count,
+    the first :data:`KEPT_CELLS` cells (the first ones explained), and group counts
+    of the cells beyond those a failure text lists."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.count = 0
+        self.cells: list[Violation] = []
+        self.groups: Counter[tuple[str, str, str]] = Counter()
+
+    def add(
+        self,
+        mask: Mask,
+        labels: _Labels,
+        port: str,
+        outcome: Outcome,
+        required: str,
+        explain: Explain,
+        observe: Observe | None = None,
+    ) -> None:
+        found = int(mask.sum())
+        if not found:
+            return
+        before = self.count
+        self.count += found
+        rows, cols = np.nonzero(mask)
+        keep = min(found, max(0, KEPT_CELLS - len(self.cells)))
+        for r, c in zip(rows[:keep].tolist(), cols[:keep].tolist(), strict=True):
+            listed = len(self.cells) < LISTED_CELLS
+            seen, command, agrees = observe(r, c) if observe is not None else ("", "", True)
+            why = explain(r, c) if listed else ""
+            self.cells.append(
+                Violation(labels.sources[r], labels.destinations[c], port, outcome, required, why, seen, command, agrees)
+            )
+        # The cells past those a failure text lists, counted by group.
+        skip = max(0, LISTED_CELLS - before)
+        if found > skip:
+            width = len(labels.destination_groups)
+            flat = labels.source_group_of[rows[skip:]] * width + labels.destination_group_of[cols[skip:]]
+            counts = np.bincount(flat)
+            for index in np.flatnonzero(counts).tolist():
+                key = (labels.source_groups[index // width], labels.destination_groups[index % width], port)
+                self.groups[key] += int(counts[index])
+
+    def finding(self) -> Finding:
+        groups = tuple(Group(s, d, p, n) for (s, d, p), n in self.groups.most_common(KEPT_GROUPS))
+        return Finding(self.checked, self.count, tuple(self.cells), groups)
+
+
+_ISOLATION = "{} isolation (only what a policy rule admits)"
+_OUTSIDE = "blocked (outside the cluster)"
+
+
+class _Step:
+    """One step plan, with what its checks share: the model of its state and its grid
+    of served ports."""
+
+    def __init__(self, plan: StepPlan) -> None:
+        self.plan = plan
+        self.topology = plan.topology
+        self.addresses = plan_addresses(self.topology)
+
+    @cached_property
+    def model(self) -> ReferenceModel:
+        return model_of(self.plan.state, self.addresses, self.plan.settings)
+
+    def scope(self, pods: PodScope) -> Mask:
+        return np.array([pods.matches(p, self.topology) for p in self.topology.pods], dtype=bool)
+
+    def _explainer(self, axes: Axes, port: PortProtocol) -> Explain:
+        model = self.model
+
+        def explain(row: int, column: int) -> str:
+            return model.explain(axes.sources[row], axes.destinations[column], port)
+
+        return explain
+
+    # -- by the model ----------------------------------------------------------------
+
+    def rules_by_model(self, rules: Sequence[ExpectRule]) -> Finding:
+        """Every pod to every endpoint on every port some endpoint serves; a pod and
+        itself left out (what a CNI does with it is its own business)."""
+        collector = _Collector()
+        cells = probe_grid(self.topology, self.topology.port_keys(), probe_self=False)
+        if not cells:
+            return collector.finding()
+        matrix = self.model.reachability(cells)
+        required = _rule_codes(rules, cells, self.topology)
+        labels = _Labels(cells.axes.sources, cells.axes.destinations)
+        for port in cells.axes.ports:
+            collector.checked += int((required[port] != NOT_PROBED).sum())
+            for mask, outcome, words, _ in _rule_breaches(required[port], matrix.codes(port)):
+                collector.add(mask, labels, str(port), outcome, words, self._explainer(cells.axes, port))
+        return collector.finding()
+
+    def whole_by_model(self, constraints: Sequence[tuple[int, Constraint]]) -> dict[int, Finding]:
+        """The isolation and outside-the-cluster constraints over every port range and
+        every address range outside the cluster that the policies in force and the
+        constraints themselves tell apart, one representative of each."""
+        state = self.plan.state
+        policies, cluster = state.effective_policies, state.cluster_policy_list
+        networks = [*policy_networks(policies, cluster)]
+        port_ends = [*policy_port_ranges(policies, cluster, self.topology)]
+        for _, constraint in constraints:
+            for exception in constraint.allowed:
+                networks.append(exception.network)
+                port_ends += [(p.protocol, p.port, p.port) for p in exception.ports if p.port is not None and p.protocol]
+        hosts = address_ranges(networks)
+        ports = port_ranges(port_ends)
+        pods = self.topology.pods
+        outside = [*self.topology.externals, *(h.host() for h in hosts)]
+        topology = Topology(self.topology.namespaces, pods, tuple(outside))
+        addresses = {**self.addresses, **{h.endpoint_id: h.first for h in hosts}}
+        ids = [*(p.id for p in pods), *(e.id for e in outside)]
+        shown = [*(p.id for p in pods), *(e.id for e in self.topology.externals), *(str(h) for h in hosts)]
+        n_pods, width = len(pods), len(ids)
+        labels = _Labels([p.id for p in pods], shown, [*(_group(p.id) for p in pods), *shown[n_pods:]])
+        scopes = {i: self.scope(c.pods) for i, c in constraints if c.pods is not None}
+        collectors = {i: _Collector() for i, _ in constraints}
+        not_self = ~np.eye(n_pods, width, dtype=bool)
+        pod_column = np.arange(width) < n_pods
+        per_model = max(1, MODEL_BUDGET // max(1, n_pods * width))
+        for chunk in _chunks(ports, per_model):
+            # A new model per chunk of ports: its matrices are dropped with it.
+            model = ReferenceModel(topology, policies, addresses, self.plan.settings, cluster)
+            for port_range in chunk:
+                key = port_range.key
+                allowed = model.allowed_matrix(key)
+                default_in, default_out = _defaults(model, key)
+
+                def explain(row: int, column: int, key: PortProtocol = key, model: ReferenceModel = model) -> str:
+                    return model.explain(ids[row], ids[column], key)
+
+                for i, constraint in constraints:
+                    scope, collector = scopes[i], collectors[i]
+                    if constraint.form is ConstraintForm.ISOLATED:
+                        for direction in constraint.directions:
+                            if direction is PolicyType.INGRESS:
+                                in_scope = np.zeros((n_pods, width), bool)
+                                in_scope[:, :n_pods] = scope[None, :]
+                                by_default = np.zeros((n_pods, width), bool)
+                                by_default[:, :n_pods] = default_in.T
+                            else:
+                                in_scope = np.repeat(scope[:, None], width, axis=1)
+                                by_default = default_out
+                            in_scope &= not_self
+                            collector.checked += int(in_scope.sum())
+                            required = _ISOLATION.format(_DIRECTION_WORD[direction])
+                            collector.add(
+                                allowed & by_default & in_scope, labels, str(port_range), Outcome.ALLOWED, required, explain
+                            )
+                    else:
+                        forbidden = np.array(
+                            [not any(a.allows(h.ip, key) for a in constraint.allowed) for h in outside], dtype=bool
+                        )
+                        in_scope = np.outer(scope, np.concatenate([np.zeros(n_pods, bool), forbidden])) & ~pod_column[None, :]
+                        collector.checked += int(in_scope.sum())
+                        collector.add(allowed & in_scope, labels, str(port_range), Outcome.ALLOWED, _OUTSIDE, explain)
+        return {i: c.finding() for i, c in collectors.items()}
+
+    # -- on the observations -----------------------------------------------------------
+
+    def observed(self, constraint: Constraint, observed: ReachabilityMatrix) -> Finding:
+        """The constraint on the cells actually probed, allowed and blocked ones, with
+        whether the model finds the same violation on each."""
+        collector = _Collector()
+        axes = observed.axes
+        self_cells = _self_cells(axes)
+        verdicts = {
+            p: ((observed.codes(p) == ALLOWED_CODE) | (observed.codes(p) == BLOCKED_CODE)) & ~self_cells for p in axes.ports
+        }
+        cells = CellSet(axes, verdicts)
+        model = self.model
+        predicted = model.reachability(CellSet(axes, {p: np.ones(axes.shape, bool) for p in axes.ports}))
+        labels = _Labels(axes.sources, axes.destinations)
+
+        def observer(port: PortProtocol, agreeing: Mask) -> Observe:
+            def observe(row: int, column: int) -> tuple[str, str, bool]:
+                seen = observed.observation(Cell(axes.sources[row], axes.destinations[column], port))
+                if seen is None:
+                    return "not probed", "", bool(agreeing[row, column])
+                return seen.describe(), seen.command, bool(agreeing[row, column])
+
+            return observe
+
+        if constraint.form is ConstraintForm.RULES:
+            required = _rule_codes(constraint.rules, cells, self.topology)
+            for port in axes.ports:
+                collector.checked += int((required[port] != NOT_PROBED).sum())
+                for mask, outcome, words, code in _rule_breaches(required[port], observed.codes(port)):
+                    agreeing = mask & (predicted.codes(port) == code)
+                    collector.add(mask, labels, str(port), outcome, words, self._explainer(axes, port), observer(port, agreeing))
+            return collector.finding()
+        assert constraint.pods is not None
+        scope = self.scope(constraint.pods)
+        rows = np.array([model.pod_index[s] for s in axes.sources], dtype=np.int64)
+        cols = np.array([model.dest_index[d] for d in axes.destinations], dtype=np.int64)
+        pod_column = np.array([isinstance(self.topology.endpoint(d), PodSpec) for d in axes.destinations], dtype=bool)
+        row_scope = scope[rows]
+        column_pod = np.where(pod_column, cols, 0)
+        column_scope = pod_column & scope[column_pod] if len(scope) else pod_column
+        for port in axes.ports:
+            probed = cells.masks[port]
+            seen_allowed = observed.codes(port) == ALLOWED_CODE
+            predicted_allowed = predicted.codes(port) == ALLOWED_CODE
+            checks: list[tuple[Mask, Mask, str]] = []  # (in scope, admitted by a rule, required)
+            if constraint.form is ConstraintForm.ISOLATED:
+                default_in, default_out = _defaults(model, port)
+                ingress, egress = model.sides(port)
+                for direction in constraint.directions:
+                    if direction is PolicyType.INGRESS:
+                        # The destination's ingress side, [destination, source] in the model.
+                        admitted = (ingress & ~default_in)[np.ix_(column_pod, rows)].T & pod_column[None, :]
+                        checks.append((probed & column_scope[None, :], admitted, _ISOLATION.format("ingress")))
+                    else:
+                        admitted = (egress & ~default_out)[np.ix_(rows, cols)]
+                        checks.append((probed & row_scope[:, None], admitted, _ISOLATION.format("egress")))
+            else:
+                forbidden = np.array(
+                    [
+                        not is_pod and not any(a.allows(self.addresses[d], port) for a in constraint.allowed)
+                        for d, is_pod in zip(axes.destinations, pod_column.tolist(), strict=True)
+                    ],
+                    dtype=bool,
+                )
+                checks.append((probed & np.outer(row_scope, forbidden), np.zeros(axes.shape, bool), _OUTSIDE))
+            for in_scope, admitted, words in checks:
+                collector.checked += int(in_scope.sum())
+                violating = in_scope & seen_allowed & ~admitted
+                agreeing = violating & predicted_allowed
+                explain = self._explainer(axes, port)
+                collector.add(violating, labels, str(port), Outcome.ALLOWED, words, explain, observer(port, agreeing))
+        return collector.finding()
+
+
+def _self_cells(axes: Axes) -> Mask:
+    mask = np.zeros(axes.shape, bool)
+    for row, source in enumerate(axes.sources):
+        column = axes.column(source)
+        if column is not None:
+            mask[row, column] = True
+    return mask
+
+
+def _defaults(model: ReferenceModel, key: PortProtocol) -> tuple[Mask, Mask]:
+    """``(ingress, egress)`` in the model's layout: the sides that allow a cell only
+    because nothing decides it (no NetworkPolicy isolates the pod in that direction,
+    and no Accept of a cluster policy's Admin or Baseline tier admits it)."""
+    ingress, egress = model.sides(key)
+    default_in = ingress & ~model.ingress_isolated[:, None]
+    default_out = egress & ~model.egress_isolated[:, None]
+    if not model.tiers.empty:
+        for tier in (Tier.ADMIN, Tier.BASELINE):
+            accepted_in, _ = model.tiers.decide(tier, PolicyType.INGRESS, key)
+            accepted_out, _ = model.tiers.decide(tier, PolicyType.EGRESS, key)
+            default_in = default_in & ~accepted_in
+            default_out = default_out & ~accepted_out
+    return default_in, default_out
+
+
+def _chunks(items: Sequence[PortRange], size: int) -> Iterator[Sequence[PortRange]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+__all__ = [
+    "ConstraintResult",
+    "ConstraintStatus",
+    "Finding",
+    "Group",
+    "ScenarioConstraints",
+    "StepCheck",
+    "Violation",
+    "applied_nowhere",
+    "check_scenario",
+    "check_step",
+]
