@@ -16,7 +16,7 @@ from harness.core.topology import PortProtocol, Protocol
 from harness.scenario import EndpointPattern, EndpointSelector, PortPattern, parse_topology
 from harness.scenario.constraints import ConstraintForm, ConstraintSet, load_constraints, parse_constraints
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "scenarios" / "constraints.example.yaml"
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "constraints.example.yaml"
 
 ALL_FORMS = """\
 constraints:

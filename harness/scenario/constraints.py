@@ -175,15 +175,15 @@ def _directions(r: FieldReader, raw: object, path: str) -> tuple[PolicyType, ...
 
 def _allowed(r: FieldReader, raw: object, path: str) -> AllowedDestination:
     doc = r.mapping(raw, path, ["cidr", "ports"], ["cidr"])
-    text = r.string(doc["cidr"], f"{path}.cidr", "an IPv4 CIDR such as 10.0.0.0/8")
+    form = "an IPv4 CIDR such as 10.0.0.0/8"
+    text = r.string(doc["cidr"], f"{path}.cidr", form)
     try:
         network = ipaddress.IPv4Network(text)
     except ipaddress.AddressValueError:
-        if ":" in text:
-            raise r.fail(f"{path}.cidr", f"{text!r} is IPv6: the harness models IPv4 only", "an IPv4 CIDR such as 10.0.0.0/8") from None
-        raise r.fail(f"{path}.cidr", f"{text!r} is not an IPv4 CIDR", "an IPv4 CIDR such as 10.0.0.0/8") from None
+        problem = "is IPv6: the harness models IPv4 only" if ":" in text else "is not an IPv4 CIDR"
+        raise r.fail(f"{path}.cidr", f"{text!r} {problem}", form) from None
     except ValueError as err:
-        raise r.fail(f"{path}.cidr", f"{text!r} is not an IPv4 CIDR ({err})", "an IPv4 CIDR such as 10.0.0.0/8") from None
+        raise r.fail(f"{path}.cidr", f"{text!r} is not an IPv4 CIDR ({err})", form) from None
     if network.subnet_of(POD_CIDR):
         raise r.fail(
             f"{path}.cidr",
