@@ -25,7 +25,8 @@ from harness.core.plan import StepPlan
 from harness.core.topology import PortProtocol
 from harness.engine.change import ImpactReport, ScenarioChange, confirm, removed_scenarios, scenario_change, scenario_files
 from harness.engine.change import Status as ChangeStatus
-from harness.engine.constraints import applied_nowhere, check_scenario
+from harness.engine.constraint_results import applied_nowhere
+from harness.engine.constraints import check_scenario
 from harness.engine.pipeline import Pipeline
 from harness.model import model_of
 from harness.reporting.impact import render_markdown, render_text
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reference model. Exit 0 when every constraint holds and applies to some step, 1 when one is violated "
         "or applies to none, 2 when a file cannot be read.",
     )
-    co.add_argument("file", help="the constraints file")
+    co.add_argument("file", metavar="FILE", help="the constraints file")
     co.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario files, or directories of them")
     co.set_defaults(func=constraints)
     im = sub.add_parser(

@@ -19,15 +19,8 @@ import yaml
 from harness.backends.model import ModelBackend
 from harness.core.matrix import Cell, Observation, Outcome
 from harness.engine import constraints as engine_constraints
-from harness.engine.constraints import (
-    KEPT_CELLS,
-    KEPT_GROUPS,
-    ConstraintStatus,
-    ScenarioConstraints,
-    applied_nowhere,
-    check_scenario,
-    check_step,
-)
+from harness.engine.constraint_results import ConstraintStatus, ScenarioConstraints, applied_nowhere
+from harness.engine.constraints import KEPT_CELLS, KEPT_GROUPS, check_scenario, check_step
 from harness.engine.pipeline import Pipeline
 from harness.engine.verdict import Status, judge
 from harness.scenario import Scenario, load_scenario

@@ -22,12 +22,11 @@ time, so memory stays bounded on a thousand-pod step.
 
 from __future__ import annotations
 
-import enum
+import ipaddress
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +48,8 @@ from harness.core.matrix import (
 )
 from harness.core.plan import StepPlan, probe_grid
 from harness.core.policy import PolicyType
-from harness.core.topology import PodSpec, PortProtocol, Topology
+from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Topology
+from harness.engine.constraint_results import ConstraintResult, Finding, Group, ScenarioConstraints, StepCheck, Violation
 from harness.engine.pipeline import ScenarioResult
 from harness.model import ReferenceModel, model_of
 from harness.model.representatives import (
@@ -74,275 +74,6 @@ KEPT_GROUPS = 100
 MODEL_BUDGET = 8_000_000
 
 _DIRECTION_WORD = {PolicyType.INGRESS: "ingress", PolicyType.EGRESS: "egress"}
-
-
-class ConstraintStatus(enum.Enum):
-    PASSED = "passed"
-    VIOLATED = "violated"
-    NOT_APPLICABLE = "not applicable"
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One cell that breaks a constraint. ``destination`` and ``port`` are as shown:
-    an endpoint or an address range outside the cluster, a port or a port range
-    (every address and port of a range is treated alike by the policies in force)."""
-
-    source: str
-    destination: str
-    port: str
-    #: What the model (or the network) gives the cell.
-    outcome: Outcome
-    #: What the constraint requires of it, as words.
-    required: str
-    #: The reference model's explanation (the first cells only).
-    why: str = ""
-    #: Observed cells: what the probe saw, how to reproduce it, and whether the
-    #: model finds the same violation (False: the network differs from the model).
-    observed: str = ""
-    command: str = ""
-    model_agrees: bool = True
-
-    def line(self) -> str:
-        return f"{self.source} → {self.destination}:{self.port} {self.outcome.value}; the constraint requires {self.required}"
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "source": self.source,
-            "destination": self.destination,
-            "port": self.port,
-            "outcome": self.outcome.value,
-            "required": self.required,
-            "line": self.line(),
-        }
-        for key in ("why", "observed", "command"):
-            if getattr(self, key):
-                data[key] = getattr(self, key)
-        if not self.model_agrees:
-            data["model_agrees"] = False
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Violation:
-        return cls(
-            str(data["source"]),
-            str(data["destination"]),
-            str(data["port"]),
-            Outcome(data["outcome"]),
-            str(data["required"]),
-            str(data.get("why", "")),
-            str(data.get("observed", "")),
-            str(data.get("command", "")),
-            bool(data.get("model_agrees", True)),
-        )
-
-
-@dataclass(frozen=True)
-class Group:
-    """Violating cells beyond the listed ones, counted by source namespace,
-    destination (namespace or host) and port."""
-
-    source: str
-    destination: str
-    port: str
-    count: int
-
-    def line(self) -> str:
-        return f"  {self.source} → {self.destination}:{self.port}: {self.count} cell(s)"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The violations found one way (by the model, or in the observations) at one step."""
-
-    checked: int = 0
-    count: int = 0
-    cells: tuple[Violation, ...] = ()
-    groups: tuple[Group, ...] = ()
-
-    def render(self) -> str:
-        """The first cells one per line (with why, what was seen and how to reproduce
-        it), then the others counted by group."""
-        lines = []
-        for cell in self.cells[:LISTED_CELLS]:
-            lines.append(cell.line())
-            if cell.observed:
-                agreement = (
-                    "" if cell.model_agrees else " (the reference model blocks it: the network differs from Kubernetes semantics)"
-                )
-                lines.append(f"    observed: {cell.observed}{agreement}")
-            if cell.why:
-                lines.append(f"    model: {cell.why}")
-            if cell.command:
-                lines.append(f"    reproduce: {cell.command}")
-        rest = self.count - min(len(self.cells), LISTED_CELLS)
-        if rest > 0:
-            lines.append(f"... and {rest} more (the reports list more), by group:")
-            lines += [g.line() for g in self.groups[:LISTED_CELLS]]
-            shown = sum(g.count for g in self.groups[:LISTED_CELLS])
-            if shown < rest:
-                lines.append(f"  and {rest - shown} cell(s) in other groups")
-        return "\n".join(lines)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "checked": self.checked,
-            "count": self.count,
-            "cells": [c.to_json() for c in self.cells],
-            "groups": [{"source": g.source, "destination": g.destination, "port": g.port, "count": g.count} for g in self.groups],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Finding:
-        return cls(
-            int(data.get("checked", 0)),
-            int(data.get("count", 0)),
-            tuple(Violation.from_json(c) for c in data.get("cells", [])),
-            tuple(
-                Group(str(g["source"]), str(g["destination"]), str(g["port"]), int(g["count"])) for g in data.get("groups", [])
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class StepCheck:
-    """One constraint at one step: by the model and, on a probing backend, in the
-    observations (None on the model backend)."""
-
-    step: str
-    model: Finding
-    observed: Finding | None = None
-
-    @property
-    def applied(self) -> bool:
-        return self.model.checked > 0
-
-    @property
-    def violations(self) -> int:
-        return self.model.count + (self.observed.count if self.observed is not None else 0)
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"step": self.step, "applied": self.applied, "model": self.model.to_json()}
-        if self.observed is not None:
-            data["observed"] = self.observed.to_json()
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> StepCheck:
-        observed = data.get("observed")
-        return cls(str(data["step"]), Finding.from_json(data["model"]), Finding.from_json(observed) if observed else None)
-
-
-@dataclass(frozen=True)
-class ConstraintResult:
-    """One constraint on one scenario, step by step."""
-
-    name: str
-    description: str
-    summary: str
-    steps: tuple[StepCheck, ...] = ()
-
-    @property
-    def status(self) -> ConstraintStatus:
-        if any(s.violations for s in self.steps):
-            return ConstraintStatus.VIOLATED
-        if any(s.applied for s in self.steps):
-            return ConstraintStatus.PASSED
-        return ConstraintStatus.NOT_APPLICABLE
-
-    @property
-    def violations(self) -> int:
-        return sum(s.violations for s in self.steps)
-
-    @property
-    def checked(self) -> int:
-        return sum(s.model.checked for s in self.steps)
-
-    def render(self, backend: str = "") -> str:
-        """The failure block of a violated constraint: its name first, then per step
-        the cells the model finds and those the network showed."""
-        parts = [f"violates constraint {self.name}: {self.description}\n  it asserts: {self.summary}"]
-        several = len(self.steps) > 1
-        for step in self.steps:
-            head = f"step {step.step}: " if several else ""
-            if step.model.count:
-                parts.append(
-                    f"{head}{step.model.count} of {step.model.checked} cell(s) checked by the reference model violate it:\n"
-                    + step.model.render()
-                )
-            if step.observed is not None and step.observed.count:
-                where = f" on backend {backend}" if backend else ""
-                counted = f"{step.observed.count} of {step.observed.checked} probed cell(s)"
-                parts.append(f"{head}{counted} violate it with real traffic{where}:\n" + step.observed.render())
-        return "\n\n".join(parts)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "summary": self.summary,
-            "status": self.status.value,
-            "violations": self.violations,
-            "steps": [s.to_json() for s in self.steps],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ConstraintResult:
-        return cls(
-            str(data["name"]),
-            str(data.get("description", "")),
-            str(data.get("summary", "")),
-            tuple(StepCheck.from_json(s) for s in data.get("steps", [])),
-        )
-
-
-@dataclass(frozen=True)
-class ScenarioConstraints:
-    """Every constraint of a file on one scenario."""
-
-    source: str
-    results: tuple[ConstraintResult, ...]
-    #: The backend whose observations were checked too ("" on the model backend).
-    backend: str = ""
-
-    @property
-    def violated(self) -> tuple[ConstraintResult, ...]:
-        return tuple(r for r in self.results if r.status is ConstraintStatus.VIOLATED)
-
-    def reason(self) -> str:
-        """``violates constraint no-prod-internet`` (or several, by name); "" when none is."""
-        names = [r.name for r in self.violated]
-        if not names:
-            return ""
-        return f"violates constraint{'s' if len(names) > 1 else ''} {', '.join(names)}"
-
-    def render(self, scenario: str) -> str:
-        """The failure text of the violated constraints, one block each."""
-        if not self.violated:
-            return ""
-        head = f"{scenario}: {self.reason()} (constraints of {self.source})"
-        return "\n\n".join([head, *(r.render(self.backend) for r in self.violated)])
-
-    def to_json(self) -> dict[str, Any]:
-        return {"file": self.source, "backend": self.backend, "results": [r.to_json() for r in self.results]}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ScenarioConstraints:
-        return cls(
-            str(data.get("file", "")),
-            tuple(ConstraintResult.from_json(r) for r in data.get("results", [])),
-            str(data.get("backend", "")),
-        )
-
-
-def applied_nowhere(checks: Iterable[ScenarioConstraints]) -> tuple[str, ...]:
-    """Names of the constraints that apply to no step of any of ``checks`` (in file
-    order): they test nothing, and a run must not pass on them silently."""
-    applied: dict[str, bool] = {}
-    for check in checks:
-        for result in check.results:
-            applied[result.name] = applied.get(result.name, False) or result.status is not ConstraintStatus.NOT_APPLICABLE
-    return tuple(name for name, ok in applied.items() if not ok)
 
 
 # -- checking --------------------------------------------------------------------------
@@ -540,69 +271,61 @@ class _Step:
                 collector.add(mask, labels, str(port), outcome, words, self._explainer(cells.axes, port))
         return collector.finding()
 
-    def whole_by_model(self, constraints: Sequence[tuple[int, Constraint]]) -> dict[int, Finding]:
-        """The isolation and outside-the-cluster constraints over every port range and
-        every address range outside the cluster that the policies in force and the
-        constraints themselves tell apart, one representative of each."""
+    def coverage(self, constraints: Sequence[Constraint]) -> _Coverage:
+        """The step's topology with a representative host per address range outside the
+        cluster, and the port ranges, that the policies in force and ``constraints``
+        themselves tell apart."""
         state = self.plan.state
-        policies, cluster = state.effective_policies, state.cluster_policy_list
-        networks = [*policy_networks(policies, cluster)]
-        port_ends = [*policy_port_ranges(policies, cluster, self.topology)]
-        for _, constraint in constraints:
+        networks = [*policy_networks(state.effective_policies, state.cluster_policy_list)]
+        port_ends = [*policy_port_ranges(state.effective_policies, state.cluster_policy_list, self.topology)]
+        for constraint in constraints:
             for exception in constraint.allowed:
                 networks.append(exception.network)
                 port_ends += [(p.protocol, p.port, p.port) for p in exception.ports if p.port is not None and p.protocol]
         hosts = address_ranges(networks)
-        ports = port_ranges(port_ends)
+        outside = (*self.topology.externals, *(h.host() for h in hosts))
         pods = self.topology.pods
-        outside = [*self.topology.externals, *(h.host() for h in hosts)]
-        topology = Topology(self.topology.namespaces, pods, tuple(outside))
-        addresses = {**self.addresses, **{h.endpoint_id: h.first for h in hosts}}
-        ids = [*(p.id for p in pods), *(e.id for e in outside)]
         shown = [*(p.id for p in pods), *(e.id for e in self.topology.externals), *(str(h) for h in hosts)]
-        n_pods, width = len(pods), len(ids)
-        labels = _Labels([p.id for p in pods], shown, [*(_group(p.id) for p in pods), *shown[n_pods:]])
+        return _Coverage(
+            Topology(self.topology.namespaces, pods, outside),
+            {**self.addresses, **{h.endpoint_id: h.first for h in hosts}},
+            outside,
+            port_ranges(port_ends),
+            # Pods are grouped by namespace, hosts and ranges each on their own.
+            _Labels([p.id for p in pods], shown, [*(_group(p.id) for p in pods), *shown[len(pods) :]]),
+        )
+
+    def whole_by_model(self, constraints: Sequence[tuple[int, Constraint]]) -> dict[int, Finding]:
+        """The isolation and outside-the-cluster constraints over the step's coverage:
+        one representative address and port per range."""
+        coverage = self.coverage([c for _, c in constraints])
+        state = self.plan.state
+        n_pods, width = len(self.topology.pods), len(coverage.topology.pods) + len(coverage.outside)
+        ids = [*(p.id for p in self.topology.pods), *(e.id for e in coverage.outside)]
         scopes = {i: self.scope(c.pods) for i, c in constraints if c.pods is not None}
         collectors = {i: _Collector() for i, _ in constraints}
-        not_self = ~np.eye(n_pods, width, dtype=bool)
-        pod_column = np.arange(width) < n_pods
         per_model = max(1, MODEL_BUDGET // max(1, n_pods * width))
-        for chunk in _chunks(ports, per_model):
+        for chunk in _chunks(coverage.ports, per_model):
             # A new model per chunk of ports: its matrices are dropped with it.
-            model = ReferenceModel(topology, policies, addresses, self.plan.settings, cluster)
+            model = ReferenceModel(
+                coverage.topology, state.effective_policies, coverage.addresses, self.plan.settings, state.cluster_policy_list
+            )
             for port_range in chunk:
                 key = port_range.key
                 allowed = model.allowed_matrix(key)
-                default_in, default_out = _defaults(model, key)
+                defaults = _defaults(model, key)
 
                 def explain(row: int, column: int, key: PortProtocol = key, model: ReferenceModel = model) -> str:
                     return model.explain(ids[row], ids[column], key)
 
                 for i, constraint in constraints:
-                    scope, collector = scopes[i], collectors[i]
                     if constraint.form is ConstraintForm.ISOLATED:
-                        for direction in constraint.directions:
-                            if direction is PolicyType.INGRESS:
-                                in_scope = np.zeros((n_pods, width), bool)
-                                in_scope[:, :n_pods] = scope[None, :]
-                                by_default = np.zeros((n_pods, width), bool)
-                                by_default[:, :n_pods] = default_in.T
-                            else:
-                                in_scope = np.repeat(scope[:, None], width, axis=1)
-                                by_default = default_out
-                            in_scope &= not_self
-                            collector.checked += int(in_scope.sum())
-                            required = _ISOLATION.format(_DIRECTION_WORD[direction])
-                            collector.add(
-                                allowed & by_default & in_scope, labels, str(port_range), Outcome.ALLOWED, required, explain
-                            )
+                        checks = [_isolation_cells(d, scopes[i], allowed, defaults) for d in constraint.directions]
                     else:
-                        forbidden = np.array(
-                            [not any(a.allows(h.ip, key) for a in constraint.allowed) for h in outside], dtype=bool
-                        )
-                        in_scope = np.outer(scope, np.concatenate([np.zeros(n_pods, bool), forbidden])) & ~pod_column[None, :]
-                        collector.checked += int(in_scope.sum())
-                        collector.add(allowed & in_scope, labels, str(port_range), Outcome.ALLOWED, _OUTSIDE, explain)
+                        checks = [_outside_cells(constraint, scopes[i], allowed, coverage.outside, key)]
+                    for in_scope, violating, required in checks:
+                        collectors[i].checked += int(in_scope.sum())
+                        collectors[i].add(violating, coverage.labels, str(port_range), Outcome.ALLOWED, required, explain)
         return {i: c.finding() for i, c in collectors.items()}
 
     # -- on the observations -----------------------------------------------------------
@@ -680,6 +403,49 @@ class _Step:
         return collector.finding()
 
 
+@dataclass(frozen=True)
+class _Coverage:
+    """A step's topology with a representative host per address range outside the
+    cluster (``outside``: the declared hosts, then the representatives), their
+    addresses, the port ranges to ask about, and the labels cells are shown with."""
+
+    topology: Topology
+    addresses: Mapping[str, ipaddress.IPv4Address]
+    outside: tuple[ExternalHost, ...]
+    ports: tuple[PortRange, ...]
+    labels: _Labels
+
+
+def _isolation_cells(direction: PolicyType, scope: Mask, allowed: Mask, defaults: tuple[Mask, Mask]) -> tuple[Mask, Mask, str]:
+    """(cells in scope, the violating ones, what is required) of an isolation in one
+    direction, on a coverage model's grid (every pod to pods then hosts): ingress into
+    the pods in scope, egress from them; a pod and itself left out."""
+    n_pods, width = allowed.shape
+    if direction is PolicyType.INGRESS:
+        in_scope = np.zeros((n_pods, width), bool)
+        in_scope[:, :n_pods] = scope[None, :]
+        by_default = np.zeros((n_pods, width), bool)
+        by_default[:, :n_pods] = defaults[0].T  # the model's ingress side is [destination, source]
+    else:
+        in_scope = np.repeat(scope[:, None], width, axis=1)
+        by_default = defaults[1]
+    in_scope &= ~np.eye(n_pods, width, dtype=bool)
+    return in_scope, allowed & by_default & in_scope, _ISOLATION.format(_DIRECTION_WORD[direction])
+
+
+def _outside_cells(
+    constraint: Constraint, scope: Mask, allowed: Mask, outside: Sequence[ExternalHost], key: PortProtocol
+) -> tuple[Mask, Mask, str]:
+    """(cells in scope, the violating ones, what is required) of a no-egress-outside
+    constraint on a coverage model's grid: from the pods in scope to every host
+    outside the cluster that no exception allows on ``key``."""
+    n_pods = len(scope)
+    forbidden = np.array([not any(a.allows(h.ip, key) for a in constraint.allowed) for h in outside], dtype=bool)
+    in_scope = np.zeros(allowed.shape, bool)
+    in_scope[:, n_pods:] = np.outer(scope, forbidden)
+    return in_scope, allowed & in_scope, _OUTSIDE
+
+
 def _self_cells(axes: Axes) -> Mask:
     mask = np.zeros(axes.shape, bool)
     for row, source in enumerate(axes.sources):
@@ -708,17 +474,3 @@ def _defaults(model: ReferenceModel, key: PortProtocol) -> tuple[Mask, Mask]:
 def _chunks(items: Sequence[PortRange], size: int) -> Iterator[Sequence[PortRange]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-__all__ = [
-    "ConstraintResult",
-    "ConstraintStatus",
-    "Finding",
-    "Group",
-    "ScenarioConstraints",
-    "StepCheck",
-    "Violation",
-    "applied_nowhere",
-    "check_scenario",
-    "check_step",
-]

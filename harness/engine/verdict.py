@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from harness.core.matrix import compare, mismatch_lines
 from harness.engine.baseline import BaselineCheck
-from harness.engine.constraints import ScenarioConstraints
+from harness.engine.constraint_results import ScenarioConstraints
 from harness.engine.pipeline import ScenarioResult, StepResult
 
 

@@ -18,7 +18,8 @@ from harness.core.files import display_path
 from harness.core.progress import Progress
 from harness.engine.baseline import check_baseline, record_baseline
 from harness.engine.change import confirm, scenario_change
-from harness.engine.constraints import ScenarioConstraints, applied_nowhere, check_scenario
+from harness.engine.constraint_results import ScenarioConstraints, applied_nowhere
+from harness.engine.constraints import check_scenario
 from harness.engine.probing import ProbeSettings
 from harness.engine.verdict import JudgeSettings, Status, Verdict, judge
 from harness.plugin.items import BrokenScenarioItem, ScenarioFailure, ScenarioFile, ScenarioItem, scenario_name

@@ -17,7 +17,7 @@ from typing import Any
 from harness import __version__
 from harness.core.matrix import Cell, Comparison
 from harness.core.topology import PortProtocol
-from harness.engine.constraints import ConstraintStatus, Finding
+from harness.engine.constraint_results import ConstraintStatus, Finding
 from harness.engine.verdict import Status
 from harness.reporting.drawing import drawn_region
 from harness.reporting.records import (

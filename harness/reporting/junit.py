@@ -4,7 +4,7 @@ plugin reading ``user_properties``)."""
 from __future__ import annotations
 
 from harness.core.matrix import Outcome
-from harness.engine.constraints import ConstraintStatus
+from harness.engine.constraint_results import ConstraintStatus
 from harness.reporting.records import ScenarioRecord
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.core.matrix import LEGEND, Cell, Comparison
 from harness.core.topology import PortProtocol
-from harness.engine.constraints import ConstraintResult, ConstraintStatus, Finding
+from harness.engine.constraint_results import ConstraintResult, ConstraintStatus, Finding
 from harness.engine.verdict import Status
 from harness.reporting.drawing import drawn_region
 from harness.reporting.records import (

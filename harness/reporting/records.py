@@ -26,7 +26,7 @@ from harness.core.state import Manifest, object_ref
 from harness.core.topology import PortProtocol
 from harness.engine.baseline import BaselineCheck
 from harness.engine.change import ScenarioChange
-from harness.engine.constraints import ConstraintStatus, ScenarioConstraints
+from harness.engine.constraint_results import ConstraintStatus, ScenarioConstraints
 from harness.engine.pipeline import ScenarioResult, StepResult
 from harness.engine.verdict import STATUS_ORDER, Status, Verdict
 
