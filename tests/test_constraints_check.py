@@ -145,6 +145,34 @@ def test_declared_external_hosts_are_checked_by_name(tmp_path: Path) -> None:
     assert {d for _, d, _ in found} == {"partner", "203.0.113.10"}
 
 
+def test_calico_nets_cut_the_ranges_once_enforced_and_staged_policies_enforce_nothing(tmp_path: Path) -> None:
+    staged = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "StagedNetworkPolicy",
+        "metadata": {"name": "web-out", "namespace": "prod"},
+        "spec": {
+            "selector": "app == 'web'",
+            "types": ["Egress"],
+            "egress": [{"action": "Allow", "protocol": "UDP", "destination": {"nets": ["8.8.8.8/32"], "ports": [53]}}],
+        },
+    }
+    deny = netpol("deny-egress", {"podSelector": {}, "policyTypes": ["Egress"]})
+    text = TOPOLOGY + yaml.safe_dump(
+        {
+            "steps": [
+                {"name": "staged", "apply": [deny, staged], "expect": {"model": True}},
+                {"name": "enforced", "promote": ["StagedNetworkPolicy/prod/web-out"], "expect": {"model": True}},
+            ]
+        }
+    )
+    path = tmp_path / "calico.yaml"
+    path.write_text(text)
+    (outcome,) = check(load_scenario(path), NO_INTERNET.replace("EXCEPT", "[]")).results
+    staged_step, enforced_step = outcome.steps
+    assert staged_step.applied and staged_step.violations == 0
+    assert [(c.source, c.destination, c.port) for c in enforced_step.model.cells] == [("prod/web", "8.8.8.8", "53/UDP")]
+
+
 def test_an_admin_tier_guardrail_holds_and_its_removal_violates() -> None:
     library = load_scenario(LIBRARY / "admin-deny-internet-egress-prod.yaml")
     (outcome,) = check(library, NO_INTERNET.replace("EXCEPT", "[]")).results
