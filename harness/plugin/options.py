@@ -166,7 +166,8 @@ def constraints_file(config: pytest.Config) -> tuple[Path, str] | None:
     file, for messages), or None."""
     option = config.getoption("netpol_constraints", None)
     if option:
-        return Path(option), f"--netpol-constraints {option}"
+        # Relative to where pytest was started, as a path on the command line is.
+        return Path(config.invocation_params.dir) / option, f"--netpol-constraints {option}"
     paths = config.getini("netpol_constraints")
     if not paths:
         return None
