@@ -1,5 +1,5 @@
-"""Command line: ``python -m harness explain``, ``validate``, ``constraints``, ``impact``
-and ``cleanup``.
+"""Command line: ``python -m harness explain``, ``validate``, ``init``, ``constraints``,
+``impact`` and ``cleanup``.
 
 ``explain`` is the reproduce command of the model backend: it prints the reference
 model's verdict for one cell of a scenario step, the policy rule that admits it or
@@ -21,6 +21,7 @@ from harness.backends.base import Options
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendUnavailable, HarnessError
 from harness.core.files import write_atomic
+from harness.core.matrix import Cell, CellSet
 from harness.core.plan import StepPlan
 from harness.core.topology import PortProtocol
 from harness.engine.change import ImpactReport, ScenarioChange, confirm, removed_scenarios, scenario_change, scenario_files
@@ -34,7 +35,8 @@ from harness.reporting.markdown import STEP_SUMMARY_ENV
 from harness.scenario import Scenario, load_scenario
 from harness.scenario.constraints import load_constraints
 from harness.scenario.files import SCENARIO_SUFFIXES, looks_like_scenario
-from harness.scenario.sources import GitRevision
+from harness.scenario.sources import GitRevision, WorkingTree
+from harness.scenario.starter import starter_scenario
 
 
 def _plan(scenario: Scenario, step_name: str | None) -> StepPlan:
@@ -51,14 +53,16 @@ def explain(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     plan = _plan(scenario, args.step)
     topology = plan.topology
-    for endpoint in (args.source, args.destination):
-        topology.endpoint(endpoint)  # UnknownName lists the declared endpoints
+    topology.endpoint(args.source)  # UnknownName lists the declared endpoints
+    if topology.service_destination(args.destination) is None:
+        topology.endpoint(args.destination)
     if "/" not in args.source:
         raise HarnessError(f"{args.source!r} is an external host; sources are pods")
     port = PortProtocol.parse(args.port)
     model = model_of(plan.state, plan_addresses(scenario.topology), plan.settings)
-    allowed = model.allowed(args.source, args.destination, port)
-    print(f"{args.source} → {args.destination}:{port} is {'allowed' if allowed else 'blocked'} by the reference model")
+    outcome = model.reachability(CellSet.from_cells([Cell(args.source, args.destination, port)]))
+    verdict = outcome[Cell(args.source, args.destination, port)].outcome.value
+    print(f"{args.source} → {args.destination}:{port} is {verdict} by the reference model")
     print(f"  because: {model.explain(args.source, args.destination, port)}")
     policies = ", ".join(plan.state.refs) or "none"
     print(f"  policies in force: {policies}")
@@ -81,7 +85,25 @@ def validate(args: argparse.Namespace) -> int:
             continue
         names[scenario.name] = str(path)
         print(f"ok      {path}: {scenario.name} ({len(scenario.steps)} step(s), {scenario.probes} probe(s))")
+        for note in scenario.notes:
+            print(f"        {note}")
     return 1 if failed else 0
+
+
+def init(args: argparse.Namespace) -> int:
+    """Print a first scenario for the manifests given (see harness.scenario.starter)."""
+    scenario_dir = (
+        Path(args.scenario_dir) if args.scenario_dir else (Path("scenarios") if Path("scenarios").is_dir() else Path("."))
+    )
+    text = starter_scenario(
+        [Path(p) for p in args.manifests],
+        [Path(p) for p in args.policies],
+        scenario_dir,
+        WorkingTree(),
+        args.name,
+    )
+    sys.stdout.write(text)
+    return 0
 
 
 def _scenario_files(paths: Sequence[str]) -> list[Path]:
@@ -261,6 +283,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     im.set_defaults(func=impact)
     cl = sub.add_parser("cleanup", help="remove emulated networks kept with --keep-network, and leftovers of dead runs")
     cl.set_defaults(func=cleanup)
+    it = sub.add_parser(
+        "init",
+        help="print a first scenario for your manifests "
+        "(python -m harness init deploy/ --policies netpol/ > scenarios/my-app.yaml)",
+    )
+    it.add_argument("manifests", nargs="+", help="manifest files or directories (Deployments, Services, Namespaces...)")
+    it.add_argument("--policies", action="append", default=[], metavar="PATH", help="NetworkPolicy files or directories")
+    it.add_argument("--name", help="the scenario's name (default: the first manifest directory's name)")
+    it.add_argument(
+        "--scenario-dir",
+        help="where the scenario will be saved, for the paths it writes (default: scenarios/ if it exists, else .)",
+    )
+    it.set_defaults(func=init)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -14,9 +14,8 @@ from typing import Any
 
 from harness.backends.base import Backend, Deployment
 from harness.core.matrix import ALLOWED, Cell, CellSet, Observation, ReachabilityMatrix
-from harness.core.policy import NetworkPolicy
 from harness.core.settings import ImplementationSettings
-from harness.core.state import DesiredState
+from harness.core.state import DesiredState, Manifest
 from harness.core.topology import Endpoint, PodSpec, PortProtocol, Topology
 
 
@@ -66,7 +65,7 @@ class StepDriver:
         self.backend.converge(state)
         self.state = state
 
-    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
+    def apply_policies(self, policies: Sequence[Manifest]) -> None:
         self._converge(self._current().with_policies(policies))
 
     def delete_policies(self, refs: Sequence[str]) -> None:

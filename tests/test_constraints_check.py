@@ -18,6 +18,7 @@ import yaml
 
 from harness.backends.model import ModelBackend
 from harness.core.matrix import Cell, Observation, Outcome
+from harness.core.topology import PortProtocol
 from harness.engine import constraints as engine_constraints
 from harness.engine.constraint_results import ConstraintStatus, ScenarioConstraints, applied_nowhere
 from harness.engine.constraints import KEPT_CELLS, KEPT_GROUPS, check_scenario, check_step
@@ -434,3 +435,47 @@ def test_a_model_per_few_ports_gives_the_same_findings(tmp_path: Path, monkeypat
     monkeypatch.setattr(engine_constraints, "MODEL_BUDGET", 1)  # one port range per model
     assert check(s, text) == whole
     assert all(r.violations > 0 for r in whole.results)
+
+
+# -- Services -------------------------------------------------------------------------
+
+
+def test_rules_constrain_service_columns_by_their_backends() -> None:
+    library = load_scenario(LIBRARY / "service-partial-backends.yaml")
+    text = """\
+    constraints:
+      - name: api-closed-to-web
+        description: Nothing of the web namespace reaches the API Service.
+        rules: [{from: "web/*", to: "api/svc:api", result: blocked}]
+      - name: api-partial
+        description: The frontend reaches some of the API's pods through its Service.
+        rules: [{from: web/frontend, to: "api/svc:*", result: partial}]
+    """
+    closed, partial = check(library, text).results
+    (cell,) = closed.steps[0].model.cells
+    assert (cell.source, cell.destination, cell.port, cell.outcome, cell.required) == (
+        "web/frontend",
+        "api/svc:api",
+        "80/TCP",
+        Outcome.PARTIAL,
+        "blocked",
+    )
+    assert "api/api-stable" in cell.why and "api/api-canary" in cell.why
+    assert partial.status is ConstraintStatus.PASSED and partial.checked == 1
+
+
+def test_whole_topology_forms_leave_service_columns_to_their_backends() -> None:
+    library = load_scenario(LIBRARY / "service-partial-backends.yaml")
+    plan = library.plans[0]
+    service = Cell("web/frontend", "api/svc:api", PortProtocol.parse("80/TCP"))
+    assert plan.model[service].outcome is Outcome.PARTIAL
+    # The network lets the frontend through the Service to every backend: a Service
+    # cell is no pod's ingress side, so the isolation check reads the pod cells.
+    observed = plan.model.with_cells({service: Observation(Outcome.ALLOWED, "answered by api/api-canary")})
+    isolated = constraints(
+        "constraints:\n  - {name: api-isolated, description: d, isolated: {namespaces: api, directions: [ingress]}}\n"
+    )
+    (step,) = check_step(isolated.constraints, plan, observed)
+    assert step.model.count == 0  # the default deny isolates every api pod
+    assert step.observed is not None and step.observed.count == 0
+    assert step.observed.checked == 4  # frontend and the other api pod to each api pod on 8000/TCP

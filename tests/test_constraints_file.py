@@ -171,7 +171,8 @@ def test_bad_files_name_the_field_and_what_was_expected(text: str, message: str)
         ("rules: [{from: '*', to: '*'}]", "constraints[0].rules[0].result: required field is missing"),
         (
             "rules: [{from: '*', to: '*', result: denied}]",
-            "constraints[0].rules[0].result: got string 'denied' (expected allowed or blocked)",
+            "constraints[0].rules[0].result: got string 'denied' "
+            "(expected allowed or blocked (for a Service also partial, refused, name-not-resolved))",
         ),
         (
             "rules: [{from: '*', to: '*', port: 70000/TCP, result: blocked}]",

@@ -13,7 +13,7 @@ import pytest
 from harness.core.errors import PolicyError, ScenarioError
 from harness.core.matrix import Cell, CellSet, Outcome, ReachabilityMatrix
 from harness.core.plan import probe_grid
-from harness.core.policy import PolicyPort, PolicyType
+from harness.core.policy import NetworkPolicy, PolicyPort, PolicyType
 from harness.core.selectors import LabelSelector
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import NAMESPACE_NAME_LABEL, PortProtocol, PortSpec, Protocol
@@ -143,7 +143,8 @@ expect:
     (step,) = scenario.steps
     assert step.name == "main"
     assert [p.ref for p in step.changes.apply] == ["prod/db-from-web"]
-    assert step.changes.apply[0].policy_types == {PolicyType.INGRESS}
+    [policy] = step.changes.network_policies
+    assert policy.policy_types == {PolicyType.INGRESS}
     assert step.changes.apply[0].source == str(tmp_path / "scenario.yaml")
     expect = step.expect
     assert expect.form is ExpectationForm.RULES
@@ -216,17 +217,21 @@ expect:
     assert expect.form is ExpectationForm.MATRIX
     assert set(expect.matrices) == {P80, P53U}
     assert dict(expect.matrices[P80].cells) == {
-        ("x/a", "x/a"): True,
-        ("x/a", "x/b"): False,
-        ("x/a", "y/c"): True,
-        ("x/b", "x/a"): True,
-        ("x/b", "x/b"): True,
-        ("x/b", "y/c"): False,
-        ("y/c", "x/a"): False,
-        ("y/c", "x/b"): False,
-        ("y/c", "y/c"): True,
+        ("x/a", "x/a"): Outcome.ALLOWED,
+        ("x/a", "x/b"): Outcome.BLOCKED,
+        ("x/a", "y/c"): Outcome.ALLOWED,
+        ("x/b", "x/a"): Outcome.ALLOWED,
+        ("x/b", "x/b"): Outcome.ALLOWED,
+        ("x/b", "y/c"): Outcome.BLOCKED,
+        ("y/c", "x/a"): Outcome.BLOCKED,
+        ("y/c", "x/b"): Outcome.BLOCKED,
+        ("y/c", "y/c"): Outcome.ALLOWED,
     }
-    assert dict(expect.matrices[P53U].cells) == {("y/c", "y/c"): True, ("x/b", "y/c"): False, ("x/a", "y/c"): True}
+    assert dict(expect.matrices[P53U].cells) == {
+        ("y/c", "y/c"): Outcome.ALLOWED,
+        ("x/b", "y/c"): Outcome.BLOCKED,
+        ("x/a", "y/c"): Outcome.ALLOWED,
+    }
 
 
 def test_matrix_form_restricted_to_some_ports(tmp_path: Path) -> None:
@@ -291,8 +296,10 @@ expect: {model: true}
     assert apply[1].source == f"{bundle} (document 1)"
     assert apply[2].source == f"{bundle} (document 2)"
     assert apply[1].manifest["metadata"]["namespace"] == "dev"
-    assert apply[2].policy_types == {PolicyType.INGRESS, PolicyType.EGRESS}
-    assert apply[2].egress[0].ports == (PolicyPort(Protocol.UDP, 53),)
+    second = apply[2]
+    assert isinstance(second, NetworkPolicy)
+    assert second.policy_types == {PolicyType.INGRESS, PolicyType.EGRESS}
+    assert second.egress[0].ports == (PolicyPort(Protocol.UDP, 53),)
 
 
 def test_inline_and_path_policies_together(tmp_path: Path) -> None:

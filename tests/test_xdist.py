@@ -46,6 +46,8 @@ def _run(
     out.mkdir()
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(out / "step-summary.md"))
     monkeypatch.setenv("COLUMNS", "100")
+    # The harness of this checkout, not whichever one is installed.
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
     result = pytester.runpytest_subprocess(
         str(LIBRARY),
         "--backend",

@@ -22,12 +22,22 @@ UDP: ``nc -u`` sends one datagram and waits for the reply (``-W 1``: exit after
 one). Only a reply counts as allowed: silence until the timeout is blocked. When
 nothing listens, the ICMP port-unreachable makes nc stop at once with no reply,
 which tells a refusal from a timeout. nc's ``-w`` takes whole seconds.
+
+A probe of a DNS name (a Service by name) needs the name resolved first: curl does
+it itself and says ``Could not resolve host`` (exit 6), or ``Resolving timed out``
+(exit 28) when its connect timeout, which covers resolving, ends first; OpenBSD
+netcat resolves with getaddrinfo(3) unless ``-n`` is given, and exits 1 with
+``getaddrinfo for host "NAME" port N: ...`` when that fails (netcat.c,
+``remote_connect``/``local_listen``: ``errx(1, "getaddrinfo for host ...")``). Both
+are ``name-not-resolved``. A probe may also be sent from a given source port
+(``--local-port``, ``nc -p``).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,13 +78,30 @@ def client_wait(protocol: Protocol, timeout: float) -> float:
     return float(udp_wait(timeout)) if protocol is Protocol.UDP else timeout
 
 
-def client_argv(protocol: Protocol, address: str, port: int, timeout: float) -> tuple[tuple[str, ...], bytes | None]:
-    """The client's command line and what it reads on standard input."""
+def client_argv(
+    protocol: Protocol,
+    address: str,
+    port: int,
+    timeout: float,
+    source_port: int | None = None,
+    resolve: bool = False,
+    source_ports: int = 1,
+) -> tuple[tuple[str, ...], bytes | None]:
+    """The client's command line and what it reads on standard input. ``resolve``:
+    ``address`` is a name to resolve (nc without ``-n``); ``source_port``: the
+    port to send from (curl: the first of ``source_ports``, taking the first it
+    can bind; nc: that port)."""
     if protocol is Protocol.TCP:
-        argv = ("curl", "-q", "-sS", "-v", "--noproxy", "*", *_curl_timeouts(timeout), f"http://{address}:{port}/")
+        last = (source_port or 0) + source_ports - 1
+        ports = str(source_port) if source_ports <= 1 else f"{source_port}-{last}"
+        local = ("--local-port", ports) if source_port is not None else ()
+        argv = ("curl", "-q", "-sS", "-v", "--noproxy", "*", *_curl_timeouts(timeout), *local, f"http://{address}:{port}/")
         return argv, None
     if protocol is Protocol.UDP:
-        return ("nc", "-u", "-n", "-W", "1", "-w", str(udp_wait(timeout)), address, str(port)), UDP_PAYLOAD
+        numeric = () if resolve else ("-n",)
+        local = ("-p", str(source_port)) if source_port is not None else ()
+        argv = ("nc", "-u", *numeric, *local, "-W", "1", "-w", str(udp_wait(timeout)), address, str(port))
+        return argv, UDP_PAYLOAD
     raise ValueError(f"no probe client for {protocol}")
 
 
@@ -154,6 +181,10 @@ def tcp_outcome(identity: str, returncode: int, body: str, connected: bool, reas
     (``reason``, from the verbose output) and curl's own message."""
     if returncode == 0:
         return _identity_outcome(body.strip(), identity)
+    if returncode == 6:
+        return Outcome.NAME_NOT_RESOLVED, "could not resolve host"
+    if returncode == 28 and "Resolving timed out" in message:
+        return Outcome.NAME_NOT_RESOLVED, "resolving timed out"
     if returncode == 28:
         if connected:
             return Outcome.WRONG_RESPONDER, "connected, nothing answered"
@@ -165,6 +196,34 @@ def tcp_outcome(identity: str, returncode: int, body: str, connected: bool, reas
             return Outcome.ERROR, reason[:1].lower() + reason[1:]
         return Outcome.ERROR, "could not connect"
     return Outcome.ERROR, f"curl exit {returncode}: {message or 'no message'}"
+
+
+def reproduce_line(
+    runner: Sequence[str],
+    protocol: Protocol,
+    address: str,
+    port: int,
+    timeout: float,
+    *,
+    stdin_runner: Sequence[str] | None = None,
+) -> str:
+    """The line a user pastes to run the same client by hand: ``runner`` (``ip netns
+    exec NS``, ``kubectl exec ... --``) before the client's command line, and, for a
+    client that reads its input, ``echo <input> |`` before ``stdin_runner`` (a runner
+    that passes standard input on, such as ``kubectl exec -i``) or ``runner``."""
+    argv, stdin = client_argv(protocol, address, port, timeout)
+    return shell_line(runner, argv, stdin, stdin_runner=stdin_runner)
+
+
+def shell_line(
+    runner: Sequence[str], argv: Sequence[str], stdin: bytes | None, *, stdin_runner: Sequence[str] | None = None
+) -> str:
+    """``runner`` and a client's command line as one pasteable line, with its input
+    (``stdin``) echoed into ``stdin_runner`` (or ``runner``) when it reads one."""
+    if stdin is None:
+        return shlex.join([*runner, *argv])
+    words = [*(stdin_runner if stdin_runner is not None else runner), *argv]
+    return f"echo {shlex.quote(stdin.decode().strip())} | {shlex.join(words)}"
 
 
 def _last_line(text: str) -> str:
@@ -200,6 +259,8 @@ def classify(
         reason = match["reason"].strip() if match else (_last_line(err) if returncode == 7 else "")
         return tcp_outcome(identity, returncode, out, bool(_CONNECTED.search(err)), reason, _last_line(err))
     # UDP
+    if returncode != 0 and "getaddrinfo for host" in err:
+        return Outcome.NAME_NOT_RESOLVED, _last_line(err).removeprefix("nc: ")
     if returncode != 0:
         return Outcome.ERROR, f"nc exit {returncode}: {_last_line(err) or 'no message'}"
     if out:

@@ -14,9 +14,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 from harness.core.errors import HarnessError, UnknownName
+
+if TYPE_CHECKING:
+    from harness.core.services import ServiceSpec
 
 #: Label every namespace carries on a real cluster (set by the API server).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -171,11 +174,14 @@ Endpoint = PodSpec | ExternalHost
 
 @dataclass(frozen=True)
 class Topology:
-    """Namespaces, pods and external hosts of a scenario, in declaration order."""
+    """Namespaces, pods, external hosts and Services of a scenario, in declaration
+    order. Services are destinations only (:mod:`harness.core.services`): they are
+    not endpoints, since nothing runs at a cluster IP."""
 
     namespaces: tuple[NamespaceSpec, ...] = ()
     pods: tuple[PodSpec, ...] = ()
     externals: tuple[ExternalHost, ...] = ()
+    services: tuple[ServiceSpec, ...] = ()
 
     # Lookups by name, built on first use (a topology is immutable).
 
@@ -224,8 +230,46 @@ class Topology:
         return self._pods_by_namespace.get(namespace, ())
 
     def port_keys(self) -> tuple[PortProtocol, ...]:
-        """Every port/protocol some endpoint serves, sorted."""
-        return tuple(sorted({p.key for ep in self.endpoints() for p in ep.ports}))
+        """Every port/protocol some endpoint or Service serves, sorted."""
+        keys = {p.key for ep in self.endpoints() for p in ep.ports}
+        keys |= {p.key for svc in self.services for p in svc.ports}
+        return tuple(sorted(keys))
+
+    # -- Services -----------------------------------------------------------------------
+
+    @cached_property
+    def _service_index(self) -> dict[str, tuple[ServiceSpec, bool]]:
+        """Destination id → (Service, reached by DNS name)."""
+        index: dict[str, tuple[ServiceSpec, bool]] = {}
+        for svc in self.services:
+            index[svc.id] = (svc, False)
+            index[svc.short_name] = (svc, True)
+        return index
+
+    def service_destination(self, destination: str) -> tuple[ServiceSpec, bool] | None:
+        """The Service a destination id stands for (``production/svc:db`` through
+        its cluster IP, ``db.production`` by its DNS name), or None."""
+        return self._service_index.get(destination)
+
+    def service(self, service_id: str) -> ServiceSpec:
+        found = self._service_index.get(service_id)
+        if found is None:
+            raise UnknownName(f"no Service {service_id!r} is declared; Services: {_listing(s.id for s in self.services)}")
+        return found[0]
+
+    def destination_ids(self, key: PortProtocol, names: bool = False) -> tuple[str, ...]:
+        """Every destination of ``key``'s matrix: the endpoints serving it, then
+        the Services with that port (and, with ``names``, the same Services by
+        DNS name)."""
+        ids = [ep.id for ep in self.serving(key)]
+        with_port = [svc for svc in self.services if svc.port(key) is not None]
+        ids += [svc.id for svc in with_port]
+        if names:
+            ids += [svc.short_name for svc in with_port]
+        return tuple(ids)
+
+    def is_destination(self, destination: str) -> bool:
+        return destination in self._endpoint_index or destination in self._service_index
 
     def serving(self, key: PortProtocol) -> tuple[Endpoint, ...]:
         """Endpoints that serve ``key``: the columns of that port's matrix."""
@@ -247,6 +291,9 @@ class Topology:
             tuple((p.id, p.ports) for p in self.pods),
             self.externals,
         )
+
+    def with_services(self, services: tuple[ServiceSpec, ...]) -> Topology:
+        return replace(self, services=services)
 
     # -- changes made by multi-step scenarios -------------------------------------
 

@@ -35,7 +35,6 @@ from harness.core.addressing import plan_addresses
 from harness.core.cluster_policy import Tier
 from harness.core.matrix import (
     ALLOWED_CODE,
-    BLOCKED_CODE,
     LISTED_CELLS,
     NOT_PROBED,
     Axes,
@@ -61,7 +60,7 @@ from harness.model.representatives import (
 )
 from harness.scenario import Scenario
 from harness.scenario.constraints import Constraint, ConstraintForm, ConstraintSet, PodScope
-from harness.scenario.spec import EndpointMatcher, ExpectRule
+from harness.scenario.spec import RESULTS, EndpointMatcher, ExpectRule
 
 #: Violating cells kept per constraint, step and way of finding them (the first
 #: :data:`~harness.core.matrix.LISTED_CELLS` with the model's explanation); the
@@ -131,19 +130,29 @@ def _rule_codes(rules: Sequence[ExpectRule], cells: CellSet, topology: Topology)
         block = np.outer(sources, destinations)
         for port in axes.ports:
             if rule.port.matches(port):
-                codes[port][block] = ALLOWED_CODE if rule.allowed else BLOCKED_CODE
+                codes[port][block] = rule.result.code
     for port in axes.ports:
         codes[port][~cells.masks[port]] = NOT_PROBED
     return codes
 
 
-def _rule_breaches(required: Codes, found: Codes) -> tuple[tuple[Mask, Outcome, str, int], ...]:
-    """(cells, what they are, what the rules require, the code found) for both ways a
-    rule is broken."""
-    return (
-        ((required == BLOCKED_CODE) & (found == ALLOWED_CODE), Outcome.ALLOWED, "blocked", ALLOWED_CODE),
-        ((required == ALLOWED_CODE) & (found == BLOCKED_CODE), Outcome.BLOCKED, "allowed", BLOCKED_CODE),
-    )
+#: The outcomes that are a verdict on a cell (those an intent may name): an error, a
+#: wrong responder or an unsupported probe says nothing about the policies.
+_VERDICTS = tuple(outcome.code for outcome in RESULTS)
+
+
+def _rule_breaches(required: Codes, found: Codes) -> Iterator[tuple[Mask, Outcome, str, int]]:
+    """(cells, what they are, what the rules require, the code found) for every way a
+    rule is broken: a constrained cell whose verdict is not the required one."""
+    constrained = required != NOT_PROBED
+    for code in _VERDICTS:
+        wrong = constrained & (found == code) & (required != code)
+        if not wrong.any():
+            continue
+        for wanted in _VERDICTS:
+            mask = wrong & (required == wanted)
+            if mask.any():
+                yield mask, Outcome.from_code(code), Outcome.from_code(wanted).value, code
 
 
 def _group(endpoint: str) -> str:
@@ -259,7 +268,11 @@ class _Step:
         """Every pod to every endpoint on every port some endpoint serves; a pod and
         itself left out (what a CNI does with it is its own business)."""
         collector = _Collector()
-        cells = probe_grid(self.topology, self.topology.port_keys(), probe_self=False)
+        # Services by name too when the step probes names (their DNS is part of the verdict).
+        names = any(
+            (found := self.topology.service_destination(d)) is not None and found[1] for d in self.plan.expected.destinations
+        )
+        cells = probe_grid(self.topology, self.topology.port_keys(), probe_self=False, names=names)
         if not cells:
             return collector.finding()
         matrix = self.model.reachability(cells)
@@ -336,9 +349,7 @@ class _Step:
         collector = _Collector()
         axes = observed.axes
         self_cells = _self_cells(axes)
-        verdicts = {
-            p: ((observed.codes(p) == ALLOWED_CODE) | (observed.codes(p) == BLOCKED_CODE)) & ~self_cells for p in axes.ports
-        }
+        verdicts = {p: np.isin(observed.codes(p), _VERDICTS) & ~self_cells for p in axes.ports}
         cells = CellSet(axes, verdicts)
         model = self.model
         predicted = model.reachability(CellSet(axes, {p: np.ones(axes.shape, bool) for p in axes.ports}))
@@ -364,8 +375,12 @@ class _Step:
         assert constraint.pods is not None
         scope = self.scope(constraint.pods)
         rows = np.array([model.pod_index[s] for s in axes.sources], dtype=np.int64)
-        cols = np.array([model.dest_index[d] for d in axes.destinations], dtype=np.int64)
-        pod_column = np.array([isinstance(self.topology.endpoint(d), PodSpec) for d in axes.destinations], dtype=bool)
+        # Service columns are left to their backends' pod columns: isolation and the
+        # outside of the cluster are about pods and hosts.
+        cols = np.array([model.dest_index.get(d, 0) for d in axes.destinations], dtype=np.int64)
+        kinds = [self.topology.endpoint(d) if self.topology.has_endpoint(d) else None for d in axes.destinations]
+        pod_column = np.array([isinstance(k, PodSpec) for k in kinds], dtype=bool)
+        host_column = np.array([isinstance(k, ExternalHost) for k in kinds], dtype=bool)
         row_scope = scope[rows]
         column_pod = np.where(pod_column, cols, 0)
         column_scope = pod_column & scope[column_pod] if len(scope) else pod_column
@@ -384,12 +399,13 @@ class _Step:
                         checks.append((probed & column_scope[None, :], admitted, _ISOLATION.format("ingress")))
                     else:
                         admitted = (egress & ~default_out)[np.ix_(rows, cols)]
-                        checks.append((probed & row_scope[:, None], admitted, _ISOLATION.format("egress")))
+                        columns = pod_column | host_column
+                        checks.append((probed & np.outer(row_scope, columns), admitted, _ISOLATION.format("egress")))
             else:
                 forbidden = np.array(
                     [
-                        not is_pod and not any(a.allows(self.addresses[d], port) for a in constraint.allowed)
-                        for d, is_pod in zip(axes.destinations, pod_column.tolist(), strict=True)
+                        is_host and not any(a.allows(self.addresses[d], port) for a in constraint.allowed)
+                        for d, is_host in zip(axes.destinations, host_column.tolist(), strict=True)
                     ],
                     dtype=bool,
                 )

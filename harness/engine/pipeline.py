@@ -260,7 +260,10 @@ class Pipeline:
             if i >= EXPLAINED_CELLS:
                 break
             cell = mismatch.cell
-            verdict = "allowed" if model.allowed(cell.source, cell.destination, cell.port) else "blocked"
+            if plan.topology.service_destination(cell.destination) is not None:
+                verdict = plan.model[cell].outcome.value  # partial, refused, name-not-resolved too
+            else:
+                verdict = "allowed" if model.allowed(cell.source, cell.destination, cell.port) else "blocked"
             out[cell] = f"{verdict}: {model.explain(cell.source, cell.destination, cell.port)}"
         return out
 

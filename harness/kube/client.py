@@ -1,29 +1,48 @@
-"""A thin wrapper around the official ``kubernetes`` client: the calls the
-cluster backends make, each through one guard that turns whatever the client
-raises (an API answer, a refused or reset connection, a broken exec stream, a
-reply that is not the API's JSON) into a :class:`~harness.core.errors.BackendError`
-saying what failed and against which API server.
+"""The calls the cluster backends make, through the official ``kubernetes`` client.
+
+Every call asks for the raw reply (``_preload_content=False``) and this module reads
+it: the JSON is decoded here and turned into the typed views of
+:mod:`harness.kube.views`. Whatever fails on the way becomes one
+:class:`~harness.kube.errors.KubeApiError` naming the call and the API server, with
+the HTTP status kept: an API error (403, 404...), no answer at all (refused, reset,
+timed out), bytes that are not HTTP, a reply that is not JSON, or JSON that is not
+the object asked for. Only the client's own exceptions are translated; an exception
+raised by the harness itself (a KeyError, a TypeError) stays what it is, a bug.
+
+Exec uses the client's websocket streams, with two corrections:
+
+- ``kubernetes.stream.ws_client.create_websocket`` opens the websocket with no
+  timeout (kubernetes-client/python, stream/ws_client.py), so an API server that
+  accepts the connection and never answers the upgrade would hold an exec forever.
+  :class:`_BoundedWebSocket` gives that connect a time limit.
+- ``websocket_call`` turns anything raised while connecting, KeyboardInterrupt
+  included, into an ``ApiException`` with status 0 (same file), and the generated
+  client then fails with an AttributeError of its own. Ctrl-C is taken back out and
+  raised as KeyboardInterrupt.
 
 Imported only when a cluster backend is created (the client is slow to import).
 """
 
 from __future__ import annotations
 
+import contextvars
 import http.client
 import json
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import urllib3.exceptions
+import websocket
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
-from kubernetes.stream import stream
+from kubernetes.stream import stream, ws_client
 from websocket import (
     WebSocketBadStatusException,
     WebSocketConnectionClosedException,
@@ -31,18 +50,45 @@ from websocket import (
     WebSocketTimeoutException,
 )
 
-from harness.core.errors import BackendError, BackendUnavailable
+from harness.core.errors import BackendUnavailable
+from harness.kube.api import ExecRequest, ExecResult
+from harness.kube.errors import TRANSIENT_STATUSES, KubeApiError
+from harness.kube.execs import run_concurrently
+from harness.kube.views import (
+    DaemonSetView,
+    EndpointSliceView,
+    InstallationView,
+    NamespaceView,
+    NodeView,
+    PodView,
+    ReplyShapeError,
+    ServiceView,
+    TigeraStatusView,
+    daemonset_view,
+    endpoint_slice_view,
+    installation_view,
+    items_of,
+    name_of,
+    namespace_view,
+    node_view,
+    pod_view,
+    server_version_of,
+    service_view,
+    tigera_status_view,
+)
 
 log = logging.getLogger("harness.kube")
-
-T = TypeVar("T")
 
 #: Field manager of every server-side apply the harness makes.
 FIELD_MANAGER = "netpol-harness"
 #: Seconds one API request may take.
 REQUEST_TIMEOUT = 30.0
+#: Seconds to open an exec stream (TCP connect, TLS and the websocket upgrade).
+EXEC_CONNECT_TIMEOUT = 30.0
 #: Content type of a server-side apply (a JSON body is valid YAML).
 APPLY_PATCH = "application/apply-patch+yaml"
+#: The exec stream's status channel (the Status object of the finished command).
+_ERROR_CHANNEL = 3
 
 #: A request that got no answer: refused, reset, TLS, timed out (urllib3 and
 #: sockets), or an exec stream that broke (websocket).
@@ -52,20 +98,20 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     WebSocketException,
 )
-#: An answer that is not the API's JSON (a proxy's HTML page, a truncated body): the
-#: client fails while decoding it. AttributeError as well, because the client raises
-#: one of its own when an exec cannot connect (it decodes an error body that is None).
-REPLY_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, AttributeError)
+
+_connect_timeout: contextvars.ContextVar[float] = contextvars.ContextVar("exec_connect_timeout", default=EXEC_CONNECT_TIMEOUT)
 
 
-@dataclass(frozen=True)
-class ExecResult:
-    """``exit_code`` None: the command did not finish in time or the exec failed."""
+class _BoundedWebSocket(websocket.WebSocket):
+    """The websocket the client's exec streams use, with a time limit on connecting
+    (and on every later blocking socket call) unless the caller gives one."""
 
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    error: str = ""
+    def connect(self, url: str, **options: Any) -> None:
+        options.setdefault("timeout", _connect_timeout.get())
+        super().connect(url, **options)  # type: ignore[no-untyped-call]
+
+
+ws_client.WebSocket = _BoundedWebSocket
 
 
 def _one_line(text: object, limit: int = 200) -> str:
@@ -76,24 +122,31 @@ def _one_line(text: object, limit: int = 200) -> str:
 
 def _message_of(body: object, fallback: object) -> str:
     """The ``message`` of the API's Status object in ``body``, else ``fallback``."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    message: object = None
+    if isinstance(text, str) and text.strip():
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            message = decoded.get("message")
+    return _one_line(message if isinstance(message, str) and message else fallback)
+
+
+def _retry_after(headers: object) -> float | None:
+    if not isinstance(headers, Mapping):
+        return None
+    value = headers.get("Retry-After") or headers.get("retry-after")
     try:
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        message = json.loads(text or "{}").get("message") if isinstance(text, str) else None
-    except (ValueError, TypeError, AttributeError):
-        message = None
-    return _one_line(message or fallback)
-
-
-def _reason(err: ApiException) -> str:
-    return _message_of(err.body, err.reason or err)
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _unwrap(err: BaseException) -> BaseException:
-    """The error that says why. When an exec cannot connect, the client wraps the
-    websocket's error in an ApiException with status 0, and then, handling that,
-    raises an AttributeError of its own."""
-    if isinstance(err, AttributeError) and isinstance(err.__context__, ApiException):
-        err = err.__context__
+    """The error that says why: the websocket's or socket's own, under the
+    ApiException with status 0 and the urllib3 retry wrappers."""
     if isinstance(err, ApiException) and not err.status and err.__context__ is not None:
         err = err.__context__
     for _ in range(5):  # urllib3: retries exhausted → protocol or connection error → the socket's
@@ -108,32 +161,63 @@ def _unwrap(err: BaseException) -> BaseException:
     return err
 
 
-def describe_failure(err: BaseException, server: str) -> str:
-    """Why a request to ``server`` failed, in one line."""
+def translate(what: str, err: BaseException, server: str) -> KubeApiError:
+    """The KubeApiError for an exception the client (or the network) raised."""
     err = _unwrap(err)
     said = f"{type(err).__name__}: {_one_line(err)}"
     if isinstance(err, ApiException) and err.status:
-        return f"the API server at {server} answered {err.status}: {_reason(err)}"
+        status = int(err.status)
+        return KubeApiError(
+            what,
+            f"the API server at {server} answered {status}: {_message_of(err.body, err.reason or err)}",
+            status=status,
+            reason=str(err.reason or ""),
+            transient=status in TRANSIENT_STATUSES,
+            retry_after=_retry_after(err.headers),
+        )
     if isinstance(err, WebSocketBadStatusException):
-        message = _message_of(err.resp_body, err.status_message)
-        return f"the API server at {server} answered {err.status_code} instead of opening the exec stream: {message}"
+        status = int(err.status_code)
+        return KubeApiError(
+            what,
+            f"the API server at {server} answered {status} instead of opening the exec stream: "
+            f"{_message_of(err.resp_body, err.status_message)}",
+            status=status,
+            reason=str(err.status_message or ""),
+            transient=status in TRANSIENT_STATUSES,
+        )
     if isinstance(err, ApiException):
-        return f"no answer from the API server at {server} ({_one_line(err.reason)})"
+        # Status 0: the client's own words for a failure without an answer (TLS, for one).
+        reason = str(err.reason or "")
+        return KubeApiError(
+            what, f"no answer from the API server at {server} ({_one_line(reason)})", transient=not reason.startswith("SSLError")
+        )
     if (isinstance(err, http.client.HTTPException) and not isinstance(err, ConnectionError)) or (
         isinstance(err, WebSocketException)
         and not isinstance(err, WebSocketConnectionClosedException | WebSocketTimeoutException)
     ):
-        return f"the API server at {server} answered with something that is not HTTP ({said})"
-    if isinstance(err, TRANSPORT_ERRORS):
-        return f"no answer from the API server at {server} ({said})"
-    return f"the API server at {server} sent a reply that is not a Kubernetes API response ({said})"
+        return KubeApiError(what, f"the API server at {server} answered with something that is not HTTP ({said})")
+    return KubeApiError(what, f"no answer from the API server at {server} ({said})", transient=True)
+
+
+def _raise_if_interrupted(err: BaseException) -> None:
+    """Ctrl-C (or SystemExit) that the client wrapped while connecting an exec."""
+    seen: BaseException | None = err
+    for _ in range(4):
+        if seen is None:
+            return
+        if isinstance(seen, KeyboardInterrupt | SystemExit):
+            raise seen
+        seen = seen.__context__
 
 
 class KubeClient:
     """One cluster, as seen through one kubeconfig and context."""
 
-    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
-        self.kubeconfig = kubeconfig
+    def __init__(
+        self, kubeconfig: str | None = None, context: str | None = None, *, exec_connect_timeout: float = EXEC_CONNECT_TIMEOUT
+    ) -> None:
+        self._kubeconfig = kubeconfig
+        self.exec_connect_timeout = exec_connect_timeout
         self.configuration = k8s.Configuration()
         try:
             k8s_config.load_kube_config(
@@ -150,20 +234,33 @@ class KubeClient:
                 f"cannot load {where}{f' (context {context})' if context else ''}: {reason}. "
                 "Point --kubeconfig (or KUBECONFIG) at the kubeconfig of the cluster to test"
             ) from None
-        self.context = context or self._current_context(kubeconfig)
+        self._context = context or self._current_context(kubeconfig)
         self.api = k8s.ApiClient(self.configuration)
         self.core = k8s.CoreV1Api(self.api)
         self.networking = k8s.NetworkingV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self.apps = k8s.AppsV1Api(self.api)
+        self.extensions = k8s.ApiextensionsV1Api(self.api)
+        self._streams: set[Any] = set()
+        self._streams_lock = threading.Lock()
+        self.discovery = k8s.DiscoveryV1Api(self.api)
 
     @staticmethod
     def _current_context(kubeconfig: str | None) -> str | None:
         try:
             _, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
-            return str(active["name"]) if active else None
-        except (ConfigException, OSError, KeyError, TypeError):
+        except (ConfigException, OSError):
             return None
+        name = active.get("name") if isinstance(active, dict) else None
+        return str(name) if name else None
+
+    @property
+    def kubeconfig(self) -> str | None:
+        return self._kubeconfig
+
+    @property
+    def context(self) -> str | None:
+        return self._context
 
     @property
     def server(self) -> str:
@@ -172,87 +269,97 @@ class KubeClient:
     def close(self) -> None:
         self.api.close()
 
-    def to_dict(self, obj: Any) -> dict[str, Any]:
-        result = self.api.sanitize_for_serialization(obj)
-        return result if isinstance(result, dict) else {}
-
     # -- the guard --------------------------------------------------------------------
 
-    def _guard(self, what: str, action: Callable[[], T]) -> T:
-        """Run one API call; every way it can fail becomes a BackendError naming
-        ``what`` (``delete namespace shop``) and the API server."""
+    def _request(self, what: str, call: Callable[..., Any], *args: Any, absent: Collection[int] = (), **kwargs: Any) -> object:
+        """One API call; its decoded JSON reply, or None when the API server answers
+        one of ``absent``. Everything the client or the network can raise becomes a
+        KubeApiError naming ``what`` and the API server."""
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        kwargs["_preload_content"] = False
         try:
-            return action()
-        except BackendError:
-            raise
-        except (ApiException, *TRANSPORT_ERRORS, *REPLY_ERRORS) as err:
-            raise BackendError(f"cannot {what}: {describe_failure(err, self.server)}") from None
-
-    def _guard_absent(self, what: str, action: Callable[[], T], absent: Collection[int] = (404,)) -> T | None:
-        """:meth:`_guard`, with None when the API server answers one of ``absent``."""
-
-        def attempt() -> T | None:
+            response = call(*args, **kwargs)
             try:
-                return action()
-            except ApiException as err:
-                if err.status in absent:
-                    return None
-                raise
+                body = response.data
+            finally:
+                response.release_conn()
+        except ApiException as err:
+            if err.status in absent:
+                return None
+            raise translate(what, err, self.server) from None
+        except TRANSPORT_ERRORS as err:
+            raise translate(what, err, self.server) from None
+        if not isinstance(body, bytes | str) or not body.strip():
+            return {}
+        try:
+            return json.loads(body)
+        except ValueError as err:
+            raise KubeApiError(
+                what,
+                f"the API server at {self.server} sent a reply that is not a Kubernetes API response "
+                f"(not JSON: {_one_line(err)})",
+            ) from None
 
-        return self._guard(what, attempt)
+    def _view(self, what: str, expected: str, parse: Callable[[object], Any], raw: object) -> Any:
+        """``parse(raw)``, or a KubeApiError saying the reply is not ``expected``."""
+        try:
+            return parse(raw)
+        except ReplyShapeError as err:
+            raise KubeApiError(what, f"the API server at {self.server} sent a reply that is not {expected} ({err})") from None
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-        return self._guard(what, lambda: fn(*args, **kwargs))
+    def _list(self, what: str, expected: str, parse: Callable[[object, str], Any], raw: object) -> list[Any]:
+        def each(listing: object) -> list[Any]:
+            return [parse(item, f"items[{i}]") for i, item in enumerate(items_of(listing))]
 
-    def _call_absent(
-        self, what: str, fn: Callable[..., T], *args: Any, absent: Collection[int] = (404,), **kwargs: Any
-    ) -> T | None:
-        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-        return self._guard_absent(what, lambda: fn(*args, **kwargs), absent)
+        return list(self._view(what, expected, each, raw))
 
-    def _not_api_reply(self, what: str, expected: str) -> BackendError:
-        return BackendError(f"cannot {what}: the API server at {self.server} sent a reply that is not {expected}")
+    def _check_name(self, what: str, expected: str, raw: object, name: str) -> None:
+        found = self._view(what, expected, lambda obj: name_of(obj, "the reply"), raw)
+        if found != name:
+            raise KubeApiError(what, f"the API server at {self.server} sent a reply that is not {expected} (it names {found!r})")
 
     # -- cluster ----------------------------------------------------------------------
 
     def server_version(self, timeout: float = REQUEST_TIMEOUT) -> str:
+        what = "ask for the Kubernetes version"
         try:
-            info = self._call("ask for the Kubernetes version", k8s.VersionApi(self.api).get_code, _request_timeout=timeout)
-            return str(info.git_version)
-        except BackendError as err:
+            raw = self._request(what, k8s.VersionApi(self.api).get_code, _request_timeout=timeout)
+            return str(self._view(what, "a version", server_version_of, raw))
+        except KubeApiError as err:
             raise BackendUnavailable(
                 f"{err}. Check that the cluster runs and that the kubeconfig and context are the right ones"
             ) from None
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return [self.to_dict(n) for n in self._call("list nodes", self.core.list_node).items]
+    def nodes(self) -> list[NodeView]:
+        what = "list nodes"
+        return self._list(what, "a list of Node objects", node_view, self._request(what, self.core.list_node))
 
-    def node_readiness(self) -> tuple[int, int]:
-        nodes = self.nodes()
-
-        def is_ready(node: dict[str, Any]) -> bool:
-            conditions = (node.get("status") or {}).get("conditions") or []
-            return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-        return sum(1 for n in nodes if is_ready(n)), len(nodes)
-
-    def tigera_statuses(self) -> dict[str, bool]:
-        """TigeraStatus name → Available; empty while the CRD does not exist yet."""
+    def tigera_statuses(self) -> list[TigeraStatusView]:
         what = "list tigerastatuses"
-        listing = self._call_absent(what, self.custom.list_cluster_custom_object, "operator.tigera.io", "v1", "tigerastatuses")
-        if listing is None:
-            return {}
-        if not isinstance(listing, dict) or not isinstance(listing.get("items", []), list):
-            raise self._not_api_reply(what, "a list of TigeraStatus objects")
-        statuses = {}
-        for item in listing.get("items", []):
-            name = ((item or {}).get("metadata") or {}).get("name")
-            if not name:
-                continue
-            conditions = ((item or {}).get("status") or {}).get("conditions") or []
-            statuses[str(name)] = any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
-        return statuses
+        raw = self._request(
+            what, self.custom.list_cluster_custom_object, "operator.tigera.io", "v1", "tigerastatuses", absent=(404,)
+        )
+        if raw is None:
+            return []
+        return self._list(what, "a list of TigeraStatus objects", tigera_status_view, raw)
+
+    def installation(self, name: str = "default") -> InstallationView | None:
+        what = f"read installations.operator.tigera.io/{name}"
+        raw = self._request(
+            what, self.custom.get_cluster_custom_object, "operator.tigera.io", "v1", "installations", name, absent=(404,)
+        )
+        if raw is None:
+            return None
+        view: InstallationView = self._view(what, f"the Installation {name}", installation_view, raw)
+        return view
+
+    def crd_exists(self, name: str) -> bool:
+        what = f"read CustomResourceDefinition {name}"
+        raw = self._request(what, self.extensions.read_custom_resource_definition, name, absent=(404,))
+        if raw is None:
+            return False
+        self._check_name(what, f"the CustomResourceDefinition {name}", raw, name)
+        return True
 
     def daemonset_images(self, names: tuple[str, ...], namespaces: tuple[str, ...]) -> dict[str, str]:
         """Image of the first container of each DaemonSet found, by name. A DaemonSet
@@ -260,97 +367,146 @@ class KubeClient:
         found: dict[str, str] = {}
         for namespace in namespaces:
             for name in names:
-                read = self._call_absent(
-                    f"read DaemonSet {namespace}/{name}",
-                    self.apps.read_namespaced_daemon_set,
-                    name,
-                    namespace,
-                    absent=(403, 404),
-                )
-                template = ((self.to_dict(read) if read is not None else {}).get("spec") or {}).get("template") or {}
-                containers = (template.get("spec") or {}).get("containers") or []
-                if containers and containers[0].get("image"):
-                    found.setdefault(name, str(containers[0]["image"]))
+                what = f"read DaemonSet {namespace}/{name}"
+                raw = self._request(what, self.apps.read_namespaced_daemon_set, name, namespace, absent=(403, 404))
+                if raw is None:
+                    continue
+                daemonset: DaemonSetView = self._view(what, f"the DaemonSet {namespace}/{name}", daemonset_view, raw)
+                if daemonset.images and daemonset.images[0]:
+                    found.setdefault(name, daemonset.images[0])
         return found
 
     # -- namespaces -------------------------------------------------------------------
 
-    def read_namespace(self, name: str) -> dict[str, Any] | None:
+    def read_namespace(self, name: str) -> NamespaceView | None:
         what = f"read namespace {name}"
-        found = self._call_absent(what, self.core.read_namespace, name)
-        if found is None:
+        raw = self._request(what, self.core.read_namespace, name, absent=(404,))
+        if raw is None:
             return None
-        namespace = self.to_dict(found)
-        if (namespace.get("metadata") or {}).get("name") != name:
-            raise self._not_api_reply(what, f"the Namespace {name}")
-        return namespace
+        self._check_name(what, f"the Namespace {name}", raw, name)
+        view: NamespaceView = self._view(what, f"the Namespace {name}", namespace_view, raw)
+        return view
 
-    def list_namespaces(self) -> list[dict[str, Any]]:
-        return [self.to_dict(n) for n in self._call("list namespaces", self.core.list_namespace).items]
+    def list_namespaces(self) -> list[NamespaceView]:
+        what = "list namespaces"
+        return self._list(what, "a list of Namespace objects", namespace_view, self._request(what, self.core.list_namespace))
 
     def create_namespace(self, manifest: Mapping[str, Any]) -> None:
-        self._call(f"create namespace {manifest['metadata']['name']}", self.core.create_namespace, dict(manifest))
+        name = str(manifest["metadata"]["name"])
+        what = f"create namespace {name}"
+        self._check_name(what, f"the Namespace {name}", self._request(what, self.core.create_namespace, dict(manifest)), name)
 
     def delete_namespace(self, name: str) -> None:
         """Start deleting a namespace; one that is not there is no error."""
-        self._call_absent(f"delete namespace {name}", self.core.delete_namespace, name)
+        self._request(f"delete namespace {name}", self.core.delete_namespace, name, absent=(404,))
 
     def set_namespace_labels(self, name: str, labels: Mapping[str, str]) -> None:
+        # A JSON patch "add" replaces the whole map: labels not given are removed.
         patch = [{"op": "add", "path": "/metadata/labels", "value": dict(labels)}]
-        self._call(f"relabel namespace {name}", self.core.patch_namespace, name, patch)
+        what = f"relabel namespace {name}"
+        self._check_name(what, f"the Namespace {name}", self._request(what, self.core.patch_namespace, name, patch), name)
 
     # -- pods -------------------------------------------------------------------------
 
     def create_pod(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
         what = f"create pod {meta['namespace']}/{meta['name']}"
-        self._call(what, self.core.create_namespaced_pod, meta["namespace"], dict(manifest))
+        raw = self._request(what, self.core.create_namespaced_pod, meta["namespace"], dict(manifest))
+        self._check_name(what, f"the Pod {meta['namespace']}/{meta['name']}", raw, str(meta["name"]))
 
-    def list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        return [self.to_dict(p) for p in self._call(f"list pods in {namespace}", self.core.list_namespaced_pod, namespace).items]
+    def list_pods(self, namespace: str) -> list[PodView]:
+        what = f"list pods in {namespace}"
+        raw = self._request(what, self.core.list_namespaced_pod, namespace)
+        return self._list(what, "a list of Pod objects", pod_view, raw)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a pod at once; one that is not there is no error."""
         what = f"delete pod {namespace}/{name}"
-        self._call_absent(what, self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0)
+        self._request(what, self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0, absent=(404,))
 
     def set_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
-        # A JSON patch "add" replaces the whole map: labels not given are removed.
         patch = [{"op": "add", "path": "/metadata/labels", "value": dict(labels)}]
-        self._call(f"relabel pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace, patch)
+        what = f"relabel pod {namespace}/{name}"
+        raw = self._request(what, self.core.patch_namespaced_pod, name, namespace, patch)
+        self._check_name(what, f"the Pod {namespace}/{name}", raw, name)
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> ExecResult:
-        """Run ``command`` in a container and wait at most ``timeout`` seconds. A
-        failed exec is a result with ``error`` set (the guard's message), so that a
-        probe round reports it per cell. Each call has its own ApiClient: ``stream``
+    # -- exec -------------------------------------------------------------------------
+
+    def exec(self, request: ExecRequest) -> ExecResult:
+        """Run a command in a container and wait at most ``request.timeout`` seconds.
+        A failed exec is a result with ``error`` set, so that a probe round reports
+        it per cell; Ctrl-C is raised. Each call has its own ApiClient: ``stream``
         patches the client it is given, so concurrent execs must not share one."""
-        what = f"run a command in pod {namespace}/{pod}"
+        what = f"run a command in pod {request.namespace}/{request.pod}"
         api = k8s.ApiClient(self.configuration)
+        token = _connect_timeout.set(self.exec_connect_timeout)
         resp: Any = None
         try:
-            resp = self._guard(
-                what,
-                lambda: stream(
+            try:
+                resp = stream(
                     k8s.CoreV1Api(api).connect_get_namespaced_pod_exec,
-                    pod,
-                    namespace,
-                    container=container,
-                    command=command,
+                    request.pod,
+                    request.namespace,
+                    container=request.container,
+                    command=list(request.command),
                     stderr=True,
                     stdin=False,
                     stdout=True,
                     tty=False,
                     _preload_content=False,
-                ),
-            )
-            return self._guard(what, lambda: _collect(resp, timeout))
-        except BackendError as err:
-            return ExecResult(None, "", "", str(err))
+                )
+            except AttributeError as err:
+                # The client's own failure while reporting the ApiException it made of the
+                # connect error (see the module docstring); any other AttributeError is a bug.
+                if not isinstance(err.__context__, ApiException):
+                    raise
+                _raise_if_interrupted(err.__context__)
+                return ExecResult(None, "", "", str(translate(what, err.__context__, self.server)))
+            except ApiException as err:
+                _raise_if_interrupted(err)
+                return ExecResult(None, "", "", str(translate(what, err, self.server)))
+            except TRANSPORT_ERRORS as err:
+                return ExecResult(None, "", "", str(translate(what, err, self.server)))
+            with self._streams_lock:
+                self._streams.add(resp)
+            return self._collect(what, resp, request.timeout)
         finally:
+            _connect_timeout.reset(token)
             if resp is not None:
+                with self._streams_lock:
+                    self._streams.discard(resp)
                 with suppress(*TRANSPORT_ERRORS):
                     resp.close()
             api.close()
+
+    def _collect(self, what: str, resp: Any, timeout: float) -> ExecResult:
+        """Wait for an exec stream to end and read what it left."""
+        try:
+            resp.run_forever(timeout=timeout)
+        except TRANSPORT_ERRORS as err:
+            return ExecResult(None, resp.read_stdout() or "", resp.read_stderr() or "", str(translate(what, err, self.server)))
+        finished = not resp.is_open()
+        stdout = resp.read_stdout() or ""
+        stderr = resp.read_stderr() or ""
+        if not finished:
+            return ExecResult(None, stdout, stderr, f"no exit after {timeout:.0f}s")
+        code, problem = exit_code_of(resp.read_channel(_ERROR_CHANNEL))
+        if code is None:
+            return ExecResult(None, stdout, stderr, f"exec ended without an exit code ({problem})")
+        return ExecResult(code, stdout, stderr)
+
+    def interrupt(self) -> None:
+        """Abort every open exec stream: its socket is shut down, which wakes the
+        worker waiting on it at once (``WebSocket.abort``; a clean close would wait
+        for the server's reply first)."""
+        with self._streams_lock:
+            streams = list(self._streams)
+        for resp in streams:
+            with suppress(*TRANSPORT_ERRORS):
+                resp.sock.abort()
+
+    def exec_many(self, requests: Sequence[ExecRequest], workers: int) -> list[ExecResult]:
+        return run_concurrently(self.exec, requests, workers, self.interrupt)
 
     # -- policies ---------------------------------------------------------------------
 
@@ -358,7 +514,7 @@ class KubeClient:
         """Server-side apply, owned by the harness's field manager."""
         meta = manifest["metadata"]
         what = f"apply NetworkPolicy {meta['namespace']}/{meta['name']}"
-        applied = self._call(
+        raw = self._request(
             what,
             self.networking.patch_namespaced_network_policy,
             meta["name"],
@@ -368,29 +524,67 @@ class KubeClient:
             force=True,
             _content_type=APPLY_PATCH,
         )
-        if (self.to_dict(applied).get("metadata") or {}).get("name") != meta["name"]:
-            raise self._not_api_reply(what, "the NetworkPolicy applied")
+        self._check_name(what, "the NetworkPolicy applied", raw, str(meta["name"]))
 
     def delete_policy(self, namespace: str, name: str) -> bool:
         """False when there was no such policy."""
         what = f"delete NetworkPolicy {namespace}/{name}"
-        return self._call_absent(what, self.networking.delete_namespaced_network_policy, name, namespace) is not None
+        return self._request(what, self.networking.delete_namespaced_network_policy, name, namespace, absent=(404,)) is not None
 
     def delete_all_policies(self, namespace: str) -> None:
         what = f"delete the NetworkPolicies of {namespace}"
-        self._call(what, self.networking.delete_collection_namespaced_network_policy, namespace)
+        self._request(what, self.networking.delete_collection_namespaced_network_policy, namespace)
+
+    # -- Services -----------------------------------------------------------------------
+
+    def create_service(self, manifest: Mapping[str, Any]) -> ServiceView:
+        """Create a Service; as the API server returns it (with its cluster IP)."""
+        meta = manifest["metadata"]
+        what = f"create Service {meta['namespace']}/{meta['name']}"
+        raw = self._request(what, self.core.create_namespaced_service, meta["namespace"], dict(manifest))
+        view: ServiceView = self._view(what, f"the Service {meta['name']}", service_view, raw)
+        return view
+
+    def read_service(self, namespace: str, name: str) -> ServiceView | None:
+        what = f"read Service {namespace}/{name}"
+        raw = self._request(what, self.core.read_namespaced_service, name, namespace, absent=(404,))
+        if raw is None:
+            return None
+        view: ServiceView = self._view(what, f"the Service {name}", service_view, raw)
+        return view
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """Delete a Service; one that is not there is no error."""
+        self._request(f"delete Service {namespace}/{name}", self.core.delete_namespaced_service, name, namespace, absent=(404,))
+
+    def list_endpoint_slices(self, namespace: str, service: str) -> list[EndpointSliceView]:
+        """The EndpointSlices of a Service: those labelled ``kubernetes.io/service-name``
+        with its name (discovery.k8s.io/v1)."""
+        what = f"list the EndpointSlices of Service {namespace}/{service}"
+        raw = self._request(
+            what, self.discovery.list_namespaced_endpoint_slice, namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+        return self._list(what, "a list of EndpointSlice objects", endpoint_slice_view, raw)
 
 
-def _collect(resp: Any, timeout: float) -> ExecResult:
-    """Wait for an exec stream to end and read what it left."""
-    resp.run_forever(timeout=timeout)
-    finished = not resp.is_open()
-    stdout = resp.read_stdout() or ""
-    stderr = resp.read_stderr() or ""
-    if not finished:
-        return ExecResult(None, stdout, stderr, f"no exit after {timeout:.0f}s")
+def exit_code_of(status_text: object) -> tuple[int | None, str]:
+    """The exit code in the Status object that ends an exec stream (channel 3):
+    ``Success`` is 0, a non-zero exit is the ``ExitCode`` cause's message."""
+    if not isinstance(status_text, str) or not status_text.strip():
+        return None, "no status message"
     try:
-        code = resp.returncode
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
-        return ExecResult(None, stdout, stderr, f"exec ended without an exit code ({err!r})")
-    return ExecResult(code, stdout, stderr)
+        status = yaml.safe_load(status_text)
+    except yaml.YAMLError:
+        return None, f"status message is not YAML: {_one_line(status_text)}"
+    if not isinstance(status, dict):
+        return None, f"status message is not an object: {_one_line(status_text)}"
+    if status.get("status") == "Success":
+        return 0, ""
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    for cause in causes if isinstance(causes, list) else []:
+        if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
+            message = str(cause.get("message", ""))
+            if message.isdigit():
+                return int(message), ""
+    return None, _one_line(status.get("message") or status_text)

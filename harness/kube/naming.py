@@ -1,7 +1,12 @@
 """How scenario namespaces are named on a cluster, and policies translated to match.
 
 On the ``kind`` backend the harness owns the cluster, so a scenario's namespaces
-keep their names and policies are applied exactly as written.
+keep their names and policies are applied exactly as written, except for the
+namespaces the cluster's own components run in (kube-system, Calico's...): a
+scenario's ``kube-system`` is ``nph-kube-system`` on the cluster, so that its
+stand-in pods (a ``k8s-app: kube-dns`` "CoreDNS") never join the real kube-dns
+Service, whose selector matches pods of its own namespace only, and its policies
+never isolate the real CoreDNS. Policies are rewritten for those names as below.
 
 On the ``existing`` backend the cluster is shared: every namespace the harness
 creates is named ``nph-<run id>-<scenario namespace>``, so it is recognisable and
@@ -18,9 +23,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
+from harness.core.errors import HarnessError
 from harness.core.topology import NAMESPACE_NAME_LABEL
 
 #: Prefix of every namespace the existing backend creates.
@@ -30,20 +36,30 @@ _RUN_ID = re.compile(r"^[a-z0-9]{1,12}$")
 
 
 class NamespaceMap:
-    """Scenario namespace name ↔ namespace name on the cluster."""
+    """Scenario namespace name ↔ namespace name on the cluster. With a run id every
+    name gets its prefix; otherwise only the ``reserved`` names are mapped, to
+    ``nph-<name>``."""
 
-    def __init__(self, run_id: str | None = None) -> None:
+    def __init__(self, run_id: str | None = None, reserved: Collection[str] = ()) -> None:
         if run_id is not None and not _RUN_ID.match(run_id):
             raise ValueError(f"run id {run_id!r} must be 1-12 lowercase letters or digits")
         self.prefix = f"{PREFIX}-{run_id}-" if run_id else ""
+        self.reserved = frozenset(reserved)
         self._reverse: dict[str, str] = {}
 
     @property
     def identity(self) -> bool:
-        return not self.prefix
+        return not self.prefix and not self.reserved
 
     def real(self, name: str) -> str:
         if not self.prefix:
+            if name in self.reserved:
+                return f"{PREFIX}-{name}"
+            if name.startswith(f"{PREFIX}-") and name[len(PREFIX) + 1 :] in self.reserved:
+                raise HarnessError(
+                    f"namespace {name}: the harness uses that name on this cluster for the scenario's "
+                    f"{name[len(PREFIX) + 1 :]} namespace; rename it"
+                )
             return name
         real = self.prefix + name
         if len(real) > _MAX_NAME:
@@ -56,13 +72,18 @@ class NamespaceMap:
     def scenario(self, real: str) -> str | None:
         """The scenario name of a namespace this map produced, or None."""
         if not self.prefix:
-            return real
+            mapped = real[len(PREFIX) + 1 :] if real.startswith(f"{PREFIX}-") else None
+            return mapped if mapped in self.reserved else real
         if real in self._reverse:
             return self._reverse[real]
         return real[len(self.prefix) :] if real.startswith(self.prefix) else None
 
     def owns(self, real: str) -> bool:
         return bool(self.prefix) and real.startswith(self.prefix)
+
+    def mapped(self, name: str) -> bool:
+        """Whether the scenario namespace ``name`` has another name on the cluster."""
+        return self.real(name) != name
 
     def namespace_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         """Labels to set on the real namespace: the API server owns the name label."""

@@ -1,27 +1,29 @@
 # netpol-harness probe round, run inside a source pod with POSIX sh.
 #
-# Arguments: <timeout seconds> <timeout milliseconds> <parallel jobs>, then four
-# words per probe: <id> <TCP|UDP|SCTP> <IPv4 address> <port>.
-# Every probe runs as a background job (at most <parallel jobs> at once) and prints
-# exactly one line:
-#   NPH <id> <class> <exit code> <elapsed ms> <responder> <message>
-# class: OK, TIMEOUT, REFUSED, DNS, NOREPLY (TCP connected, nothing answered),
-# UNKNOWN or OTHER. responder is the server's reply (agnhost porter answers with
-# its endpoint id), "-" when unknown; message is the client's error text, "-" when
-# none. Neither contains spaces.
-# TCP and UDP use socat, which reports the errno of a failed connect and prints the
-# reply; a UDP probe counts as connected only when the server answers. SCTP (and
-# everything when socat is missing) uses agnhost connect, which prints an error
-# class (TIMEOUT, REFUSED, DNS, UNKNOWN, OTHER) but not who answered.
+# Arguments: <parallel jobs>, then for each probe: <id> <input> <n> and the n words
+# of the client's command line (curl, nc or /agnhost connect, exactly as the harness
+# builds them for every backend). <input> is the line the client reads on standard
+# input, "-" for none.
+#
+# Every probe runs as a background job (at most <parallel jobs> at once). When a
+# batch has finished, each of its probes prints exactly one line:
+#   NPH <id> <exit code> <elapsed ms> <stdout> <stderr>
+# where stdout and stderr are what the client wrote (the first 4096 and 8192 bytes),
+# hex-encoded so that no byte of theirs can break the line, "-" when empty. Lines are
+# printed one probe at a time after the batch, never interleaved. The harness
+# classifies them with the same code as the emulated backend's results.
+#
+# The clients bound themselves (curl -m, nc -w, agnhost connect --timeout); the exec
+# that runs this script is bounded as a whole by the harness.
 set -u
-t=$1
-t_ms=$2
-parallel=$3
-shift 3
-agnhost=${NPH_AGNHOST:-/agnhost}
-if command -v socat >/dev/null 2>&1; then have_socat=1; else have_socat=0; fi
-nl='
-'
+parallel=$1
+shift
+dir=$(mktemp -d "${TMPDIR:-/tmp}/nph.XXXXXX") || {
+	echo "NPH-ERROR cannot create a temporary directory in ${TMPDIR:-/tmp}"
+	exit 3
+}
+trap 'rm -rf "$dir"' EXIT
+trap 'exit 130' INT TERM
 
 # Milliseconds since boot from /proc/uptime (two decimals); the leading 1 keeps a
 # fraction such as 05 from being read as octal.
@@ -30,77 +32,67 @@ now_ms() {
 	echo $(( ${up%.*} * 1000 + 1${up#*.} * 10 - 1000 ))
 }
 
-# One word for the result line: characters that could break it become _.
-word() {
-	printf '%s' "$1" | tr -c 'A-Za-z0-9./:_=-' '_' | cut -c1-160
+# The first $2 bytes of file $1 as one hex word, "-" when empty.
+hex() {
+	h=$(head -c "$2" "$1" | od -An -v -tx1 | tr -d ' \n')
+	printf '%s' "${h:--}"
 }
 
 probe() {
-	id=$1 proto=$2 addr=$3 port=$4
+	# A background job: the round's clean-up belongs to the script, not to the job.
+	trap - EXIT INT TERM
+	id=$1 input=$2 n=$3
+	shift 3
+	# Keep the first n words of "$@": the client's command line.
+	total=$#
+	i=0
+	while [ "$i" -lt "$total" ]; do
+		if [ "$i" -lt "$n" ]; then
+			set -- "$@" "$1"
+		fi
+		shift
+		i=$((i + 1))
+	done
 	start=$(now_ms)
-	responder=-
-	if [ "$proto" != SCTP ] && [ "$have_socat" = 1 ]; then
-		if [ "$proto" = TCP ]; then
-			out=$(printf 'GET / HTTP/1.0\r\n\r\n' | socat -T"$t" -t"$t" - "TCP4:$addr:$port,connect-timeout=$t" 2>&1)
-			rc=$?
-		else
-			out=$(printf 'hostname\n' | socat -T"$t" -t"$t" - "UDP4:$addr:$port" 2>&1)
-			rc=$?
-		fi
-		if [ "$rc" = 0 ]; then
-			# The HTTP body, or the UDP reply, is the last line.
-			reply=$(printf '%s' "${out##*"$nl"}" | tr -d '\r')
-			out=
-			if [ -n "$reply" ]; then
-				class=OK
-				responder=$reply
-			elif [ "$proto" = UDP ]; then
-				class=TIMEOUT
-			else
-				class=NOREPLY
-			fi
-		else
-			# socat prefixes its errors with a date, its pid and " E ".
-			case $out in *" E "*) out=${out#*" E "} ;; esac
-			case $out in
-				*refused*) class=REFUSED ;;
-				*"timed out"*) class=TIMEOUT ;;
-				*getaddrinfo*|*resolv*) class=DNS ;;
-				*) class=OTHER ;;
-			esac
-		fi
-	elif [ -x "$agnhost" ]; then
-		lower=$(printf '%s' "$proto" | tr 'A-Z' 'a-z')
-		out=$("$agnhost" connect "$addr:$port" --timeout="${t_ms}ms" --protocol="$lower" 2>&1)
-		rc=$?
-		if [ "$rc" = 0 ]; then
-			class=OK
-		else
-			class=${out%%[!A-Z]*}
-			case $class in
-				TIMEOUT|REFUSED|DNS|UNKNOWN|OTHER) ;;
-				*) class=OTHER ;;
-			esac
-		fi
+	if [ "$input" = - ]; then
+		"$@" > "$dir/$id.out" 2> "$dir/$id.err" < /dev/null
 	else
-		rc=127
-		class=UNKNOWN
-		out="no $proto client: neither socat nor $agnhost in the probe image"
+		printf '%s\n' "$input" | "$@" > "$dir/$id.out" 2> "$dir/$id.err"
 	fi
-	printf 'NPH %s %s %s %s %s %s\n' "$id" "$class" "$rc" "$(( $(now_ms) - start ))" "$(word "$responder")" "$(word "${out:--}")"
+	rc=$?
+	elapsed=$(( $(now_ms) - start ))
+	printf 'NPH %s %s %s %s %s\n' "$id" "$rc" "$elapsed" "$(hex "$dir/$id.out" 4096)" "$(hex "$dir/$id.err" 8192)" > "$dir/$id.res"
 }
 
+batch=""
 running=0
-while [ $# -ge 4 ]; do
-	probe "$1" "$2" "$3" "$4" &
-	shift 4
+flush() {
+	wait
+	for done_id in $batch; do
+		cat "$dir/$done_id.res" 2> /dev/null || echo "NPH-ERROR probe $done_id left no result"
+		rm -f "$dir/$done_id.out" "$dir/$done_id.err" "$dir/$done_id.res"
+	done
+	batch=""
+	running=0
+}
+
+while [ $# -ge 3 ]; do
+	id=$1 n=$3
+	case $n in
+		''|*[!0-9]*) echo "NPH-ERROR probe $id: word count $n is not a number"; exit 2 ;;
+	esac
+	if [ $# -lt $((3 + n)) ]; then
+		break
+	fi
+	probe "$@" &
+	shift $((3 + n))
+	batch="$batch $id"
 	running=$((running + 1))
 	if [ "$running" -ge "$parallel" ]; then
-		wait
-		running=0
+		flush
 	fi
 done
-wait
+flush
 if [ $# -ne 0 ]; then
 	echo "NPH-ERROR $# argument(s) left over: $*"
 	exit 2

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 from harness.core.progress import Progress
 
+__all__ = ["Progress", "heartbeat", "reporter"]
+
 log = logging.getLogger("harness.kube")
 
 

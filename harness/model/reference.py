@@ -44,11 +44,12 @@ import numpy.typing as npt
 
 from harness.core.cluster_policy import Action, ClusterPeer, ClusterPolicy, PodSet, Tier
 from harness.core.errors import HarnessError
-from harness.core.matrix import ALLOWED_CODE, BLOCKED_CODE, NOT_PROBED, CellSet, ReachabilityMatrix
+from harness.core.matrix import ALLOWED_CODE, BLOCKED_CODE, NOT_PROBED, Cell, CellSet, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import IPBlock, NetworkPolicy, Peer, PolicyPort, PolicyType, Rule
 from harness.core.selectors import LabelSelector, Operator
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import ExternalHost, PodSpec, PortProtocol, Protocol, Topology
+from harness.model.services import destination_observation, explain_destination
 from harness.model.tiers import ClusterTiers
 
 Mask = npt.NDArray[np.bool_]
@@ -348,6 +349,9 @@ class ReferenceModel:
 
     def allowed(self, source: str, destination: str, port: PortProtocol | str) -> bool:
         key = port if isinstance(port, PortProtocol) else PortProtocol.parse(port)
+        if destination not in self.dest_index:
+            # A Service, by cluster IP or by name (harness.model.services).
+            return destination_observation(self, source, destination, key).outcome is Outcome.ALLOWED
         return bool(self.allowed_matrix(key)[self.pod_index[source], self.dest_index[destination]])
 
     def explain(self, source: str, destination: str, port: PortProtocol) -> str:
@@ -357,6 +361,8 @@ class ReferenceModel:
         the traffic, or that none does. In the words of the emulated backend's
         packet-level explanation, so that both read alike."""
         key = port
+        if destination not in self.dest_index:
+            return explain_destination(self, source, destination, key)
         s, d = self.pod_index[source], self.dest_index[destination]
         if source == destination and self.settings.self_traffic is SelfTraffic.ALLOWED:
             return f"{source} reaches itself: a pod's traffic to its own address is always allowed (self_traffic: allowed)"
@@ -439,14 +445,25 @@ class ReferenceModel:
         computed on whole arrays."""
         axes = cells.axes
         rows = np.array([self.pod_index[s] for s in axes.sources], dtype=np.int64)
-        cols = np.array([self.dest_index[d] for d in axes.destinations], dtype=np.int64)
+        # Services (by cluster IP or name) are not endpoints: their columns are
+        # judged on their backends, cell by cell (harness.model.services).
+        services = [j for j, d in enumerate(axes.destinations) if d not in self.dest_index]
+        cols = np.array([self.dest_index.get(d, 0) for d in axes.destinations], dtype=np.int64)
         codes = {}
+        notes: dict[Cell, Observation] = {}
         for port in axes.ports:
             allowed = self.allowed_matrix(port)[np.ix_(rows, cols)] if len(rows) and len(cols) else np.zeros(axes.shape, bool)
             grid = np.where(allowed, np.int8(ALLOWED_CODE), np.int8(BLOCKED_CODE)).astype(np.int8)
+            for j in services:
+                for i in np.flatnonzero(cells.masks[port][:, j]).tolist():
+                    cell = Cell(axes.sources[i], axes.destinations[j], port)
+                    obs = destination_observation(self, cell.source, cell.destination, port)
+                    grid[i, j] = obs.outcome.code
+                    if not obs.plain:
+                        notes[cell] = obs
             grid[~cells.masks[port]] = NOT_PROBED
             codes[port] = grid
-        return ReachabilityMatrix.from_codes(axes, codes)
+        return ReachabilityMatrix.from_codes(axes, codes, notes)
 
 
 def _describe_peer(peer: Peer) -> str:

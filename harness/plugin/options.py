@@ -126,6 +126,14 @@ def add_options(parser: pytest.Parser) -> None:
         "a violated constraint fails the scenario, and one that applies to no step of any scenario of the "
         "run fails the run. Default: the netpol_constraints ini value.",
     )
+    group.addoption(
+        "--update-expectations",
+        action="store_true",
+        default=False,
+        dest="netpol_update_expectations",
+        help="rewrite the expectations of the scenarios run with what was observed (rules and matrices; comments "
+        "and key order kept), so that the diff of the scenario files is the review. Scenarios marked xfail are left alone.",
+    )
     parser.addini(
         "netpol_scenarios",
         type="paths",

@@ -30,6 +30,7 @@ from harness.reporting.records import ScenarioRecord
 from harness.scenario.constraints import ConstraintSet, load_constraints
 from harness.scenario.files import SCENARIO_NAME_SUFFIXES, SCENARIO_SUFFIXES, looks_like_scenario
 from harness.scenario.sources import GitRevision
+from harness.scenario.update import update_expectations
 
 log = logging.getLogger("harness")
 
@@ -192,6 +193,9 @@ class NetpolPlugin:
             checks = check_scenario(self.constraints, item.scenario) if self.constraints is not None else None
             item.stash[record_key] = _error_record(item, verdict, checks)
             raise ScenarioFailure(message) from None
+        if self.config.getoption("netpol_update_expectations", False):
+            update = update_expectations(item.scenario, {step.name: step.comparison.observed for step in result.steps})
+            progress_of(self.config, always=True)(update.summary())
         baseline = check_baseline(result, self.baseline_dir) if self.baseline_dir is not None else None
         problems = []
         recorded = ""

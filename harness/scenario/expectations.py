@@ -57,7 +57,7 @@ def expected_matrix(
             src = _mask(rule.sources, axes.sources, topology)
             dst = _mask(rule.destinations, axes.destinations, topology)
             block = np.outer(src, dst)
-            value = ALLOWED_CODE if rule.allowed else BLOCKED_CODE
+            value = rule.result.code
             hit = False
             for port in axes.ports:
                 if rule.port.matches(port):
@@ -82,11 +82,11 @@ def _table_codes(expectation: Expectation, cells: CellSet, port: PortProtocol, s
     axes = cells.axes
     table = expectation.matrices[port]
     grid = np.full(axes.shape, NOT_PROBED, dtype=np.int8)
-    for (src, dst), allowed in table.cells.items():
+    for (src, dst), outcome in table.cells.items():
         cell = Cell(src, dst, port)
         where = axes.index(cell)
         probed = where is not None and bool(cells.masks[port][where])
-        if allowed is None:
+        if outcome is None:
             if probed:
                 raise ScenarioError(
                     source,
@@ -96,7 +96,7 @@ def _table_codes(expectation: Expectation, cells: CellSet, port: PortProtocol, s
                 )
             continue
         if where is not None:
-            grid[where] = ALLOWED_CODE if allowed else BLOCKED_CODE
+            grid[where] = outcome.code
     missing = cells.masks[port] & (grid == NOT_PROBED)
     if missing.any():
         r, c = (int(v[0]) for v in np.nonzero(missing))

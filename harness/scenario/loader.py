@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 from harness.core.calico.policy import STAGED_KINDS, is_staged, parse_staged_policy
 from harness.core.cluster_policy import ClusterPolicy, ClusterPolicyKind, is_cluster_policy, parse_cluster_policy
 from harness.core.errors import HarnessError, PolicyError, ScenarioError
-from harness.core.matrix import Cell
+from harness.core.matrix import Cell, Outcome
 from harness.core.policy import NetworkPolicy, parse_policy
 from harness.core.selectors import LabelSelector, SelectorSyntaxError, check_label_key, check_label_value, parse_selector
+from harness.core.services import SERVICE_CIDR, ServicePort, ServiceSpec, dns_pod, fqdn_to_short
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.state import DesiredState, Manifest, StepChanges, object_ref
 from harness.core.topology import (
@@ -41,6 +42,7 @@ from harness.core.topology import (
 from harness.scenario.plans import parse_cell, plan_steps
 from harness.scenario.sources import FileSource, WorkingTree, relative_to_scenario
 from harness.scenario.spec import (
+    RESULTS,
     EndpointMatcher,
     EndpointPattern,
     EndpointSelector,
@@ -54,6 +56,7 @@ from harness.scenario.spec import (
     Step,
     TextMatrix,
 )
+from harness.scenario.workloads import WorkloadSet, merge_workloads, read_workloads
 from harness.scenario.yamlload import MAX_FILE_BYTES, load_all, load_one
 
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
@@ -209,17 +212,78 @@ def _ports(r: _Reader, raw: object, path: str) -> tuple[PortSpec, ...]:
     return ports
 
 
-def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
+_SERVICE_PORT_FORMS = (
+    "a port such as 80 or 53/UDP (the target port is the same), or "
+    "{port: 8001, targetPort: 8000 or a container port name, protocol: TCP, name: http}"
+)
+
+
+def _service_port(r: _Reader, raw: object, path: str) -> ServicePort:
+    if isinstance(raw, int | str) and not isinstance(raw, bool):
+        try:
+            key = PortProtocol.parse(str(raw))
+        except HarnessError as err:
+            raise r.fail(path, str(err), _SERVICE_PORT_FORMS) from None
+        return ServicePort(key.port, key.protocol)
+    spec = r.mapping(raw, path, ["port", "targetPort", "protocol", "name"], ["port"])
+    base = _port_spec(r, {k: v for k, v in spec.items() if k in ("port", "protocol")}, path)
+    target = spec.get("targetPort", base.port)
+    if isinstance(target, str) and not target.isdigit():
+        problem = check_port_name(target)
+        if problem:
+            raise r.fail(f"{path}.targetPort", problem, "a port number or " + PORT_NAME_FORM)
+    elif isinstance(target, bool) or not isinstance(target, int | str) or not 1 <= int(target) <= 65535:
+        raise r.fail(f"{path}.targetPort", f"got {_kind(target)}", "a port number 1-65535 or a container port name")
+    else:
+        target = int(target)
+    name = spec.get("name")
+    if name is not None and not is_dns_label(name):
+        raise r.fail(f"{path}.name", f"{name!r} is not a valid Service port name", "a lowercase DNS label such as http")
+    return ServicePort(base.port, base.protocol, target, name)
+
+
+def parse_service(r: _Reader, namespace: str, name: object, raw: object, path: str) -> ServiceSpec:
+    """A ``namespaces.<ns>.services.<name>`` entry: ``selector`` and ``ports``."""
+    if not is_dns_label(name):
+        raise r.fail(path, f"{name!r} is not a valid Service name", "a lowercase DNS label such as db")
+    doc = r.mapping(raw, path, ["selector", "ports"], ["selector", "ports"])
+    selector = r.labels(doc["selector"], f"{path}.selector")
+    if not selector:
+        raise r.fail(
+            f"{path}.selector",
+            "empty selector",
+            "the labels of the pods behind the Service (a Service without a selector has no endpoints the harness can know)",
+        )
+    ports = r.each(doc["ports"], f"{path}.ports", lambda item, p: _service_port(r, item, p))
+    if not ports:
+        raise r.fail(f"{path}.ports", "empty list", "at least one port")
+    seen: dict[PortProtocol, int] = {}
+    for i, port in enumerate(ports):
+        if port.key in seen:
+            raise r.fail(f"{path}.ports[{i}]", f"{port.key} is declared twice (also {path}.ports[{seen[port.key]}])")
+        seen[port.key] = i
+    if len(ports) > 1 and any(p.name is None for p in ports):
+        i = next(i for i, p in enumerate(ports) if p.name is None)
+        raise r.fail(f"{path}.ports[{i}].name", "required field is missing", "a name for each port of a Service with several")
+    return ServiceSpec(namespace, name, selector, ports)
+
+
+def _topology(r: _Reader, doc: Mapping[str, Any], workloads: WorkloadSet | None = None) -> Topology:
     namespaces: list[NamespaceSpec] = []
     pods: list[PodSpec] = []
-    raw_ns = r.mapping(doc.get("namespaces"), "namespaces")
-    if not raw_ns:
+    services: list[ServiceSpec] = []
+    #: Namespaces declared by hand with their own labels (which replace the manifests').
+    labelled: set[str] = set()
+    raw_ns = r.mapping(doc.get("namespaces") if doc.get("namespaces") is not None else {}, "namespaces")
+    if not raw_ns and workloads is None:
         raise r.fail("namespaces", "no namespace declared", "at least one namespace with pods")
     for ns_name, ns_raw in raw_ns.items():
         path = f"namespaces.{ns_name}"
         if not is_dns_label(ns_name):
             raise r.fail(path, f"{ns_name!r} is not a valid namespace name", "a lowercase DNS label such as production")
-        ns_raw = r.mapping(ns_raw if ns_raw is not None else {}, path, ["labels", "pods"])
+        ns_raw = r.mapping(ns_raw if ns_raw is not None else {}, path, ["labels", "pods", "services"])
+        if "labels" in ns_raw:
+            labelled.add(ns_name)
         namespaces.append(NamespaceSpec(ns_name, r.labels(ns_raw.get("labels"), f"{path}.labels")))
         raw_pods = r.mapping(ns_raw.get("pods") if ns_raw.get("pods") is not None else {}, f"{path}.pods")
         for pod_name, pod_raw in raw_pods.items():
@@ -235,6 +299,11 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
                     _ports(r, pod_raw.get("ports"), f"{ppath}.ports"),
                 )
             )
+        raw_services = r.mapping(ns_raw.get("services") if ns_raw.get("services") is not None else {}, f"{path}.services")
+        for svc_name, svc_raw in raw_services.items():
+            services.append(parse_service(r, ns_name, svc_name, svc_raw, f"{path}.services.{svc_name}"))
+    if workloads is not None:
+        namespaces, pods, services = merge_workloads(workloads, namespaces, labelled, pods, services)
     if not pods:
         raise r.fail("namespaces", "no pod declared", "at least one pod (pods are the probe sources)")
     externals: list[ExternalHost] = []
@@ -254,6 +323,8 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
                 raise r.fail(f"{path}.ip", f"got {_kind(ext_raw['ip'])}", "an IPv4 address such as 203.0.113.10") from None
             if ip in POD_CIDR:
                 raise r.fail(f"{path}.ip", f"{ip} is inside the pod range {POD_CIDR}", "an address outside the cluster")
+            if ip in SERVICE_CIDR:
+                raise r.fail(f"{path}.ip", f"{ip} is inside the Service range {SERVICE_CIDR}", "an address outside the cluster")
             if (
                 ip.is_loopback
                 or ip.is_multicast
@@ -265,8 +336,10 @@ def _topology(r: _Reader, doc: Mapping[str, Any]) -> Topology:
             if ip in seen_ips:
                 raise r.fail(f"{path}.ip", f"{ip} is already used by external.{seen_ips[ip]}")
             seen_ips[ip] = name
+            if topology_name_clash := next((s for s in services if s.short_name == name), None):
+                raise r.fail(path, f"{name!r} is also the DNS name of Service {topology_name_clash.id}", "another name")
             externals.append(ExternalHost(name, ip, _ports(r, ext_raw.get("ports"), f"{path}.ports")))
-    return Topology(tuple(namespaces), tuple(pods), tuple(externals))
+    return Topology(tuple(namespaces), tuple(pods), tuple(externals), tuple(services))
 
 
 #: The kinds a scenario applies, and how each is read.
@@ -364,10 +437,16 @@ def _endpoint(r: _Reader, raw: object, path: str, topology: Topology | None) -> 
     """A pattern or a selector; checked against ``topology`` when given (a file
     read without one, such as constraints, decides later what it matches)."""
     if isinstance(raw, str) and raw:
-        pattern = EndpointPattern(raw)
-        if topology is not None and not any(pattern.matches(ep.id, topology) for ep in topology.endpoints()):
-            known = ", ".join(ep.id for ep in topology.endpoints())
-            raise r.fail(path, f"{raw!r} matches no pod or external host", f"one of {known}, or a pattern such as x/*")
+        # A Service's full DNS name stands for its name destination (db.production).
+        pattern = EndpointPattern(fqdn_to_short(raw))
+        if topology is None:
+            return pattern
+        ids = [ep.id for ep in topology.endpoints()] + [s.id for s in topology.services]
+        ids += [s.short_name for s in topology.services]
+        if not any(pattern.matches(i, topology) for i in ids):
+            known = ", ".join(ids)
+            what = "pod, external host or Service" if topology.services else "pod or external host"
+            raise r.fail(path, f"{raw!r} matches no {what}", f"one of {known}, or a pattern such as x/*")
         return pattern
     sel = r.mapping(raw, path, ["namespace", "namespaceSelector", "podSelector"])
     if not sel:
@@ -397,9 +476,24 @@ def _endpoints(r: _Reader, raw: object, path: str, topology: Topology | None) ->
 
 
 def _result(r: _Reader, raw: object, path: str) -> bool:
+    """A default outcome: allowed or blocked."""
     if raw in ("allowed", "blocked"):
         return raw == "allowed"
     raise r.fail(path, f"got {_kind(raw)}", "allowed or blocked")
+
+
+_RESULT_WORDS = "allowed or blocked (for a Service also " + ", ".join(o.value for o in RESULTS[2:]) + ")"
+
+
+def _rule_result(r: _Reader, raw: object, path: str) -> Outcome:
+    for outcome in RESULTS:
+        if raw == outcome.value:
+            return outcome
+    raise r.fail(path, f"got {_kind(raw)}", _RESULT_WORDS)
+
+
+#: Matrix symbols an intent may use, and what they stand for.
+_SYMBOL_RESULTS = {outcome.symbol: outcome for outcome in RESULTS}
 
 
 def parse_rule(r: FieldReader, raw: object, path: str, topology: Topology | None) -> ExpectRule:
@@ -410,7 +504,7 @@ def parse_rule(r: FieldReader, raw: object, path: str, topology: Topology | None
         _endpoints(r, rule["from"], f"{path}.from", topology),
         _endpoints(r, rule["to"], f"{path}.to", topology),
         _port_pattern(r, rule.get("port"), f"{path}.port"),
-        _result(r, rule["result"], f"{path}.result"),
+        _rule_result(r, rule["result"], f"{path}.result"),
         path=path,
     )
 
@@ -435,7 +529,7 @@ def _text_matrix(r: _Reader, raw: object, path: str) -> TextMatrix:
     header = lines[0]
     if len(set(header)) != len(header):
         raise r.fail(path, "a destination appears twice in the header")
-    cells: dict[tuple[str, str], bool | None] = {}
+    cells: dict[tuple[str, str], Outcome | None] = {}
     seen_rows: set[str] = set()
     for number, row in enumerate(lines[1:], start=2):
         source, symbols = row[0], row[1:]
@@ -449,17 +543,20 @@ def _text_matrix(r: _Reader, raw: object, path: str) -> TextMatrix:
                 "one '.' or 'X' per column ('-' where nothing is probed)",
             )
         for dest, symbol in zip(header, symbols, strict=True):
-            if symbol not in (".", "X", "-"):
+            if symbol != "-" and symbol not in _SYMBOL_RESULTS:
                 raise r.fail(
                     f"{path} line {number}",
                     f"cell {source} → {dest} is {symbol!r}",
-                    "'.' (allowed), 'X' (blocked) or '-' (not probed: a pod and itself)",
+                    "'.' (allowed), 'X' (blocked) or '-' (not probed: a pod and itself); "
+                    "for a Service also 'P' (partial), 'R' (refused) or 'N' (name not resolved)",
                 )
-            cells[(source, dest)] = None if symbol == "-" else symbol == "."
+            cells[(source, fqdn_to_short(dest))] = None if symbol == "-" else _SYMBOL_RESULTS[symbol]
     return TextMatrix(MappingProxyType(cells))
 
 
-def _probed_ports(r: _Reader, doc: Mapping[Any, Any], path: str, topology: Topology) -> tuple[PortProtocol, ...] | None:
+def _probed_ports(
+    r: _Reader, doc: Mapping[Any, Any], path: str, topology: Topology, names: bool
+) -> tuple[PortProtocol, ...] | None:
     if "ports" not in doc:
         return None
     items = []
@@ -470,10 +567,12 @@ def _probed_ports(r: _Reader, doc: Mapping[Any, Any], path: str, topology: Topol
             key = None
         if key is None:
             raise r.fail(f"{path}.ports[{i}]", f"got {_kind(item)}", "a port such as 80/TCP")
-        if not topology.serving(key):
+        if not topology.destination_ids(key, names):
             raise r.fail(
                 f"{path}.ports[{i}]",
-                f"no pod or external host serves {key}",
+                f"no pod or external host serves {key}"
+                if not topology.services
+                else f"no pod, external host or Service serves {key}",
                 "one of " + ", ".join(map(str, topology.port_keys())),
             )
         items.append(key)
@@ -482,7 +581,7 @@ def _probed_ports(r: _Reader, doc: Mapping[Any, Any], path: str, topology: Topol
     return tuple(items)
 
 
-def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expectation:
+def _expectation(r: _Reader, raw: object, path: str, topology: Topology, names: bool = False) -> Expectation:
     doc = r.mapping(raw, path, ["ports", "default", "rules", "matrix", "model"])
     forms = [f for f in ("rules", "matrix", "model") if f in doc]
     if not forms and "default" in doc:
@@ -493,7 +592,7 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
             f"found {' and '.join(forms) if forms else 'none'} of rules, matrix, model",
             "exactly one of rules, matrix or model",
         )
-    ports = _probed_ports(r, doc, path, topology)
+    ports = _probed_ports(r, doc, path, topology, names)
     form = ExpectationForm(forms[0])
     if "default" in doc and form is not ExpectationForm.RULES:
         raise r.fail(f"{path}.default", "default goes with rules only")
@@ -527,7 +626,7 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology) -> Expe
             raise r.fail(tp, f"{key} is not probed in this step", "tables only for " + ", ".join(map(str, wanted)))
         rows = {s for s, _ in table.cells}
         cols = {d for _, d in table.cells}
-        dests = {ep.id for ep in topology.serving(key)}
+        dests = set(topology.destination_ids(key, names))
         if rows != sources:
             raise r.fail(tp, _dimension_problem("rows", rows, sources), "one row per pod")
         if cols != dests:
@@ -547,7 +646,7 @@ def _dimension_problem(what: str, got: set[str], want: set[str]) -> str:
 def _settings(r: _Reader, raw: object) -> ScenarioSettings:
     if raw is None:
         return ScenarioSettings()
-    doc = r.mapping(raw, "settings", ["self_traffic", "ipblock_matches_pods", "probe_self"])
+    doc = r.mapping(raw, "settings", ["self_traffic", "ipblock_matches_pods", "probe_self", "probe_names"])
     self_traffic = doc.get("self_traffic", "allowed")
     try:
         st = SelfTraffic(self_traffic)
@@ -556,6 +655,7 @@ def _settings(r: _Reader, raw: object) -> ScenarioSettings:
     return ScenarioSettings(
         ImplementationSettings(st, r.boolean(doc.get("ipblock_matches_pods", True), "settings.ipblock_matches_pods")),
         r.boolean(doc.get("probe_self", False), "settings.probe_self"),
+        r.boolean(doc.get("probe_names", False), "settings.probe_names"),
     )
 
 
@@ -566,7 +666,9 @@ _XFAIL_FORMS = (
 )
 
 
-def _xfail(r: _Reader, raw: object, steps: Sequence[tuple[str, Mapping[Any, Any], Topology]], several: bool) -> ExpectedFailure:
+def _xfail(
+    r: _Reader, raw: object, steps: Sequence[tuple[str, Mapping[Any, Any], Topology]], several: bool, by_name: bool = False
+) -> ExpectedFailure:
     """``steps``: (name, raw step, topology with the labels in force) of each step."""
     if isinstance(raw, str):
         raise r.fail(
@@ -603,7 +705,7 @@ def _xfail(r: _Reader, raw: object, steps: Sequence[tuple[str, Mapping[Any, Any]
     actual: dict[str, Expectation] = {}
     for step, value in per_step(doc["actual"], "actual").items():
         where = f"xfail.actual.{step}" if several else "xfail.actual"
-        actual[step] = _expectation(r, value, where, topologies[step])
+        actual[step] = _expectation(r, value, where, topologies[step], by_name)
     return ExpectedFailure(reason, actual=MappingProxyType(actual))
 
 
@@ -613,6 +715,7 @@ _TOP = [
     "tags",
     "xfail",
     "settings",
+    "workloads",
     "namespaces",
     "external",
     "policies",
@@ -695,7 +798,12 @@ def parse_scenario(doc: object, path: Path, files: FileSource | None = None) -> 
     """Validate a parsed scenario document (``path`` names it and anchors relative
     paths, read from ``files``: the working tree unless given) and plan its steps."""
     r = _Reader(str(path), files)
-    top = r.mapping(doc, "", _TOP, ["description", "namespaces"])
+    top = r.mapping(
+        doc,
+        "",
+        _TOP,
+        ["description"] if "workloads" in (doc if isinstance(doc, Mapping) else {}) else ["description", "namespaces"],
+    )
     name = top.get("name", path.stem.removesuffix(".scenario"))
     name = r.string(name, "name", "a scenario name such as default-deny")
     if not re.match(r"^[A-Za-z0-9][-A-Za-z0-9_.]*\Z", name):
@@ -703,7 +811,15 @@ def parse_scenario(doc: object, path: Path, files: FileSource | None = None) -> 
     description = r.string(top["description"], "description", "a one-line description")
     tags = r.each(top.get("tags", []), "tags", lambda t, p: r.string(t, p, "a tag"))
     settings = _settings(r, top.get("settings"))
-    topology = _topology(r, top)
+    workloads = read_workloads(top["workloads"], path, r.files) if "workloads" in top else None
+    topology = _topology(r, top, workloads)
+    names = settings.probe_names
+    if names and topology.services and dns_pod(topology.pods) is None:
+        raise r.fail(
+            "settings.probe_names",
+            "names are resolved by the cluster DNS, and no pod of kube-system labelled k8s-app: kube-dns serves 53/UDP",
+            "a pod such as namespaces.kube-system.pods.coredns with labels {k8s-app: kube-dns} and ports [53/UDP, 53/TCP]",
+        )
     several = "steps" in top
     if several:
         for key in ("policies", "expect", "expect_when_enforced"):
@@ -737,17 +853,18 @@ def parse_scenario(doc: object, path: Path, files: FileSource | None = None) -> 
         apply_path = _join(sp, "apply") if several else "policies"
         changes = _step_changes(r, s, sp, apply_path, path, state)
         state = state.after(changes)
-        expect = _expectation(r, s["expect"], _join(sp, "expect"), state.topology)
+        expect = _expectation(r, s["expect"], _join(sp, "expect"), state.topology, names)
         when_enforced = None
         if "expect_when_enforced" in s:
             where = _join(sp, "expect_when_enforced")
             if not state.staged:
                 raise r.fail(where, "no staged policy is in force at this step", "staged policies whose enforcement it describes")
-            when_enforced = _expectation(r, s["expect_when_enforced"], where, state.when_enforced().topology)
+            when_enforced = _expectation(r, s["expect_when_enforced"], where, state.when_enforced().topology, names)
         steps.append(Step(step_name, expect, changes, when_enforced))
         in_force.append((step_name, s, state.topology))
-    xfail = _xfail(r, top["xfail"], in_force, several) if "xfail" in top else None
-    scenario = Scenario(name, description, path, topology, tuple(steps), settings, tags, xfail)
+    xfail = _xfail(r, top["xfail"], in_force, several, names) if "xfail" in top else None
+    notes = workloads.notes if workloads is not None else ()
+    scenario = Scenario(name, description, path, topology, tuple(steps), settings, tags, xfail, notes=notes)
     return replace(scenario, plans=plan_steps(scenario))
 
 

@@ -33,13 +33,14 @@ def plan_step(
     source: str,
     *,
     probe_self: bool = False,
+    probe_names: bool = False,
     addresses: Mapping[str, ipaddress.IPv4Address] | None = None,
     where: str = "",
 ) -> StepPlan:
     """One step's plan. Raises :class:`ScenarioError` (``source``, at field
     ``where``) when the step probes no cell or a rule of its intent matches none."""
     topology = state.topology
-    cells = probe_grid(topology, probed_ports(topology, expectation), probe_self)
+    cells = probe_grid(topology, probed_ports(topology, expectation), probe_self, probe_names)
     if not cells:
         raise ScenarioError(
             source,
@@ -73,6 +74,7 @@ def plan_steps(scenario: Scenario) -> tuple[StepPlan, ...]:
             scenario.settings.implementation,
             source,
             probe_self=scenario.settings.probe_self,
+            probe_names=scenario.settings.probe_names,
             addresses=addresses,
             where=f"steps[{i}]" if several else "",
         )
@@ -136,7 +138,13 @@ def _documented(xfail: ExpectedFailure, step: Step, plan: StepPlan, source: str,
     for cell, code in flips.items():
         where_ = plan.expected.axes.index(cell)
         assert where_ is not None
-        codes[cell.port][where_] = BLOCKED_CODE if code == ALLOWED_CODE else ALLOWED_CODE
+        model_code = int(plan.model.codes(cell.port)[where_])
+        if model_code not in (ALLOWED_CODE, BLOCKED_CODE, code):
+            # A Service or name cell: what differs is the model's outcome
+            # (partial, refused, name not resolved), not the other of two.
+            codes[cell.port][where_] = model_code
+        else:
+            codes[cell.port][where_] = BLOCKED_CODE if code == ALLOWED_CODE else ALLOWED_CODE
     return ReachabilityMatrix.from_codes(plan.expected.axes, codes)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.core.matrix import Cell
+from harness.core.matrix import Cell, Outcome
 from harness.core.plan import StepPlan
 from harness.core.selectors import LabelSelector
 from harness.core.settings import ImplementationSettings
@@ -40,7 +40,7 @@ class EndpointSelector:
     pod_selector: LabelSelector | None = None
 
     def matches(self, endpoint_id: str, topology: Topology) -> bool:
-        if "/" not in endpoint_id:
+        if "/" not in endpoint_id or topology.service_destination(endpoint_id) is not None:
             return False  # selectors match pods only
         pod = topology.pod(endpoint_id)
         if self.namespace is not None and not fnmatch.fnmatchcase(pod.namespace, self.namespace):
@@ -84,15 +84,27 @@ class ExpectRule:
     sources: tuple[EndpointMatcher, ...]
     destinations: tuple[EndpointMatcher, ...]
     port: PortPattern
-    allowed: bool
+    #: The intended outcome: allowed or blocked, or for Services and names also
+    #: partial, refused or name-not-resolved (:data:`RESULTS`).
+    result: Outcome
     #: Where the rule is written (``steps[1].expect.rules[0]``), for messages.
     path: str = field(default="", compare=False)
+
+    @property
+    def allowed(self) -> bool:
+        return self.result is Outcome.ALLOWED
 
     def describe(self) -> str:
         sources = ", ".join(map(str, self.sources))
         destinations = ", ".join(map(str, self.destinations))
         port = "" if self.port == PortPattern() else f" port {self.port}"
-        return f"from {sources} to {destinations}{port}: {'allowed' if self.allowed else 'blocked'}"
+        return f"from {sources} to {destinations}{port}: {self.result.value}"
+
+
+#: The outcomes an intent may name: allowed and blocked for every cell; partial (a
+#: Service whose backends disagree), refused (a Service without endpoints) and
+#: name-not-resolved (a name whose DNS query is blocked) for Service cells.
+RESULTS = (Outcome.ALLOWED, Outcome.BLOCKED, Outcome.PARTIAL, Outcome.REFUSED, Outcome.NAME_NOT_RESOLVED)
 
 
 class ExpectationForm(enum.Enum):
@@ -103,10 +115,11 @@ class ExpectationForm(enum.Enum):
 
 @dataclass(frozen=True)
 class TextMatrix:
-    """One table of the matrix form: ``cells[(source, destination)] = allowed``, or
-    None for a cell written ``-`` (not probed: a pod and itself)."""
+    """One table of the matrix form: ``cells[(source, destination)] = outcome``
+    (``.`` allowed, ``X`` blocked, ``P``, ``R``, ``N`` for Service cells), or None
+    for a cell written ``-`` (not probed: a pod and itself)."""
 
-    cells: Mapping[tuple[str, str], bool | None] = field(hash=False)
+    cells: Mapping[tuple[str, str], Outcome | None] = field(hash=False)
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,9 @@ class Step:
 class ScenarioSettings:
     implementation: ImplementationSettings = ImplementationSettings()
     probe_self: bool = False
+    #: Probe every Service by its DNS name too (``db.production``), through the
+    #: cluster DNS, so that policies that block DNS show.
+    probe_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +175,9 @@ class Scenario:
     xfail: ExpectedFailure | None = None
     #: What each step runs, computed once by the loader.
     plans: tuple[StepPlan, ...] = ()
+    #: What the loader has to say that is not an error (manifests of kinds it
+    #: ignored), one line each, for the plugin or the command line to show.
+    notes: tuple[str, ...] = ()
 
     @property
     def probes(self) -> int:

@@ -27,6 +27,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 import harness
 from harness.backends.base import Options
 from harness.backends.emulated import cleanup_leftovers, missing_requirements
+from harness.backends.emulated.backend import EmulatedBackend
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
 from harness.backends.emulated.runner import Job, run_jobs
@@ -638,7 +639,9 @@ def test_udp_counts_as_allowed_only_when_the_reply_arrives(backend: StepDriver) 
 def probe_address(backend: StepDriver, source: str, address: str, port: PortProtocol, identity: str) -> Observation:
     """The probe the backend runs, from ``source``'s namespace to any address,
     expecting ``identity`` to answer."""
-    observation: Observation = backend.backend.probe_address(source, address, port, identity, 1.0)
+    emulated = backend.backend
+    assert isinstance(emulated, EmulatedBackend)
+    observation: Observation = emulated.probe_address(source, address, port, identity, 1.0)
     return observation
 
 

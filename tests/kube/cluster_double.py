@@ -1,7 +1,16 @@
-"""An in-memory stand-in for the Kubernetes API server (none can run here), with
-the interface of harness.kube.client.KubeClient. Everything else is real: exec
-runs the probe command on this machine, where every pod's address is a loopback
-address served by real sockets answering as agnhost porter does.
+"""An in-memory stand-in for the Kubernetes API server (none can run here) that
+implements the same Protocol as harness.kube.client.KubeClient
+(harness.kube.api.KubeApi), returning the same typed views, parsed from objects
+shaped as the API server sends them. Everything else is real: exec runs the command
+on this machine, where every pod's address is a loopback address served by real
+sockets answering as agnhost porter does, with the real curl and nc.
+
+Services get a loopback cluster IP where a userspace proxy (kube-proxy's first
+mode) forwards each TCP connection and UDP datagram to the next ready backend in
+turn; their EndpointSlices are computed as the EndpointSlice controller computes
+them (pods of the namespace matching the selector, the target port found by
+FindPort: a number as it is, a name among the containers' ports of that protocol),
+in the discovery.k8s.io/v1 shape, and only after ``endpoints_after`` reads.
 
 Calls named in ``broken_calls`` (``"delete namespace nph-r1-shop"``) go instead to
 ``broken``, a real KubeClient whose API server fails them, so they raise exactly
@@ -10,15 +19,36 @@ the error the client raises."""
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.kube.client import ExecResult
+from harness.kube.api import ExecRequest, ExecResult, KubeApi
+from harness.kube.execs import run_concurrently
+from harness.kube.views import (
+    EndpointSliceView,
+    InstallationView,
+    NamespaceView,
+    NodeView,
+    PodView,
+    ServiceView,
+    TigeraStatusView,
+    endpoint_slice_view,
+    namespace_view,
+    node_view,
+    pod_view,
+    service_view,
+)
 
 NAME_LABEL = "kubernetes.io/metadata.name"
+#: The SCTP client of the probe image is agnhost, which this machine lacks; the
+#: environment check's connect attempt runs `false` instead and its verdict comes
+#: from this machine's real /proc/net/protocols.
+FALSE = shutil.which("false") or "/bin/false"
 
 
 class PodServers:
@@ -75,12 +105,93 @@ class PodServers:
             sock.close()
 
 
+class ServiceProxy:
+    """A userspace proxy at a cluster IP and port: each TCP connection or UDP
+    datagram goes to the next backend (address, port) in turn."""
+
+    def __init__(self, address: str, port: int, protocol: str, backends: list[tuple[str, int]]) -> None:
+        self.backends = backends
+        self.turn = 0
+        self.stop = threading.Event()
+        kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
+        self.sock = socket.socket(socket.AF_INET, kind)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, port))
+        self.sock.settimeout(0.2)
+        if protocol == "TCP":
+            self.sock.listen(16)
+            threading.Thread(target=self._tcp, daemon=True).start()
+        else:
+            threading.Thread(target=self._udp, daemon=True).start()
+
+    def _next(self) -> tuple[str, int] | None:
+        if not self.backends:
+            return None
+        backend = self.backends[self.turn % len(self.backends)]
+        self.turn += 1
+        return backend
+
+    def _tcp(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            backend = self._next()
+            with conn:
+                if backend is None:
+                    continue  # kube-proxy rejects: the client sees the connection closed
+                try:
+                    conn.settimeout(2)
+                    with socket.create_connection(backend, timeout=2) as upstream:
+                        upstream.sendall(conn.recv(1024))
+                        while data := upstream.recv(4096):
+                            conn.sendall(data)
+                except OSError:
+                    pass
+
+    def _udp(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(1024)
+            except OSError:
+                continue
+            backend = self._next()
+            if backend is None:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+                upstream.settimeout(1)
+                try:
+                    upstream.sendto(data, backend)
+                    reply, _ = upstream.recvfrom(1024)
+                    self.sock.sendto(reply, peer)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def find_port(pod: Mapping[str, Any], port: Mapping[str, Any]) -> int | None:
+    """FindPort (kubernetes pkg/api/v1/pod/util.go): the number, or the container port of that name and protocol."""
+    target = port.get("targetPort", port["port"])
+    if isinstance(target, int):
+        return target
+    for container in pod["spec"]["containers"]:
+        for entry in container.get("ports", []):
+            if entry.get("name") == target and entry.get("protocol", "TCP") == port.get("protocol", "TCP"):
+                return int(entry["containerPort"])
+    return None
+
+
 _blocks = iter(range(10, 250))
 
 
 class InMemoryCluster:
     kubeconfig = "/tmp/kubeconfig-of-the-double"
     context = "double"
+    server = "https://double.invalid:6443"
 
     def __init__(self, ready_after: int = 1, nodes: tuple[str, ...] = ("worker", "worker2")) -> None:
         self.namespaces: dict[str, dict[str, Any]] = {}
@@ -97,15 +208,38 @@ class InMemoryCluster:
         self.servers = PodServers()
         self.identity_override: dict[str, str] = {}
         self.node_labels: dict[str, str] = {}
+        self.protocols_file: str | None = None  # where the environment check reads the kernel's protocols
         self.broken: Any = None
         self.broken_calls: set[str] = set()
         self.closed = False
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.proxies: dict[tuple[str, str], dict[tuple[int, str], ServiceProxy]] = {}
+        self.next_cluster_ip = 200
+        #: Reads of a Service's EndpointSlices before they list its endpoints.
+        self.endpoints_after = 1
+        self._slice_reads: dict[tuple[str, str], int] = {}
 
     def _fails(self, call: str) -> bool:
         return call in self.broken_calls and self.broken is not None
 
+    # -- cluster
+    def server_version(self, timeout: float = 30.0) -> str:
+        return "v1.36.4"
+
+    def tigera_statuses(self) -> list[TigeraStatusView]:
+        return []
+
+    def installation(self, name: str = "default") -> InstallationView | None:
+        return None
+
+    def crd_exists(self, name: str) -> bool:
+        return False
+
+    def daemonset_images(self, names: tuple[str, ...], namespaces: tuple[str, ...]) -> dict[str, str]:
+        return {}
+
     # -- namespaces
-    def read_namespace(self, name: str) -> dict[str, Any] | None:
+    def read_namespace(self, name: str) -> NamespaceView | None:
         if name in self.terminating:
             self.terminating[name] -= 1
             if self.terminating[name] < 0:
@@ -113,7 +247,7 @@ class InMemoryCluster:
                 self.namespaces.pop(name, None)
                 return None
         ns = self.namespaces.get(name)
-        return copy.deepcopy(ns) if ns else None
+        return namespace_view(copy.deepcopy(ns)) if ns else None
 
     def create_namespace(self, manifest: Mapping[str, Any]) -> None:
         name = manifest["metadata"]["name"]
@@ -123,8 +257,8 @@ class InMemoryCluster:
         self.namespaces[name] = ns
         self.calls.append(f"create namespace {name}")
 
-    def list_namespaces(self) -> list[dict[str, Any]]:
-        return [copy.deepcopy(ns) for name, ns in sorted(self.namespaces.items()) if name not in self.terminating]
+    def list_namespaces(self) -> list[NamespaceView]:
+        return [namespace_view(copy.deepcopy(ns)) for name, ns in sorted(self.namespaces.items()) if name not in self.terminating]
 
     def delete_namespace(self, name: str) -> None:
         if self._fails(f"delete namespace {name}"):
@@ -145,8 +279,8 @@ class InMemoryCluster:
         self.namespaces[name]["metadata"]["labels"] = {**labels, NAME_LABEL: name}
 
     # -- nodes and pods
-    def nodes(self) -> list[dict[str, Any]]:
-        nodes = [
+    def nodes(self) -> list[NodeView]:
+        raw: list[dict[str, Any]] = [
             {
                 "metadata": {"name": "control-plane", "labels": dict(self.node_labels)},
                 "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]},
@@ -154,14 +288,14 @@ class InMemoryCluster:
             }
         ]
         for name in self.node_names:
-            nodes.append(
+            raw.append(
                 {
                     "metadata": {"name": name, "labels": dict(self.node_labels)},
                     "spec": {},
                     "status": {"conditions": [{"type": "Ready", "status": "True"}]},
                 }
             )
-        return nodes
+        return [node_view(node) for node in raw]
 
     def create_pod(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
@@ -171,29 +305,35 @@ class InMemoryCluster:
         pod = copy.deepcopy(dict(manifest))
         address = f"127.0.{self.block}.{self.next_host}"
         self.next_host += 1
-        pod["status"] = {"phase": "Pending", "podIP": address, "polls": 0}
+        pod["status"] = {"phase": "Pending", "podIP": address}
+        pod["polls"] = 0
         self.pods[key] = pod
         container = pod["spec"]["containers"][0]
         ports = [(p["containerPort"], p["protocol"]) for p in container.get("ports", [])]
+        served = {e["name"] for e in container.get("env", [])}
+        ports = [(port, proto) for port, proto in ports if f"SERVE_{proto}_PORT_{port}" in served]
         identity = container["env"][0]["value"] if container.get("env") else ""
         self.servers.serve(address, ports, self.identity_override.get(identity, identity))
         self.calls.append(f"create pod {key[0]}/{key[1]}")
 
-    def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+    def list_pods(self, namespace: str) -> list[PodView]:
         out = []
         for (ns, _), pod in self.pods.items():
             if ns != namespace:
                 continue
             status = pod["status"]
-            status["polls"] += 1
+            pod["polls"] += 1
             if self.pod_waiting_reason:
                 status["containerStatuses"] = [
-                    {"state": {"waiting": {"reason": self.pod_waiting_reason, "message": "rpc error: not found"}}}
+                    {
+                        "name": "agnhost",
+                        "state": {"waiting": {"reason": self.pod_waiting_reason, "message": "rpc error: not found"}},
+                    }
                 ]
-            elif status["polls"] >= self.ready_after:
+            elif pod["polls"] >= self.ready_after:
                 status["phase"] = "Running"
                 status["conditions"] = [{"type": "Ready", "status": "True"}]
-            out.append(copy.deepcopy(pod))
+            out.append(pod_view({k: copy.deepcopy(v) for k, v in pod.items() if k != "polls"}))
         return out
 
     def delete_pod(self, namespace: str, name: str) -> None:
@@ -205,14 +345,20 @@ class InMemoryCluster:
     def set_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
         self.pods[(namespace, name)]["metadata"]["labels"] = dict(labels)
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> ExecResult:
-        assert (namespace, pod) in self.pods and container == "agnhost"
-        self.calls.append(f"exec {namespace}/{pod}")
+    def exec(self, request: ExecRequest) -> ExecResult:
+        assert (request.namespace, request.pod) in self.pods and request.container == "agnhost"
+        self.calls.append(f"exec {request.namespace}/{request.pod}")
+        env = {**os.environ, "NPH_AGNHOST": FALSE}
+        if self.protocols_file:
+            env["NPH_PROTOCOLS"] = self.protocols_file
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            result = subprocess.run(list(request.command), capture_output=True, text=True, timeout=request.timeout, env=env)
         except subprocess.TimeoutExpired:
-            return ExecResult(None, "", "", f"no exit after {timeout:.0f}s")
+            return ExecResult(None, "", "", f"no exit after {request.timeout:.0f}s")
         return ExecResult(result.returncode, result.stdout, result.stderr)
+
+    def exec_many(self, requests: Sequence[ExecRequest], workers: int) -> list[ExecResult]:
+        return run_concurrently(self.exec, requests, workers, lambda: None)
 
     # -- policies
     def apply_policy(self, manifest: Mapping[str, Any]) -> None:
@@ -229,6 +375,79 @@ class InMemoryCluster:
         for key in [k for k in self.policies if k[0] == namespace]:
             del self.policies[key]
 
+    # -- Services
+    def create_service(self, manifest: Mapping[str, Any]) -> ServiceView:
+        meta = manifest["metadata"]
+        key = (meta["namespace"], meta["name"])
+        assert meta["namespace"] in self.namespaces, f"no namespace {meta['namespace']}"
+        assert key not in self.services, f"Service {key} exists"
+        service = copy.deepcopy(dict(manifest))
+        service["spec"]["clusterIP"] = f"127.0.{self.block}.{self.next_cluster_ip}"
+        self.next_cluster_ip += 1
+        self.services[key] = service
+        self.calls.append(f"create service {key[0]}/{key[1]}")
+        return service_view(copy.deepcopy(service))
+
+    def read_service(self, namespace: str, name: str) -> ServiceView | None:
+        found = self.services.get((namespace, name))
+        return service_view(copy.deepcopy(found)) if found else None
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete service {namespace}/{name}")
+        self.services.pop((namespace, name), None)
+        for proxy in self.proxies.pop((namespace, name), {}).values():
+            proxy.close()
+
+    def _endpoints(self, key: tuple[str, str]) -> list[tuple[Mapping[str, Any], list[tuple[str, int]]]]:
+        """Per Service port: its ready endpoints (pod address, port)."""
+        service = self.services[key]
+        selector = service["spec"]["selector"]
+        out = []
+        for port in service["spec"]["ports"]:
+            endpoints = []
+            for (ns, _), pod in sorted(self.pods.items()):
+                labels = pod["metadata"].get("labels", {})
+                if ns != key[0] or any(labels.get(k) != v for k, v in selector.items()):
+                    continue
+                number = find_port(pod, port)
+                if number is not None and pod["status"].get("phase") == "Running":
+                    endpoints.append((pod["status"]["podIP"], number))
+            out.append((port, endpoints))
+        return out
+
+    def list_endpoint_slices(self, namespace: str, service: str) -> list[EndpointSliceView]:
+        key = (namespace, service)
+        self._slice_reads[key] = self._slice_reads.get(key, 0) + 1
+        if key not in self.services or self._slice_reads[key] < self.endpoints_after:
+            return []
+        slices: list[dict[str, Any]] = []
+        proxies = self.proxies.setdefault(key, {})
+        for port, endpoints in self._endpoints(key):
+            protocol = port.get("protocol", "TCP")
+            proxy = proxies.get((port["port"], protocol))
+            if proxy is None:
+                ip = self.services[key]["spec"]["clusterIP"]
+                proxy = proxies[(port["port"], protocol)] = ServiceProxy(ip, port["port"], protocol, endpoints)
+            proxy.backends = endpoints  # what kube-proxy does when the EndpointSlices change
+            for address, number in endpoints:
+                slices.append(
+                    {
+                        "metadata": {"name": f"{service}-{len(slices)}", "namespace": namespace},
+                        "addressType": "IPv4",
+                        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+                        "ports": [{"name": port.get("name", ""), "port": number, "protocol": protocol}],
+                    }
+                )
+        return [endpoint_slice_view(piece) for piece in slices]
+
     def close(self) -> None:
         self.closed = True
         self.servers.close()
+        for proxies in self.proxies.values():
+            for proxy in proxies.values():
+                proxy.close()
+
+
+def _implements_the_protocol(double: InMemoryCluster) -> KubeApi:
+    """mypy checks here that the double has every call of the Protocol."""
+    return double

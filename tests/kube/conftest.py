@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loopback_api import LoopbackApiServer
 
 from harness.kube.calico import CalicoRecipe, load_recipes
 from harness.kube.versions import PinnedVersions, load_versions
@@ -31,3 +33,11 @@ def clusters() -> Path:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackApiServer]:
+    """A loopback HTTP server in the place of an API server; the test sets its answers."""
+    api = LoopbackApiServer()
+    yield api
+    api.close()

@@ -6,6 +6,8 @@ request is recorded, so a test can check what the real client sent."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.server
 import json
 import socket
@@ -30,15 +32,24 @@ class Request:
 @dataclass(frozen=True)
 class Reply:
     """An HTTP answer; ``status`` 0 resets the connection instead, and ``raw``
-    is written as it is, without any HTTP framing."""
+    is written as it is, without any HTTP framing. ``stall``: read the request and
+    never answer. ``websocket``: accept the upgrade to an exec stream (as the API
+    server does for pods/exec) and then send nothing. ``headers``: added to the answer."""
 
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
     raw: bytes | None = None
+    stall: bool = False
+    websocket: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 RESET = Reply(status=0)
+STALL = Reply(stall=True)
+WEBSOCKET_SILENT = Reply(websocket=True)
+#: RFC 6455 section 1.3: the accept key is derived from the client's key with this GUID.
+_WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 NOT_HTTP = Reply(raw=b"\x15\x03\x01\x00\x02\x02\x50 not an HTTP status line\r\n\r\n")
 HTML_PAGE = Reply(200, b"<html><body>Sign in to continue</body></html>", "text/html")
 
@@ -73,9 +84,12 @@ def api_error(status: int, reason: str, message: str) -> Reply:
 class LoopbackApiServer:
     answer: Callable[[Request], Reply] = lambda request: RESET
     requests: list[Request] = field(default_factory=list)
+    #: Connections that a stalled or websocket reply holds open, closed by the client since.
+    closed_by_client: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         outer = self
+        self.stopping = threading.Event()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -96,7 +110,28 @@ class LoopbackApiServer:
                 outer.requests.append(request)
                 reply = outer.answer(request)
                 self.close_connection = True
-                if reply.raw is not None:
+                if reply.stall or reply.websocket:
+                    if reply.websocket:
+                        accept = base64.b64encode(
+                            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + _WEBSOCKET_GUID).encode()).digest()
+                        ).decode()
+                        self.wfile.write(
+                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            + f"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n".encode()
+                        )
+                        self.wfile.flush()
+                    self.connection.settimeout(0.1)
+                    while not outer.stopping.is_set():
+                        try:
+                            if not self.connection.recv(4096):
+                                outer.closed_by_client.append(url.path)
+                                break
+                        except TimeoutError:
+                            continue
+                        except OSError:
+                            outer.closed_by_client.append(url.path)
+                            break
+                elif reply.raw is not None:
                     self.wfile.write(reply.raw)
                 elif reply.status == 0:
                     # Linger 0: close() sends a TCP reset instead of a clean end.
@@ -106,6 +141,8 @@ class LoopbackApiServer:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
                     self.send_header("Content-Length", str(len(reply.body)))
+                    for name, value in reply.headers:
+                        self.send_header(name, value)
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(reply.body)
@@ -134,6 +171,7 @@ class LoopbackApiServer:
         return path
 
     def close(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+from typing import Any
 
 HOST = "127.0.0.1"
 TCP_IDENTITY = {18080: b"x/a", 18083: b"y/b"}  # 18083 answers as the wrong endpoint
@@ -47,7 +48,7 @@ def udp_server(sock: socket.socket, reply: bytes | None) -> None:
 
 
 def main() -> None:
-    threads = []
+    threads: list[tuple[Any, ...]] = []
     for port, body in TCP_IDENTITY.items():
         threads.append((http_server, tcp(port), body))
     threads.append((silent_server, tcp(TCP_SILENT)))
@@ -60,7 +61,12 @@ def main() -> None:
         threading.Thread(target=target, args=args, daemon=True).start()
     print("ready", flush=True)
     done = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+
+    def wait_for_stdin() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=wait_for_stdin, daemon=True).start()
     done.wait(120)
 
 

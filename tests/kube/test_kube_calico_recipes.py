@@ -1,112 +1,246 @@
-"""Each Calico recipe follows its minor version's documented install and upgrade steps."""
+"""Each Calico recipe follows its minor version's documented install and upgrade
+steps, and the wait after them ends only once the operator says the target release
+runs and every component is settled.
+
+The operator's objects come from recorded/calico-upgrade-3.31-to-3.32.yaml: the
+Installation and TigeraStatus objects, poll after poll, as the Tigera operator's
+status code writes them during an upgrade (derived from tigera/operator's source,
+which that file names; no cluster runs here). The cluster itself is a script that
+hands them out and records the kubectl calls."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
+import yaml
 
-from harness.core.errors import BackendError
-from harness.kube.calico import Timeouts, install_calico, resolve_release, upgrade_calico
+from harness.core.errors import BackendError, HarnessError
+from harness.kube.calico import (
+    CalicoRecipe,
+    CalicoRelease,
+    RecipeError,
+    Timeouts,
+    calico_state,
+    install_calico,
+    load_recipe,
+    resolve_release,
+    upgrade_calico,
+)
+from harness.kube.versions import PinnedVersions
+from harness.kube.views import InstallationView, TigeraStatusView, installation_view, tigera_status_view
 
-OPERATOR_WITH_CRDS = ("tigera-operator.yaml", "custom-resources.yaml")
-SEPARATE_CRDS = ("operator-crds.yaml", "tigera-operator.yaml", "custom-resources.yaml")
-
-
-def test_3_29_installs_the_operator_with_its_crds_then_the_custom_resources(recipes):
-    assert recipes["3.29"].install == OPERATOR_WITH_CRDS
-    assert recipes["3.29"].upgrade == ("tigera-operator.yaml",)
-
-
-@pytest.mark.parametrize("minor", ["3.30", "3.31"])
-def test_3_30_on_install_the_crds_first(recipes, minor):
-    assert recipes[minor].install == SEPARATE_CRDS
-    assert recipes[minor].upgrade == ("operator-crds.yaml", "tigera-operator.yaml")
-
-
-def test_image_registry_moved_to_quay_in_3_31(recipes):
-    assert recipes["3.29"].images_from == "docker.io/calico"
-    assert recipes["3.30"].images_from == "docker.io/calico"
-    assert recipes["3.31"].images_from == "quay.io/calico"
+STATES = yaml.safe_load((Path(__file__).parent / "recorded" / "calico-upgrade-3.31-to-3.32.yaml").read_text())
+BASE = "https://raw.githubusercontent.com/projectcalico/calico"
+SSA = ["apply", "--server-side", "--force-conflicts", "-f"]
 
 
-def test_fresh_install_uses_kubectl_create_of_the_pinned_release(versions, recipes):
+def manifests(commands: list[list[str]]) -> list[str]:
+    assert all(c[:4] == SSA for c in commands), commands
+    return [c[4].rsplit("/", 1)[1] for c in commands]
+
+
+def test_3_31_installs_and_upgrades_with_operator_crds(versions: PinnedVersions, recipes: dict[str, CalicoRecipe]) -> None:
     release = resolve_release("3.31", versions, recipes)
-    base = f"https://raw.githubusercontent.com/projectcalico/calico/{versions.calico_version('3.31')}/manifests"
-    assert release.install_commands() == [
-        ["create", "-f", f"{base}/operator-crds.yaml"],
-        ["create", "-f", f"{base}/tigera-operator.yaml"],
-        ["create", "-f", f"{base}/custom-resources.yaml"],
+    assert manifests(release.install_commands((1, 35))) == ["operator-crds.yaml", "tigera-operator.yaml", "custom-resources.yaml"]
+    assert manifests(release.upgrade_commands((1, 35), "v1")) == ["operator-crds.yaml", "tigera-operator.yaml"]
+    assert release.install_commands((1, 35))[0][4] == f"{BASE}/{versions.calico_version('3.31')}/manifests/operator-crds.yaml"
+
+
+def test_3_32_moved_its_crds_to_v1_crd_projectcalico_org(versions: PinnedVersions, recipes: dict[str, CalicoRecipe]) -> None:
+    release = resolve_release("3.32", versions, recipes)
+    assert manifests(release.install_commands((1, 36))) == [
+        "v1_crd_projectcalico_org.yaml",
+        "tigera-operator.yaml",
+        "custom-resources.yaml",
     ]
+    assert manifests(release.upgrade_commands((1, 36), "v1")) == ["v1_crd_projectcalico_org.yaml", "tigera-operator.yaml"]
 
 
-def test_upgrade_uses_server_side_apply_with_forced_conflicts(versions, recipes):
-    release = resolve_release("3.30", versions, recipes)
-    base = f"https://raw.githubusercontent.com/projectcalico/calico/{versions.calico_version('3.30')}/manifests"
-    assert release.upgrade_commands() == [
-        ["apply", "--server-side", "--force-conflicts", "-f", f"{base}/operator-crds.yaml"],
-        ["apply", "--server-side", "--force-conflicts", "-f", f"{base}/tigera-operator.yaml"],
+def test_3_33_installs_v3_crds_by_kubernetes_version_and_upgrades_keep_the_crd_mode(
+    versions: PinnedVersions, recipes: dict[str, CalicoRecipe]
+) -> None:
+    release = resolve_release("3.33", versions, recipes)
+    assert manifests(release.install_commands((1, 37))) == [
+        "v3_projectcalico_org.yaml",
+        "tigera-operator.yaml",
+        "custom-resources.yaml",
     ]
+    assert manifests(release.install_commands((1, 35)))[0] == "v3_projectcalico_org-v1beta1.yaml"
+    # A cluster installed with 3.31 or 3.32 has v1 CRDs, and keeps them.
+    assert manifests(release.upgrade_commands((1, 36), "v1")) == ["v1_crd_projectcalico_org.yaml", "tigera-operator.yaml"]
+    assert manifests(release.upgrade_commands((1, 37), "v3")) == ["v3_projectcalico_org.yaml", "tigera-operator.yaml"]
+    assert manifests(release.upgrade_commands((1, 35), "v3")) == ["v3_projectcalico_org-v1beta1.yaml", "tigera-operator.yaml"]
 
 
-class ScriptedCluster:
-    """A cluster whose Calico comes up after a number of polls: the install
-    sequence and its waits run against it (no real cluster can run here)."""
+def test_which_admin_policies_each_version_enforces(recipes: dict[str, CalicoRecipe]) -> None:
+    old, new, newest = (recipes[m].admin_policies for m in ("3.31", "3.32", "3.33"))
+    assert (old.api_version, old.kinds, old.crds_in) == (
+        "policy.networking.k8s.io/v1alpha1",
+        ("AdminNetworkPolicy", "BaselineAdminNetworkPolicy"),
+        "operator-crds.yaml",
+    )
+    for later in (new, newest):
+        assert (later.api_version, later.kinds, later.crds_in) == (
+            "policy.networking.k8s.io/v1alpha2",
+            ("ClusterNetworkPolicy",),
+            "v1_crd_projectcalico_org.yaml",
+        )
+    # Installed with Calico: by a manifest the recipe applies, and by the operator itself.
+    assert all(p.operator_installs_crds for p in (old, new, newest))
+    assert old.crds_in in {s.name for s in recipes["3.31"].install}
+    assert new.crds_in in {s.name for s in recipes["3.32"].install}
 
-    def __init__(self, polls_until_available: int, nodes: int = 3) -> None:
+
+def test_every_recipe_names_its_sources(recipes: dict[str, CalicoRecipe]) -> None:
+    for minor, recipe in recipes.items():
+        assert recipe.sources["install"].startswith(f"tigera/docs calico_versioned_docs/version-{minor}/")
+        assert recipe.sources["upgrade"].startswith(f"tigera/docs calico_versioned_docs/version-{minor}/operations/upgrading/")
+        assert recipe.sources["kubernetes"].startswith(f"tigera/docs calico_versioned_docs/version-{minor}/")
+        assert recipe.images_from == "quay.io/calico"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('minor: "3.40"\n', "minor: expected the directory's name, '3.32', quoted"),
+        ('minor: "3.32"\ninstall: []\n', "install: expected a non-empty list of manifest file names"),
+        (
+            'minor: "3.32"\ninstall: [{manifest: a.yaml, kubernetes_from: soon}]\n',
+            "install[0].kubernetes_from: expected a Kubernetes",
+        ),
+        ('minor: "3.32"\ninstall: [{manifest: a.yaml, crd_mode: v2}]\n', "install[0].crd_mode: expected v1 or v3"),
+        ('minor: "3.32"\ninstall: [{manifest: a.yaml, when: x}]\n', "install[0].when: expected only manifest"),
+    ],
+)
+def test_a_broken_recipe_names_the_file_and_the_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "calico" / "3.32" / "recipe.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_a_recipe_whose_admin_policy_crds_are_not_installed_is_refused(clusters: Path, tmp_path: Path) -> None:
+    raw: dict[str, Any] = yaml.safe_load((clusters / "calico" / "3.32" / "recipe.yaml").read_text())
+    raw["admin_policies"]["crds_in"] = "somewhere-else.yaml"
+    path = tmp_path / "calico" / "3.32" / "recipe.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RecipeError, match="admin_policies.crds_in: expected one of the recipe's manifests"):
+        load_recipe(path)
+
+
+class OperatorStates:
+    """A cluster whose Tigera operator goes through ``states`` one poll at a time
+    (and stays at the last), recording every kubectl call. A poll is one read of the
+    TigeraStatus list; the Installation read after it is of the same state."""
+
+    def __init__(self, states: list[dict[str, Any]], crd_mode: str = "v1", nodes: int = 3) -> None:
+        self.states = states
+        self.index = -1
         self.commands: list[tuple[str, ...]] = []
-        self.polls = 0
-        self.until = polls_until_available
+        self.mode = crd_mode
         self.nodes = nodes
 
     def kubectl(self, *args: str) -> str:
         self.commands.append(args)
         return ""
 
-    def tigera_statuses(self) -> dict[str, bool]:
-        self.polls += 1
-        if self.polls < 2:
-            return {}
-        ready = self.polls >= self.until
-        return {"calico": ready, "ippools": True, "apiserver": ready}
+    def _state(self) -> dict[str, Any]:
+        return self.states[max(0, min(self.index, len(self.states) - 1))]
+
+    def tigera_statuses(self) -> list[TigeraStatusView]:
+        self.index += 1
+        return [tigera_status_view(raw) for raw in self._state()["tigerastatuses"]]
+
+    def installation(self) -> InstallationView | None:
+        return installation_view(self._state()["installation"])
 
     def node_readiness(self) -> tuple[int, int]:
-        return (self.nodes if self.polls >= self.until else 0), self.nodes
+        return self.nodes, self.nodes
+
+    def crd_mode(self) -> str:
+        return self.mode
 
     def diagnostics(self) -> str:
-        return "NAME      AVAILABLE\ncalico    False"
+        return "NAME     AVAILABLE   PROGRESSING   DEGRADED\ngoldmane False       False         True"
 
 
 FAST = Timeouts(tigerastatus_created=2, calico_available=2, nodes_ready=2, poll=0.01)
 
 
-def test_install_runs_the_recipe_in_order_and_waits_until_available(versions, recipes):
-    release = resolve_release("3.30", versions, recipes)
-    cluster = ScriptedCluster(polls_until_available=5)
+def release_of(version: str, recipe: CalicoRecipe) -> CalicoRelease:
+    return CalicoRelease(version, recipe, BASE)
+
+
+def test_the_upgrade_wait_reads_calico_version_and_waits_for_every_component_to_settle(recipes: dict[str, CalicoRecipe]) -> None:
+    # The first poll is the wait for tigerastatus/calico to exist; every state then
+    # comes to the wait for the release.
+    target = OperatorStates([STATES["states"][0], *STATES["states"]])
     messages: list[str] = []
-    install_calico(cluster, release, messages.append, FAST)
-    assert [c[:1] + (c[-1].rsplit("/", 1)[1],) for c in cluster.commands] == [
-        ("create", "operator-crds.yaml"),
-        ("create", "tigera-operator.yaml"),
-        ("create", "custom-resources.yaml"),
-    ]
-    assert cluster.polls >= 5
-    assert any("not yet available: apiserver, calico" in m for m in messages)
-    assert messages[-1] == f"Calico {release.version} is available"
+    upgrade_calico(target, release_of("v3.32.4", recipes["3.32"]), messages.append, (1, 35), FAST)
+    assert [c[-1].rsplit("/", 1)[1] for c in target.commands] == ["v1_crd_projectcalico_org.yaml", "tigera-operator.yaml"]
+    # The wait went through all five states; only the last one ends it.
+    assert target.index == len(STATES["states"])
+    progress = "\n".join(messages)
+    assert "reports calicoVersion v3.31.7" in progress
+    assert 'calico: Progressing (DaemonSet "calico-system/calico-node" update is rolling out (1 out of 3 updated))' in progress
+    assert 'apiserver: Progressing (Deployment "calico-system/calico-apiserver" is not available' in progress
+    assert messages[-1] == "Calico v3.32.4 is available"
 
 
-def test_upgrade_applies_server_side_then_waits(versions, recipes):
-    release = resolve_release("3.31", versions, recipes)
-    cluster = ScriptedCluster(polls_until_available=2)
-    upgrade_calico(cluster, release, lambda m: None, FAST)
-    assert [c[:3] for c in cluster.commands] == [("apply", "--server-side", "--force-conflicts")] * 2
+def test_right_after_the_new_operator_is_applied_every_status_still_says_available(recipes: dict[str, CalicoRecipe]) -> None:
+    # The state a wait for "every TigeraStatus Available" would accept: the old operator's.
+    first = STATES["states"][0]
+    statuses = [tigera_status_view(raw) for raw in first["tigerastatuses"]]
+    assert all(s.available for s in statuses)
+    done, missing = calico_state(installation_view(first["installation"]), statuses, release_of("v3.32.4", recipes["3.32"]))
+    assert not done
+    assert missing == "installations.operator.tigera.io/default reports calicoVersion v3.31.7"
+    # The release is reported before every component has settled: still not done.
+    fourth = STATES["states"][3]
+    done, missing = calico_state(
+        installation_view(fourth["installation"]),
+        [tigera_status_view(raw) for raw in fourth["tigerastatuses"]],
+        release_of("v3.32.4", recipes["3.32"]),
+    )
+    assert not done and missing.startswith("apiserver: Progressing")
 
 
-def test_a_calico_that_never_comes_up_fails_with_diagnostics(versions, recipes):
-    release = resolve_release("3.29", versions, recipes)
-    cluster = ScriptedCluster(polls_until_available=10**9)
+def test_a_component_that_stays_degraded_fails_the_upgrade_with_diagnostics(recipes: dict[str, CalicoRecipe]) -> None:
+    target = OperatorStates([STATES["degraded_after_upgrade"]])
     short = Timeouts(tigerastatus_created=1, calico_available=0.3, nodes_ready=0.3, poll=0.05)
     with pytest.raises(BackendError) as err:
-        install_calico(cluster, release, lambda m: None, short)
+        upgrade_calico(target, release_of("v3.32.4", recipes["3.32"]), lambda m: None, (1, 35), short)
     text = str(err.value)
-    assert "waiting for every component to be Available: gave up after 0s" in text
-    assert "not yet available: apiserver, calico" in text
-    assert "calico    False" in text
+    assert "waiting for the operator to report it running, every component Available and settled: gave up after 0s" in text
+    assert "goldmane: Degraded (Pod calico-system/goldmane-5d9c7b8f4-x2k8q has crash looping container: goldmane)" in text
+    assert "goldmane False       False         True" in text
+
+
+def test_a_fresh_install_applies_the_recipe_server_side_in_order_and_waits(recipes: dict[str, CalicoRecipe]) -> None:
+    settled = STATES["states"][-1]
+    target = OperatorStates([{**settled, "tigerastatuses": []}, settled])
+    install_calico(target, release_of("v3.32.4", recipes["3.32"]), lambda m: None, (1, 36), FAST)
+    assert [c[:3] for c in target.commands] == [("apply", "--server-side", "--force-conflicts")] * 3
+    assert [c[-1].rsplit("/", 1)[1] for c in target.commands] == [
+        "v1_crd_projectcalico_org.yaml",
+        "tigera-operator.yaml",
+        "custom-resources.yaml",
+    ]
+
+
+def test_installing_again_over_a_half_installed_cluster_is_the_same_install(recipes: dict[str, CalicoRecipe]) -> None:
+    # kubectl create would stop at the first object a killed run left (AlreadyExists);
+    # server-side apply of the same manifests completes the install.
+    release = release_of("v3.32.4", recipes["3.32"])
+    assert release.install_commands((1, 36)) == release.install_commands((1, 36))
+    assert all("create" not in command for command in release.install_commands((1, 36)))
+
+
+def test_unsupported_calico_version_names_the_supported_ones(versions: PinnedVersions, recipes: dict[str, CalicoRecipe]) -> None:
+    with pytest.raises(HarnessError, match="no install recipe for Calico 3.29; supported: 3.31, 3.32, 3.33"):
+        resolve_release("3.29", versions, recipes)

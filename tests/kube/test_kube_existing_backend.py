@@ -4,18 +4,23 @@ answering as an API server would."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
-from loopback_api import RESET, SERVER_VERSION, LoopbackApiServer, Reply, api_error, json_reply
+from loopback_api import RESET, SERVER_VERSION, LoopbackApiServer, Reply, Request, api_error, json_reply
 
 from harness.backends import existing as existing_backend
 from harness.backends.base import Options
 from harness.backends.cluster.existing import leftover_run
 from harness.core.errors import BackendError
 from harness.kube.manifests import ANNOTATION_RUN
+from harness.kube.views import namespace_view
 
 
-def namespace(name: str, run: str | None = None, terminating: bool = False) -> dict:
-    meta: dict = {"name": name, "labels": {"kubernetes.io/metadata.name": name}}
+def namespace(name: str, run: str | None = None, terminating: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"kubernetes.io/metadata.name": name}}
     if run is not None:
         meta["annotations"] = {ANNOTATION_RUN: run}
     if terminating:
@@ -48,7 +53,7 @@ class FakeApi:
         self.reset: set[str] = set()
         server.answer = self.answer
 
-    def answer(self, request) -> Reply:
+    def answer(self, request: Request) -> Reply:
         if (request.method, request.path) == ("GET", "/version/"):
             return json_reply(SERVER_VERSION)
         if (request.method, request.path) == ("GET", "/api/v1/namespaces"):
@@ -66,13 +71,13 @@ class FakeApi:
 
 
 @pytest.fixture
-def api():
+def api() -> Iterator[FakeApi]:
     server = LoopbackApiServer()
     yield FakeApi(server)
     server.close()
 
 
-def test_sweeping_deletes_only_what_killed_runs_left(api, tmp_path):
+def test_sweeping_deletes_only_what_killed_runs_left(api: FakeApi, tmp_path: Path) -> None:
     messages: list[str] = []
     backend = existing_backend.create(
         Options(kubeconfig=str(api.server.kubeconfig(tmp_path)), sweep_leftovers=True), messages.append
@@ -84,13 +89,13 @@ def test_sweeping_deletes_only_what_killed_runs_left(api, tmp_path):
     assert messages[-1] == "--sweep-leftovers: deleted 2 namespace(s) of earlier runs"
 
 
-def test_without_the_option_nothing_is_listed_or_deleted(api, tmp_path):
+def test_without_the_option_nothing_is_listed_or_deleted(api: FakeApi, tmp_path: Path) -> None:
     backend = existing_backend.create(Options(kubeconfig=str(api.server.kubeconfig(tmp_path))))
     backend.close()
     assert [(r.method, r.path) for r in api.server.requests] == [("GET", "/version/")]
 
 
-def test_a_namespace_that_cannot_be_deleted_does_not_stop_the_sweep(api, tmp_path):
+def test_a_namespace_that_cannot_be_deleted_does_not_stop_the_sweep(api: FakeApi, tmp_path: Path) -> None:
     api.reset = {"nph-old1-kube-system"}
     kubeconfig = api.server.kubeconfig(tmp_path)
     with pytest.raises(BackendError) as err:
@@ -105,12 +110,12 @@ def test_a_namespace_that_cannot_be_deleted_does_not_stop_the_sweep(api, tmp_pat
     )
 
 
-def test_this_runs_own_namespaces_are_never_leftovers():
-    assert leftover_run(namespace("nph-r1-shop", "r1"), current_run="r1") is None
-    assert leftover_run(namespace("nph-r0-shop", "r0"), current_run="r1") == "r0"
+def test_this_runs_own_namespaces_are_never_leftovers() -> None:
+    assert leftover_run(namespace_view(namespace("nph-r1-shop", "r1")), current_run="r1") is None
+    assert leftover_run(namespace_view(namespace("nph-r0-shop", "r0")), current_run="r1") == "r0"
 
 
-def test_the_option_is_registered(pytester):
+def test_the_option_is_registered(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_it(pytestconfig):\n    assert pytestconfig.getoption('sweep_leftovers') is True\n")
     pytester.runpytest("--sweep-leftovers").assert_outcomes(passed=1)
     help_text = pytester.runpytest("--help").stdout.str()

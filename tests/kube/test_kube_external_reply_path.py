@@ -114,7 +114,7 @@ def fetch(ns: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str
     )
 
 
-def test_the_external_host_answers_the_node_on_link_and_has_no_route_out(network):
+def test_the_external_host_answers_the_node_on_link_and_has_no_route_out(network: dict[str, str]) -> None:
     ns = network
     assert sh("ip", "-n", ns["ext"], "route", "show", "default").stdout.strip() == ""  # an internal network's host
     subprocess.run(["ip", "netns", "exec", ns["node"], "nft", "-f", "-"], input=NAT_OUTGOING, text=True, check=True, timeout=30)
@@ -125,6 +125,6 @@ def test_the_external_host_answers_the_node_on_link_and_has_no_route_out(network
     assert time.monotonic() - started < 5
 
 
-def test_without_nat_outgoing_the_host_cannot_answer(network):
+def test_without_nat_outgoing_the_host_cannot_answer(network: dict[str, str]) -> None:
     answer = fetch(network, 1.5)
     assert answer.returncode == 28  # curl: timed out; the SYN arrived, the SYN-ACK had no route back

@@ -27,7 +27,7 @@ TOP = ExternalHost("top", IP("203.0.113.254"), (PortSpec(8443),))
 DOCKER = Path("/usr/bin/docker")
 
 
-def test_one_network_per_slash_24_with_free_gateway_and_node_addresses():
+def test_one_network_per_slash_24_with_free_gateway_and_node_addresses() -> None:
     networks = plan_networks("pytest-kind", [API, SITE, TOP], NODES, [ipaddress.IPv4Network("172.18.0.0/16")])
     assert [str(n.subnet) for n in networks] == ["198.51.100.0/24", "203.0.113.0/24"]
     site_net, api_net = networks
@@ -47,18 +47,18 @@ def test_one_network_per_slash_24_with_free_gateway_and_node_addresses():
     assert api_net.name == "nph-pytest-kind-203-0-113-0"
 
 
-def test_an_address_inside_a_docker_network_is_refused():
+def test_an_address_inside_a_docker_network_is_refused() -> None:
     inside = ExternalHost("db", IP("172.18.0.50"), (PortSpec(5432),))
     with pytest.raises(BackendError, match=r"inside Docker network 172\.18\.0\.0/16"):
         plan_networks("pytest-kind", [inside], NODES, [ipaddress.IPv4Network("172.18.0.0/16")])
 
 
-def test_network_and_broadcast_addresses_are_refused():
+def test_network_and_broadcast_addresses_are_refused() -> None:
     with pytest.raises(BackendError, match="network or broadcast address"):
         plan_networks("c", [ExternalHost("x", IP("203.0.113.255"))], NODES)
 
 
-def test_docker_command_lines():
+def test_docker_command_lines() -> None:
     (net,) = plan_networks("pytest-kind", [SITE], NODES)
     assert network_create_command(DOCKER, "pytest-kind", net) == [
         "/usr/bin/docker",

@@ -3,15 +3,18 @@ policy's meaning there."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import kubernetes_validate
 import pytest
 
+from harness.core.errors import HarnessError
 from harness.core.policy import parse_policy
 from harness.core.selectors import parse_selector
 from harness.core.topology import NAMESPACE_NAME_LABEL
 from harness.kube.naming import NamespaceMap
 
-POLICY = {
+POLICY: dict[str, Any] = {
     "apiVersion": "networking.k8s.io/v1",
     "kind": "NetworkPolicy",
     "metadata": {"name": "allow-dns", "namespace": "shop", "resourceVersion": "12", "uid": "u"},
@@ -50,7 +53,7 @@ POLICY = {
 }
 
 
-def test_kind_keeps_names_and_policies_as_written():
+def test_kind_keeps_names_and_policies_as_written() -> None:
     names = NamespaceMap()
     assert names.identity
     assert names.real("kube-system") == "kube-system"
@@ -60,7 +63,7 @@ def test_kind_keeps_names_and_policies_as_written():
     assert "status" not in out
 
 
-def test_shared_cluster_names_are_prefixed_and_recognisable():
+def test_shared_cluster_names_are_prefixed_and_recognisable() -> None:
     names = NamespaceMap("ab12cd")
     assert names.real("shop") == "nph-ab12cd-shop"
     assert names.scenario("nph-ab12cd-shop") == "shop"
@@ -73,7 +76,7 @@ def test_shared_cluster_names_are_prefixed_and_recognisable():
         NamespaceMap("Not-Valid")
 
 
-def test_name_label_selectors_follow_the_rename_and_nothing_else():
+def test_name_label_selectors_follow_the_rename_and_nothing_else() -> None:
     out = NamespaceMap("r1").translate_policy(POLICY)
     assert out["metadata"]["namespace"] == "nph-r1-shop"
     ingress = out["spec"]["ingress"][0]["from"]
@@ -91,7 +94,7 @@ def test_name_label_selectors_follow_the_rename_and_nothing_else():
     assert POLICY["metadata"]["namespace"] == "shop"
 
 
-def test_translated_policy_is_still_a_valid_policy():
+def test_translated_policy_is_still_a_valid_policy() -> None:
     out = NamespaceMap("r1").translate_policy(POLICY)
     parsed = parse_policy(out)
     assert parsed.namespace == "nph-r1-shop"
@@ -109,7 +112,7 @@ def test_translated_policy_is_still_a_valid_policy():
         {},
     ],
 )
-def test_a_selector_picks_the_same_namespaces_before_and_after_the_rename(selector):
+def test_a_selector_picks_the_same_namespaces_before_and_after_the_rename(selector: dict[str, Any]) -> None:
     names = NamespaceMap("r1")
     namespaces = {"shop": {"env": "prod"}, "dev": {"env": "dev"}, "kube-system": {}}
     policy = {**POLICY, "spec": {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": selector}]}]}}
@@ -121,5 +124,44 @@ def test_a_selector_picks_the_same_namespaces_before_and_after_the_rename(select
         assert original.matches(scenario_labels) == translated.matches(real_labels), name
 
 
-def test_the_api_server_owns_the_name_label():
+def test_the_api_server_owns_the_name_label() -> None:
     assert NamespaceMap("r1").namespace_labels({NAMESPACE_NAME_LABEL: "shop", "env": "prod"}) == {"env": "prod"}
+
+
+def test_reserved_names_get_a_namespace_of_their_own_and_others_keep_theirs() -> None:
+    names = NamespaceMap(reserved=("kube-system", "calico-system"))
+    assert not names.identity
+    assert names.real("kube-system") == "nph-kube-system" and names.mapped("kube-system")
+    assert names.real("shop") == "shop" and not names.mapped("shop")
+    assert names.scenario("nph-kube-system") == "kube-system" and names.scenario("shop") == "shop"
+    policy: dict[str, Any] = {
+        **POLICY,
+        "metadata": {"name": "dns", "namespace": "shop"},
+        "spec": {
+            "podSelector": {},
+            "egress": [
+                {
+                    "to": [
+                        {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}}},
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [
+                                    {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": ["shop", "kube-system"]}
+                                ]
+                            }
+                        },
+                    ]
+                }
+            ],
+        },
+    }
+    out = names.translate_policy(policy)
+    assert out["metadata"]["namespace"] == "shop"
+    peers = out["spec"]["egress"][0]["to"]
+    assert peers[0]["namespaceSelector"] == {"matchLabels": {NAMESPACE_NAME_LABEL: "nph-kube-system"}}
+    assert peers[1]["namespaceSelector"]["matchExpressions"][0]["values"] == ["shop", "nph-kube-system"]
+
+
+def test_a_scenario_namespace_named_like_a_mapped_one_is_refused() -> None:
+    with pytest.raises(HarnessError, match="namespace nph-kube-system: the harness uses that name on this cluster"):
+        NamespaceMap(reserved=("kube-system",)).real("nph-kube-system")

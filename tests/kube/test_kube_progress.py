@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from harness.kube.progress import heartbeat, reporter
 
 
-def test_heartbeat_repeats_with_elapsed_time_and_stops():
+def test_heartbeat_repeats_with_elapsed_time_and_stops() -> None:
     messages: list[str] = []
     with heartbeat(messages.append, "creating kind cluster x", interval=0.05):
         time.sleep(0.22)  # the slow step being reported on
@@ -20,7 +22,7 @@ def test_heartbeat_repeats_with_elapsed_time_and_stops():
     assert not any(t.name == "netpol-heartbeat" for t in threading.enumerate())
 
 
-def test_reporter_logs_and_forwards(caplog):
+def test_reporter_logs_and_forwards(caplog: pytest.LogCaptureFixture) -> None:
     seen: list[str] = []
     with caplog.at_level("INFO", logger="harness.kube"):
         reporter(seen.append)("Calico v3.31.7 is available")
@@ -29,7 +31,7 @@ def test_reporter_logs_and_forwards(caplog):
     assert [r.getMessage() for r in caplog.records] == ["Calico v3.31.7 is available", "only logged"]
 
 
-def test_progress_is_the_runners_callback_type():
+def test_progress_is_the_runners_callback_type() -> None:
     from harness.core.progress import Progress
     from harness.kube import progress
 

@@ -13,12 +13,11 @@ import ipaddress
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
 
 from harness.backends.base import Backend, Capabilities, Deployment
+from harness.backends.cluster.services import ClusterServices, ServiceTarget, combine
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError, UnsupportedPolicy
 from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import NetworkPolicy
@@ -26,10 +25,13 @@ from harness.core.progress import Progress
 from harness.core.settings import ImplementationSettings
 from harness.core.state import DesiredState
 from harness.core.topology import ExternalHost, PodSpec, Protocol, Topology
-from harness.kube.client import KubeClient
+from harness.kube.api import ExecRequest, ExecResult, KubeApi
+from harness.kube.environment import ProbeEnvironment, environment_command, parse_environment
 from harness.kube.manifests import (
     ANNOTATION_RUN,
+    CHECK_POD,
     CONTAINER,
+    check_pod_manifest,
     namespace_manifest,
     pod_manifest,
     schedulable_nodes,
@@ -38,14 +40,14 @@ from harness.kube.manifests import (
 from harness.kube.naming import NamespaceMap
 from harness.kube.probe_script import (
     ProbeTarget,
-    kubectl_exec_command,
     kubectl_line,
     observation,
     parse_output,
+    reproduce_command,
     round_timeout,
     script_command,
-    single_probe_command,
 )
+from harness.kube.views import PodView
 from harness.kube.waiting import wait_until
 
 log = logging.getLogger("harness.kube")
@@ -75,7 +77,7 @@ class ClusterBackend(Backend):
 
     def __init__(
         self,
-        kube: KubeClient,
+        kube: KubeApi,
         names: NamespaceMap,
         image: str,
         progress: Progress,
@@ -97,8 +99,11 @@ class ClusterBackend(Backend):
         self._applied: set[tuple[str, str]] = set()
         self._converged: DesiredState | None = None  # what the cluster was last brought to
         self._timeout = 1.0
-        self._socat = True
+        #: What the probe image and the nodes' kernel offer, checked once per backend.
+        self._environment: ProbeEnvironment | None = None
         self._closed = False
+        #: The scenario's Services on the cluster (harness.backends.cluster.services).
+        self.services = ClusterServices(kube, names, self.run_id, progress, self.poll)
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -125,11 +130,13 @@ class ClusterBackend(Backend):
         own behaviour, which a real cluster does not take from a scenario."""
         if self._topology is not None and topology.shape() == self._topology.shape():
             self._topology = topology
+            self.services.sync(topology, self._addresses)  # Services are not part of the shape
             return Deployment(topology, self._addresses)
         self._teardown(wait=True)
         # Set only once everything runs: after a failed deploy, nothing is converged
         # and the next deploy or close() removes what was made (tracked in _created).
         self._create(topology)
+        self.services.sync(topology, self._addresses)
         self._topology = topology
         self._converged = DesiredState(topology)
         return Deployment(topology, self._addresses)
@@ -144,28 +151,30 @@ class ClusterBackend(Backend):
                 self.kube.create_namespace(namespace_manifest(real, labels, self.run_id, ns.name))
                 self._created.append(real)
             elif self.adopt_existing_namespaces:
-                # kube-system, default...: used as they are, and given back as they were.
-                before = ((existing.get("metadata") or {}).get("labels")) or {}
-                self._adopted.setdefault(real, self.names.namespace_labels(before))
+                # default...: used as it is, and given back as it was.
+                self._adopted.setdefault(real, self.names.namespace_labels(existing.meta.labels))
                 self.kube.set_namespace_labels(real, labels)
             else:
                 raise BackendError(f"namespace {real} already exists on the cluster and was not created by this run")
         nodes = schedulable_nodes(self.kube.nodes())
         placement = spread_over_nodes(topology.pods, nodes)
+        first = topology.pods[0] if topology.pods else None
+        environment = self._check_environment(self.names.real(first.namespace), nodes[0] if nodes else None) if first else None
+        serve_sctp = environment.sctp if environment is not None else True
         self.progress(
             f"creating {len(topology.pods)} pod(s) in {len(topology.namespaces)} namespace(s) on {len(nodes) or 'any'} node(s)"
         )
         for pod in topology.pods:
             real = self.names.real(pod.namespace)
-            self.kube.create_pod(pod_manifest(pod, real, self.image, self.run_id, placement[pod.id]))
+            manifest = pod_manifest(pod, real, self.image, self.run_id, placement[pod.id], serve_sctp=serve_sctp)
+            self.kube.create_pod(manifest)
             if real in self._adopted:
                 self._pods_in_adopted.append((real, pod.name))
-        self._wait_for_pods(topology)
+        self._wait_for_pods(topology.pods)
         if topology.externals and self.serves_externals:
             self.start_externals(topology.externals)
             for ext in topology.externals:
                 self._addresses[ext.id] = ext.ip
-        self._check_client_tools(topology)
 
     def _clear_leftovers(self, topology: Topology) -> None:
         """What an earlier, interrupted run left on a kept cluster goes first: its
@@ -178,17 +187,17 @@ class ClusterBackend(Backend):
             existing = self.kube.read_namespace(real)
             if existing is None:
                 continue
-            if ANNOTATION_RUN in (((existing.get("metadata") or {}).get("annotations")) or {}):
+            if ANNOTATION_RUN in existing.meta.annotations:
                 self.progress(f"removing namespace {real}, left over by an earlier run")
                 self.kube.delete_namespace(real)
                 stale.append(real)
             elif self.adopt_existing_namespaces:
                 for pod in self.kube.list_pods(real):
-                    meta = pod.get("metadata") or {}
-                    if (real, meta.get("name")) in wanted and ANNOTATION_RUN in (meta.get("annotations") or {}):
-                        self.progress(f"removing pod {real}/{meta['name']}, left over by an earlier run")
-                        self.kube.delete_pod(real, str(meta["name"]))
-                        stale_pods.append((real, str(meta["name"])))
+                    left = (real, pod.name) in wanted or pod.name == CHECK_POD
+                    if left and ANNOTATION_RUN in pod.meta.annotations:
+                        self.progress(f"removing pod {real}/{pod.name}, left over by an earlier run")
+                        self.kube.delete_pod(real, pod.name)
+                        stale_pods.append((real, pod.name))
         self._wait_namespaces_gone(stale)
         self._wait_pods_gone(stale_pods)
 
@@ -208,16 +217,16 @@ class ClusterBackend(Backend):
             message=f"waiting for {len(names)} namespace(s) to be deleted",
         )
 
-    def _wait_for_pods(self, topology: Topology) -> None:
-        expected = {(self.names.real(p.namespace), p.name): p for p in topology.pods}
+    def _wait_for_pods(self, pods: Sequence[PodSpec], what: str = "") -> None:
+        expected = {(self.names.real(p.namespace), p.name): p for p in pods}
         namespaces = sorted({ns for ns, _ in expected})
-        snapshot: dict[tuple[str, str], dict[str, Any]] = {}
+        snapshot: dict[tuple[str, str], PodView] = {}
 
         def ready() -> tuple[bool, str]:
             snapshot.clear()
             for ns in namespaces:
                 for pod in self.kube.list_pods(ns):
-                    key = (ns, str(pod["metadata"]["name"]))
+                    key = (ns, pod.name)
                     if key in expected:
                         snapshot[key] = pod
             for key, pod in snapshot.items():
@@ -235,59 +244,71 @@ class ClusterBackend(Backend):
             limit=self.pods_ready_timeout,
             poll=self.poll,
             progress=self.progress,
-            message=f"waiting for {len(expected)} pod(s) to be Ready",
+            message=f"waiting for {what or f'{len(expected)} pod(s)'} to be Ready",
             diagnostics=diagnostics,
         )
         for key, spec in expected.items():
-            status = snapshot[key].get("status") or {}
+            address = snapshot[key].pod_ip
             try:
-                self._addresses[spec.id] = ipaddress.IPv4Address(str(status.get("podIP")))
+                self._addresses[spec.id] = ipaddress.IPv4Address(address)
             except ValueError:
-                raise BackendError(f"pod {key[0]}/{key[1]} has no IPv4 address ({status.get('podIP')!r})") from None
+                raise BackendError(f"pod {key[0]}/{key[1]} has no IPv4 address ({address!r})") from None
 
-    def _raise_if_failed(self, key: tuple[str, str], pod: Mapping[str, Any]) -> None:
-        status = pod.get("status") or {}
+    def _raise_if_failed(self, key: tuple[str, str], pod: PodView) -> None:
         where = f"pod {key[0]}/{key[1]}"
-        if status.get("phase") == "Failed":
-            reason = status.get("reason") or ""
+        if pod.phase == "Failed":
             hint = (
                 (
                     " (the kubelet does not allow the sysctl net.ipv4.ip_unprivileged_port_start, which pods with "
                     "ports below 1024 need)"
                 )
-                if reason == "SysctlForbidden"
+                if pod.reason == "SysctlForbidden"
                 else ""
             )
-            raise BackendError(f"{where} failed: {reason} {status.get('message') or ''}{hint}".strip())
-        for cs in status.get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            reason = waiting.get("reason")
-            if reason in _IMAGE_FAILURES:
+            raise BackendError(f"{where} failed: {pod.reason} {pod.message}{hint}".strip())
+        for cs in pod.containers:
+            if cs.waiting_reason in _IMAGE_FAILURES:
                 raise BackendUnavailable(
-                    f"{where}: the cluster cannot pull {self.image} ({reason}: {waiting.get('message', '')}). "
+                    f"{where}: the cluster cannot pull {self.image} ({cs.waiting_reason}: {cs.waiting_message}). "
                     "Make the image reachable from the nodes (a mirror, or preload it on the nodes)"
                 )
-            if reason in _CONTAINER_FAILURES:
-                last = (cs.get("lastState") or {}).get("terminated") or {}
+            if cs.waiting_reason in _CONTAINER_FAILURES:
+                code = cs.last_exit_code if cs.last_exit_code is not None else "?"
                 raise BackendError(
-                    f"{where}: {reason}: {waiting.get('message') or last.get('message') or ''} "
-                    f"(last exit code {last.get('exitCode', '?')})"
+                    f"{where}: {cs.waiting_reason}: {cs.waiting_message or cs.last_message} (last exit code {code})"
                 )
 
-    def _check_client_tools(self, topology: Topology) -> None:
-        """One exec before the first probe: fails early when exec is not allowed,
-        and tells whether reproduce commands can use socat."""
-        if not topology.pods:
-            return
-        pod = topology.pods[0]
-        result = self.kube.exec(
-            self.names.real(pod.namespace), pod.name, CONTAINER, ["sh", "-c", "command -v socat || echo missing"], 60
-        )
+    def _check_environment(self, namespace: str, node: str | None) -> ProbeEnvironment:
+        """Once per backend, before the first probe pods: a pod of the probe image
+        (serving nothing, so it starts on any kernel) tells whether exec is allowed,
+        whether the image has the probe clients, and whether the nodes' kernel has
+        SCTP. Pods then serve SCTP only where it exists (agnhost porter exits when it
+        cannot listen on an SCTP port), and SCTP cells are unsupported, with the
+        reason, where it does not."""
+        if self._environment is not None:
+            return self._environment
+        self.progress(f"checking the probe image and the nodes' kernel (pod {namespace}/{CHECK_POD})")
+        self.kube.create_pod(check_pod_manifest(namespace, self.image, self.run_id, node))
+        check = PodSpec(self.names.scenario(namespace) or namespace, CHECK_POD, {})
+        try:
+            self._wait_for_pods((check,), f"the environment check pod {namespace}/{CHECK_POD}")
+            result = self.kube.exec(ExecRequest(namespace, CHECK_POD, CONTAINER, tuple(environment_command()), 60))
+        finally:
+            self.kube.delete_pod(namespace, CHECK_POD)
+            self._addresses.pop(check.id, None)
         if result.exit_code is None:
             why = result.error or result.stderr.strip() or "no reason given"
             hint = "; probing runs commands in the pods, which needs the pods/exec permission" if "answered 403" in why else ""
-            raise BackendError(f"cannot run commands in pod {pod.id}: {why}{hint}")
-        self._socat = "missing" not in result.stdout
+            raise BackendError(f"cannot run commands in pod {namespace}/{CHECK_POD}: {why}{hint}")
+        environment = parse_environment(result.stdout)
+        if environment.missing:
+            raise BackendUnavailable(
+                f"the probe image {self.image} lacks {', '.join(environment.missing)}, which the probes run; "
+                "use the agnhost image pinned in clusters/versions.env"
+            )
+        self.progress(environment.describe())
+        self._environment = environment
+        return environment
 
     # -- the state in force -------------------------------------------------------------
 
@@ -349,7 +370,11 @@ class ClusterBackend(Backend):
         topology = self._topology
         results: dict[Cell, Observation] = {}
         by_source: dict[str, list[Cell]] = {}
+        to_services: dict[str, list[Cell]] = {}
         for cell in cells:
+            if topology is not None and topology.service_destination(cell.destination) is not None:
+                to_services.setdefault(cell.source, []).append(cell)
+                continue
             destination = topology.endpoint(cell.destination) if topology and topology.has_endpoint(cell.destination) else None
             if isinstance(destination, ExternalHost) and not self.serves_externals:
                 results[cell] = Observation(
@@ -359,29 +384,100 @@ class ClusterBackend(Backend):
                 results[cell] = Observation(Outcome.ERROR, "not deployed: call deploy() with this topology first")
             else:
                 by_source.setdefault(cell.source, []).append(cell)
-        if by_source:
-            workers = min(MAX_CONCURRENT_EXECS, len(by_source))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="netpol-exec") as pool:
-                for found in pool.map(lambda group: self._probe_source(group, timeout), by_source.values()):
-                    results.update(found)
+        groups = list(by_source.values())
+        for group in groups:
+            results.update(self._unsupported(group))
+        rounds = [[c for c in group if c not in results] for group in groups]
+        rounds = [group for group in rounds if group]
+        requests = [self._round_request(group, timeout) for group in rounds]
+        for group, result in zip(rounds, self.kube.exec_many(requests, MAX_CONCURRENT_EXECS), strict=True):
+            results.update(self._read_round(group, result, timeout))
+        for group in to_services.values():
+            results.update(self._probe_services(group, timeout))
         return ReachabilityMatrix.empty(cells.axes).with_cells(results)
 
-    def _probe_source(self, cells: Sequence[Cell], timeout: float) -> dict[Cell, Observation]:
+    def _probe_services(self, cells: Sequence[Cell], timeout: float) -> dict[Cell, Observation]:
+        """One exec in the source pod for its Service cells, each probed several
+        times through the cluster IP or the name (harness.backends.cluster.services)."""
         assert self._topology is not None
+        topology = self._converged.topology if self._converged is not None else self._topology
         source = self._topology.pod(cells[0].source)
-        targets = [ProbeTarget(i, c.port.protocol, str(self._addresses[c.destination]), c.port.port) for i, c in enumerate(cells)]
-        result = self.kube.exec(
+        results: dict[Cell, Observation] = {}
+        planned: list[tuple[Cell, ServiceTarget, list[int]]] = []
+        targets: list[ProbeTarget] = []
+        for cell in cells:
+            target = self.services.target(cell, topology)
+            if isinstance(target, Observation):
+                results[cell] = target
+                continue
+            ids = list(range(len(targets), len(targets) + target.count))
+            targets += [ProbeTarget(i, cell.port.protocol, target.address, target.port, target.by_name) for i in ids]
+            planned.append((cell, target, ids))
+        if not targets:
+            return results
+        request = ExecRequest(
             self.names.real(source.namespace),
             source.name,
             CONTAINER,
-            script_command(targets, timeout),
-            round_timeout(len(targets), timeout),
+            tuple(script_command(targets, timeout)),
+            round_timeout(targets, timeout),
         )
+        result = self.kube.exec(request)
+        lines, problems = parse_output(result.stdout)
+        kubeconfig, context = self.kubectl_target()
+        for cell, target, ids in planned:
+            shown = reproduce_command(
+                kubeconfig,
+                context,
+                self.names.real(source.namespace),
+                source.name,
+                CONTAINER,
+                cell.port.protocol,
+                target.address,
+                target.port,
+                self._timeout,
+                target.by_name,
+            )
+            if result.error or problems:
+                why = result.error or "; ".join(problems)
+                results[cell] = Observation(Outcome.ERROR, f"exec in {source.id}: {why}", shown)
+            else:
+                results[cell] = combine(cell, target, [lines.get(i) for i in ids], shown, timeout)
+        return results
+
+    def _unsupported(self, cells: Sequence[Cell]) -> dict[Cell, Observation]:
+        """SCTP cells on nodes whose kernel has no SCTP: unsupported, with the reason."""
+        environment = self._environment
+        if environment is None or environment.sctp:
+            return {}
+        return {
+            c: Observation(Outcome.UNSUPPORTED, environment.sctp_reason, self.reproduce_command(c))
+            for c in cells
+            if c.port.protocol is Protocol.SCTP
+        }
+
+    def _targets(self, cells: Sequence[Cell]) -> list[ProbeTarget]:
+        return [ProbeTarget(i, c.port.protocol, str(self._addresses[c.destination]), c.port.port) for i, c in enumerate(cells)]
+
+    def _round_request(self, cells: Sequence[Cell], timeout: float) -> ExecRequest:
+        assert self._topology is not None
+        source = self._topology.pod(cells[0].source)
+        targets = self._targets(cells)
+        return ExecRequest(
+            self.names.real(source.namespace),
+            source.name,
+            CONTAINER,
+            tuple(script_command(targets, timeout)),
+            round_timeout(targets, timeout),
+        )
+
+    def _read_round(self, cells: Sequence[Cell], result: ExecResult, timeout: float) -> dict[Cell, Observation]:
+        source = cells[0].source
         lines, problems = parse_output(result.stdout)
         missing = "; ".join(
             part
             for part in (
-                f"exec in {source.id}: {result.error}" if result.error else "",
+                f"exec in {source}: {result.error}" if result.error else "",
                 f"exit code {result.exit_code}" if result.exit_code not in (0, None) else "",
                 result.stderr.strip()[-300:],
                 *problems,
@@ -389,7 +485,7 @@ class ClusterBackend(Backend):
             if part
         )
         return {
-            cell: observation(lines.get(i), cell.destination, self.reproduce_command(cell), missing)
+            cell: observation(lines.get(i), cell.port.protocol, cell.destination, timeout, self.reproduce_command(cell), missing)
             for i, cell in enumerate(cells)
         }
 
@@ -398,9 +494,18 @@ class ClusterBackend(Backend):
         source: PodSpec = self._topology.pod(cell.source)
         address = self._addresses.get(cell.destination)
         target = str(address) if address is not None else f"<address of {cell.destination}>"
-        command = single_probe_command(cell.port.protocol, target, cell.port.port, self._timeout, self._socat)
         kubeconfig, context = self.kubectl_target()
-        return kubectl_exec_command(kubeconfig, context, self.names.real(source.namespace), source.name, CONTAINER, command)
+        return reproduce_command(
+            kubeconfig,
+            context,
+            self.names.real(source.namespace),
+            source.name,
+            CONTAINER,
+            cell.port.protocol,
+            target,
+            cell.port.port,
+            self._timeout,
+        )
 
     # -- teardown -------------------------------------------------------------------------
 
@@ -422,6 +527,7 @@ class ClusterBackend(Backend):
             return True
 
         done(self.stop_externals)
+        problems += self.services.remove()
         created = list(self._created)
         deleted = [real for real in created if done(partial(self.kube.delete_namespace, real))]
         self._created = [real for real in created if real not in deleted]
@@ -459,6 +565,9 @@ class ClusterBackend(Backend):
             lines.append(kubectl_line(kubeconfig, context, ["delete", "pod", "-n", real, name]))
         for real, name in sorted(self._applied):
             lines.append(kubectl_line(kubeconfig, context, ["delete", "networkpolicy", "-n", real, name]))
+        for real, name in sorted(self.services.made):
+            if real not in self._created:
+                lines.append(kubectl_line(kubeconfig, context, ["delete", "service", "-n", real, name]))
         for real, labels in self._adopted.items():
             patch = json.dumps([{"op": "add", "path": "/metadata/labels", "value": labels}], sort_keys=True)
             lines.append(kubectl_line(kubeconfig, context, ["patch", "namespace", real, "--type=json", "-p", patch]))
@@ -471,7 +580,7 @@ class ClusterBackend(Backend):
             return
 
         def gone() -> tuple[bool, str]:
-            names = {(ns, str(p["metadata"]["name"])) for ns in {ns for ns, _ in pods} for p in self.kube.list_pods(ns)}
+            names = {(ns, p.name) for ns in {ns for ns, _ in pods} for p in self.kube.list_pods(ns)}
             left = [f"{ns}/{name}" for ns, name in pods if (ns, name) in names]
             return not left, f"still terminating: {', '.join(left)}"
 
@@ -494,28 +603,9 @@ class ClusterBackend(Backend):
             self.kube.close()
 
 
-def _is_ready(pod: Mapping[str, Any] | None) -> bool:
-    if not pod:
-        return False
-    status = pod.get("status") or {}
-    conditions = status.get("conditions") or []
-    return (
-        status.get("phase") == "Running"
-        and bool(status.get("podIP"))
-        and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    )
+def _is_ready(pod: PodView | None) -> bool:
+    return pod is not None and pod.ready
 
 
-def _pod_state(pod: Mapping[str, Any] | None) -> str:
-    if not pod:
-        return "not created"
-    status = pod.get("status") or {}
-    parts = [str(status.get("phase", "?"))]
-    for cond in status.get("conditions") or []:
-        if cond.get("status") != "True" and cond.get("reason"):
-            parts.append(f"{cond.get('type')}: {cond.get('reason')} {cond.get('message') or ''}".strip())
-    for cs in status.get("containerStatuses") or []:
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        if waiting:
-            parts.append(f"{waiting.get('reason')}: {waiting.get('message') or ''}".strip())
-    return "; ".join(parts)
+def _pod_state(pod: PodView | None) -> str:
+    return "not created" if pod is None else pod.describe()

@@ -18,24 +18,24 @@ on a shared cluster another run of the harness may still be using its own.
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend, new_run_id
 from harness.core.errors import BackendError, HarnessError
 from harness.core.progress import Progress
+from harness.kube.api import KubeApi
 from harness.kube.client import KubeClient
 from harness.kube.manifests import ANNOTATION_RUN
 from harness.kube.naming import PREFIX, NamespaceMap
 from harness.kube.probe_script import kubectl_line
 from harness.kube.progress import reporter
 from harness.kube.versions import load_versions
+from harness.kube.views import NamespaceView
 
 
 class ExistingBackend(ClusterBackend):
     name = "existing"
 
-    def __init__(self, kube: KubeClient, image: str, progress: Progress, kubernetes_version: str, run_id: str) -> None:
+    def __init__(self, kube: KubeApi, image: str, progress: Progress, kubernetes_version: str, run_id: str) -> None:
         super().__init__(kube, NamespaceMap(run_id), image, progress, adopt_existing_namespaces=False, run_id=run_id)
         self.kubernetes_version = kubernetes_version
         self._cni: dict[str, str] | None = None
@@ -63,9 +63,8 @@ class ExistingBackend(ClusterBackend):
         left: list[str] = []
         problems: list[str] = []
         for ns, run in stale:
-            meta = ns.get("metadata") or {}
-            name = str(meta["name"])
-            if meta.get("deletionTimestamp"):
+            name = ns.name
+            if ns.meta.deletion_timestamp:
                 self.progress(f"namespace {name} of run {run} is already being deleted")
                 continue
             try:
@@ -87,18 +86,17 @@ class ExistingBackend(ClusterBackend):
         return swept
 
 
-def leftover_run(namespace: dict[str, Any], current_run: str) -> str | None:
+def leftover_run(namespace: NamespaceView, current_run: str) -> str | None:
     """The run id of a namespace that another run of the harness created, else None
     (a namespace that is not the harness's, or one of this run's). Both marks must
     agree: the name ``nph-<run id>-…`` and the annotation with that run id."""
-    meta = namespace.get("metadata") or {}
-    run = str((meta.get("annotations") or {}).get(ANNOTATION_RUN) or "")
-    if not run or run == current_run or not str(meta.get("name", "")).startswith(f"{PREFIX}-{run}-"):
+    run = namespace.meta.annotations.get(ANNOTATION_RUN, "")
+    if not run or run == current_run or not namespace.name.startswith(f"{PREFIX}-{run}-"):
         return None
     return run
 
 
-def detect_cni(kube: KubeClient) -> dict[str, str]:
+def detect_cni(kube: KubeApi) -> dict[str, str]:
     """Which CNI the cluster runs, from the image tag of its node agent's DaemonSet."""
     images = kube.daemonset_images(("calico-node", "cilium"), ("calico-system", "kube-system"))
     for daemonset, cni in (("calico-node", "calico"), ("cilium", "cilium")):

@@ -3,30 +3,42 @@ probes as real curl and nc processes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import threading
+from pathlib import Path
 
 from harness.backends.base import Backend, BackendInfo, Capabilities, Deployment
 from harness.backends.emulated import lifecycle
+from harness.backends.emulated.conntrack import flush_conntrack
 from harness.backends.emulated.dataplane import Dataplane
 from harness.backends.emulated.leftovers import remove_state, write_state
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.network import EmulatedNetwork
-from harness.backends.emulated.probes import ProbeCommand, probe_command
-from harness.backends.emulated.rounds import ProbeRequest
-from harness.backends.emulated.ruleset import RulesetInput
+from harness.backends.emulated.rounds import ProbeRequest, ProbeResult
+from harness.backends.emulated.ruleset import RulesetInput, ServiceRules
 from harness.backends.emulated.runner import max_workers
 from harness.backends.emulated.servers import EndpointServers
+from harness.backends.emulated.services import (
+    ServicePlan,
+    dns_records,
+    forward_rules,
+    plan_services,
+    prerouting_rules,
+)
 from harness.backends.emulated.system import run
 from harness.backends.emulated.why import PolicyTrace
 from harness.core.cluster_policy import check_supported
 from harness.core.errors import BackendError
+from harness.core.files import write_atomic
 from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
+from harness.core.services import DNS_NAMESPACE, DNS_PORT
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.state import DesiredState
 from harness.core.topology import ExternalHost, PortProtocol, Protocol, Topology
+from harness.model.services import partial_detail
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +98,8 @@ class EmulatedBackend(Backend):
         self.kept: list[RunId] = []
         #: What the policy chains did with each cell of the last round.
         self.traces: dict[Cell, PolicyTrace] = {}
+        #: The Services' cluster IPs and routes of the state in force.
+        self.services = ServicePlan()
         lifecycle.register(self)
 
     # -- deployment ------------------------------------------------------------------
@@ -125,10 +139,18 @@ class EmulatedBackend(Backend):
             self._declared = topology
             try:
                 network.build()
+                network.write_resolver_files()
                 self._servers = EndpointServers(run_id.log_dir, detached=self.keep_network)
                 self._dataplane = Dataplane(network, self._servers, self.probe_workers)
                 self._converge(DesiredState(topology))
-                self._servers.start({ep.id: ep for ep in topology.endpoints()}, network.netns)
+                # Every kube-system pod serving 53/UDP can answer DNS: which one is the
+                # cluster DNS follows the labels in force, which a reused deployment changes.
+                dns = {
+                    pod.id: self._records_file(network)
+                    for pod in topology.pods
+                    if pod.namespace == DNS_NAMESPACE and any(p.key == DNS_PORT for p in pod.ports)
+                }
+                self._servers.start({ep.id: ep for ep in topology.endpoints()}, network.netns, dns)
             except BaseException:
                 self._teardown(keep=False)  # half built: never kept
                 raise
@@ -194,6 +216,7 @@ class EmulatedBackend(Backend):
         self._state = state
         if self._rendered == (state, self.settings):
             return
+        services = plan_services(state.topology, network.addresses)
         data = RulesetInput(
             table=network.run.table,
             topology=state.topology,
@@ -202,11 +225,22 @@ class EmulatedBackend(Backend):
             policies=state.effective_policies,
             cluster_policies=state.cluster_policy_list,
             ipblock_matches_pods=self.settings.ipblock_matches_pods,
+            services=ServiceRules(tuple(prerouting_rules(services, network.addresses)), tuple(forward_rules(services))),
         )
-        self.ruleset = self._dataplane.load(data, self_policy=self.settings.self_traffic is SelfTraffic.POLICY)
         network.run.log_dir.mkdir(parents=True, exist_ok=True)
+        records = dns_records(state.topology, services, network.addresses)
+        write_atomic(self._records_file(network), json.dumps(records, indent=1, sort_keys=True))
+        self.ruleset = self._dataplane.load(data, self_policy=self.settings.self_traffic is SelfTraffic.POLICY)
+        # No NAT binding (nor flow) of an earlier ruleset outlives this one.
+        flush_conntrack(network.run.node)
+        self.services = services
         (network.run.log_dir / "ruleset.nft").write_text(self.ruleset)
         self._rendered = (state, self.settings)
+
+    @staticmethod
+    def _records_file(network: EmulatedNetwork) -> Path:
+        """The cluster DNS's records (name → address), read by its server."""
+        return network.run.log_dir / "dns.json"
 
     # -- probing ------------------------------------------------------------------------
 
@@ -240,13 +274,68 @@ class EmulatedBackend(Backend):
             timeout,
         )
 
-    def _command(self, cell: Cell, timeout: float) -> ProbeCommand | Observation:
-        request = self._request(cell, timeout)
-        if isinstance(request, Observation):
-            return request
-        return probe_command(
-            request.source_netns, request.protocol, request.destination_address, request.port, request.destination, timeout
-        )
+    def _requests(self, cell: Cell, timeout: float) -> list[ProbeRequest] | Observation:
+        """The probes of one cell: one for an endpoint; for a Service (through its
+        cluster IP or by name) one per backend other than the source, each from the
+        source port that the DNAT sends to that backend (or one, refused, when it
+        has none)."""
+        topology = self._state.topology if self._state is not None else None
+        found = topology.service_destination(cell.destination) if topology is not None else None
+        if found is None:
+            request = self._request(cell, timeout)
+            return request if isinstance(request, Observation) else [request]
+        service, by_name = found
+        network = self.network
+        netns = network.netns.get(cell.source)
+        source_address = network.addresses.get(cell.source)
+        if netns is None or source_address is None:
+            return Observation(Outcome.ERROR, f"source {cell.source} is not a deployed pod")
+        if cell.port.protocol not in self.capabilities.protocols:
+            return Observation(Outcome.ERROR, f"cannot probe {cell.port.protocol}: {self.capabilities.unsupported_note}")
+        route = self.services.route(service, cell.port)
+        if route is None:
+            return Observation(Outcome.ERROR, f"{service.id} has no port {cell.port}")
+        address = service.short_name if by_name else str(route.address)
+        dns_key = None
+        if by_name:
+            dns = self.services.dns_address
+            dns_key = (str(source_address), str(dns if dns is not None else "0.0.0.0"), 17, DNS_PORT.port)
+
+        def make(destination: str, is_pod: bool, sport: int | None = None, policy: tuple[str, int] = ("", 0)) -> ProbeRequest:
+            return ProbeRequest(
+                cell.source,
+                netns,
+                str(source_address),
+                destination,
+                address,
+                is_pod,
+                cell.port.protocol,
+                cell.port.port,
+                timeout,
+                source_port=sport,
+                policy_address=policy[0],
+                policy_port=policy[1],
+                dns_key=dns_key,
+            )
+
+        if not route.backends:
+            return [make(service.id, False)]
+        return [
+            make(
+                backend.pod.id,
+                True,
+                by_name_port if by_name else by_ip_port,
+                (str(network.addresses[backend.pod.id]), backend.port),
+            )
+            for backend, by_ip_port, by_name_port in route.backends
+            if backend.pod.id != cell.source
+        ]
+
+    def _command(self, cell: Cell, timeout: float) -> str | Observation:
+        requests = self._requests(cell, timeout)
+        if isinstance(requests, Observation):
+            return requests
+        return "; ".join(r.command().shell for r in requests)
 
     def probe(self, cells: CellSet, timeout: float) -> ReachabilityMatrix:
         """One round (:mod:`harness.backends.emulated.rounds`) after checking the
@@ -257,19 +346,23 @@ class EmulatedBackend(Backend):
             results: dict[Cell, Observation] = {}
             requests: list[tuple[Cell, ProbeRequest]] = []
             for cell in cells:
-                request = self._request(cell, timeout)
-                if isinstance(request, Observation):
-                    results[cell] = request
+                made = self._requests(cell, timeout)
+                if isinstance(made, Observation):
+                    results[cell] = made
                 else:
-                    requests.append((cell, request))
+                    requests += [(cell, request) for request in made]
             if self._dataplane is None:
                 raise BackendError("the emulated backend has nothing deployed: call deploy(topology) first")
             self.traces = {}
             done = self._dataplane.probe([request for _, request in requests])
-            for (cell, _), result in zip(requests, done, strict=True):
-                results[cell] = Observation(result.outcome, result.detail, result.command, result.elapsed)
-                if result.trace is not None:
-                    self.traces[cell] = result.trace
+            grouped: dict[Cell, list[tuple[ProbeRequest, ProbeResult]]] = {}
+            for (cell, request), result in zip(requests, done, strict=True):
+                grouped.setdefault(cell, []).append((request, result))
+            for cell, pairs in grouped.items():
+                results[cell] = _observation(pairs)
+                trace = pairs[0][1].trace
+                if len(pairs) == 1 and trace is not None:
+                    self.traces[cell] = trace
             return ReachabilityMatrix.empty(cells.axes).with_cells(results)
 
     def probe_address(self, source: str, address: str, port: PortProtocol, identity: str, timeout: float) -> Observation:
@@ -299,7 +392,7 @@ class EmulatedBackend(Backend):
             command = self._command(cell, self._timeout)
         if isinstance(command, Observation):
             return f"# {command.detail}"
-        return command.shell
+        return command
 
     def info(self) -> BackendInfo:
         version = run(["nft", "--version"], "asking nft for its version").split()
@@ -309,3 +402,23 @@ class EmulatedBackend(Backend):
             version[1] if len(version) > 1 else " ".join(version),
             details={"kernel": platform.release()},
         )
+
+
+def _observation(pairs: list[tuple[ProbeRequest, ProbeResult]]) -> Observation:
+    """One cell's observation from its probes: an endpoint's one, or a Service's one
+    per backend. Backends that agree give their outcome; that disagree, ``partial``
+    with the pods by outcome (an error or a name resolved by some probes and not
+    others is an error: the probes, not the policies, differ)."""
+    if len(pairs) == 1:
+        _, result = pairs[0]
+        return Observation(result.outcome, result.detail, result.command, result.elapsed)
+    outcomes = {request.destination: result.outcome for request, result in pairs}
+    kinds = set(outcomes.values())
+    details = "; ".join(f"via {request.destination}: {result.describe()}" for request, result in pairs)
+    command = "; ".join(result.command for _, result in pairs)
+    elapsed = max(result.elapsed for _, result in pairs)
+    if len(kinds) == 1:
+        return Observation(kinds.pop(), details, command, elapsed)
+    if Outcome.ERROR in kinds or Outcome.NAME_NOT_RESOLVED in kinds:
+        return Observation(Outcome.ERROR, f"the probes of the backends differ: {details}", command, elapsed)
+    return Observation(Outcome.PARTIAL, f"{partial_detail(outcomes)} ({details})", command, elapsed)

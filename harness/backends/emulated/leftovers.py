@@ -21,7 +21,7 @@ import signal
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness.backends.emulated.names import PREFIX, STATE_DIR, RunId
+from harness.backends.emulated.names import NETNS_ETC, PREFIX, STATE_DIR, RunId
 from harness.backends.emulated.system import existing_netns, ip_batch, netns_pids
 from harness.core.errors import BackendError
 from harness.core.files import write_atomic
@@ -86,6 +86,7 @@ def owner_alive(run: RunId) -> bool:
 def remove_namespaces(names: Iterable[str]) -> list[str]:
     """Kill every process inside these namespaces and delete them. Returns the names
     that still exist afterwards (empty when all went)."""
+    names = list(names)
     present = set(existing_netns())
     targets = [name for name in names if name in present]
     for name in targets:
@@ -102,7 +103,18 @@ def remove_namespaces(names: Iterable[str]) -> list[str]:
         except BackendError as err:
             log.warning("%s", err)
     remaining = set(existing_netns())
+    for name in names:
+        if name not in remaining:
+            remove_netns_files(name)
     return [name for name in targets if name in remaining]
+
+
+def remove_netns_files(name: str) -> None:
+    """Remove the /etc/netns/<name>/ directory of a run's namespace (its resolver
+    files), which ``ip netns del`` leaves in place."""
+    if RunId.parse(name) is None:
+        return  # never anything but a run's own
+    shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
 
 
 def _recorded_namespaces(run: RunId) -> list[str]:
@@ -123,6 +135,11 @@ def cleanup_leftovers(kept: bool = False) -> list[str]:
         run = RunId.parse(name)
         if run is not None:
             runs.setdefault(run, set()).add(name)
+    if NETNS_ETC.is_dir():
+        for entry in NETNS_ETC.iterdir():
+            run = RunId.parse(entry.name)
+            if run is not None:
+                runs.setdefault(run, set()).add(entry.name)
     if STATE_DIR.is_dir():
         for entry in STATE_DIR.iterdir():
             run = RunId.parse(entry.name.lstrip("."))  # a leading dot: a partial record

@@ -28,6 +28,10 @@ STATE_DIR = Path("/run/netpol-harness")
 #: Where ``ip netns add`` keeps its namespace handles.
 NETNS_DIR = Path("/run/netns")
 
+#: Where ``ip netns exec NAME`` finds the files it mounts over /etc for that
+#: namespace (ip-netns(8)): each pod's resolv.conf lives in NETNS_ETC/<netns>/.
+NETNS_ETC = Path("/etc/netns")
+
 #: The node's interface behind its default route: where packets to addresses no
 #: emulated host owns go (and are answered "network unreachable").
 SINK = "sink"

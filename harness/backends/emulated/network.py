@@ -25,7 +25,8 @@ import ipaddress
 from collections.abc import Mapping
 
 from harness.backends.emulated.leftovers import remove_namespaces
-from harness.backends.emulated.names import SINK, RunId, endpoint_netns_names, interface_names
+from harness.backends.emulated.names import NETNS_ETC, SINK, RunId, endpoint_netns_names, interface_names
+from harness.backends.emulated.services import NSSWITCH, resolv_conf
 from harness.backends.emulated.system import existing_netns, ip_batch, run, run_all
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError
@@ -150,6 +151,19 @@ class EmulatedNetwork:
             },
             "configuring endpoint namespaces",
         )
+
+    def write_resolver_files(self) -> None:
+        """Each pod's /etc/netns/<its namespace>/resolv.conf (and nsswitch.conf),
+        which ``ip netns exec`` mounts over /etc for the probes by name: the
+        cluster DNS, with the pod's namespace first in the search list."""
+        for pod in self.topology.pods:
+            directory = NETNS_ETC / self.netns[pod.id]
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                (directory / "resolv.conf").write_text(resolv_conf(pod.namespace))
+                (directory / "nsswitch.conf").write_text(NSSWITCH)
+            except OSError as err:
+                raise BackendError(f"cannot write the resolver files of {pod.id} in {directory}: {err.strerror or err}") from None
 
     def load_ruleset(self, ruleset: str) -> None:
         """Replace the node's filter table in one nftables transaction."""

@@ -39,6 +39,7 @@ from harness.backends.emulated.nflog import LoggedPacket, LogSubscription
 from harness.backends.emulated.probes import KILL_GRACE, ProbeCommand, probe_command
 from harness.backends.emulated.ruleset import ChainMeaning, LogIndex, RuleMeaning
 from harness.backends.emulated.runner import Exited, Finished, Job, Output, ProcessPool, Started, round_deadline
+from harness.backends.emulated.services import source_block
 from harness.backends.emulated.why import ChainAction, ChainVerdict, PolicyTrace
 from harness.core.matrix import Outcome
 from harness.core.policy import PolicyType
@@ -64,7 +65,9 @@ UNREACHABLE = "network is unreachable"
 #: A pod's traffic to its own address under ``self_traffic: allowed``.
 SELF_NOTE = "a pod's traffic to its own address never leaves it (self_traffic: allowed)"
 
-Key = tuple[str, str, int, int]
+#: (source address, destination address, IP protocol, destination port), and the
+#: source port for a probe sent from a port of its choosing (through a Service).
+Key = tuple[str, str, int, int] | tuple[str, str, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -80,18 +83,49 @@ class ProbeRequest:
     protocol: Protocol
     port: int
     timeout: float
+    #: Through a Service: the port the probe is sent from (which picks the backend,
+    #: harness.backends.emulated.services), and the address and port the
+    #: policies see after the DNAT (the backend's), by which its packets are logged.
+    source_port: int | None = None
+    policy_address: str = ""
+    policy_port: int = 0
+    #: By name: ``destination_address`` is a name the pod's resolver resolves, and
+    #: this is the key of its DNS queries (to the cluster DNS pod on 53/UDP).
+    dns_key: Key | None = None
+
+    @property
+    def resolve(self) -> bool:
+        return self.dns_key is not None
 
     @property
     def key(self) -> Key:
-        return (self.source_address, self.destination_address, _IP_PROTOCOL[self.protocol], self.port)
+        """What its packets look like to the policies, and so in the kernel's log:
+        with the source port when it has its own (a probe through a Service), so
+        that its packets are told from another probe's to the same backend."""
+        address = self.policy_address or self.destination_address
+        key = (self.source_address, address, _IP_PROTOCOL[self.protocol], self.policy_port or self.port)
+        return key if self.source_port is None else (*key, self.source_port)
 
     @property
     def self_traffic(self) -> bool:
-        return self.source_address == self.destination_address
+        return self.source_address == (self.policy_address or self.destination_address)
+
+    @property
+    def batchable(self) -> bool:
+        """One transfer of a source's curl: not from a chosen port (concurrent
+        transfers cannot share one) nor by name (that needs ``ip netns exec``)."""
+        return self.protocol is Protocol.TCP and self.source_port is None and not self.resolve
 
     def command(self) -> ProbeCommand:
         return probe_command(
-            self.source_netns, self.protocol, self.destination_address, self.port, self.destination, self.timeout
+            self.source_netns,
+            self.protocol,
+            self.destination_address,
+            self.port,
+            self.destination,
+            self.timeout,
+            self.source_port,
+            self.resolve,
         )
 
 
@@ -105,6 +139,9 @@ class ProbeResult:
     #: e.g. a probe that never ran).
     trace: PolicyTrace | None = None
     attempts: int = 1
+
+    def describe(self) -> str:
+        return f"{self.outcome.value} ({self.detail})" if self.detail else self.outcome.value
 
 
 @dataclass(frozen=True)
@@ -127,6 +164,8 @@ class _Attempt:
     #: Admin-tier Pass rules the packet met, by direction.
     passes: dict[PolicyType, str] = field(default_factory=dict)
     drop: ChainMeaning | None = None
+    #: The chain that dropped the DNS query of a probe by name.
+    dns_drop: ChainMeaning | None = None
     result: tuple[Outcome, str, float] | None = None
 
 
@@ -144,11 +183,12 @@ class _Batch:
 
 
 def needs_another_try(result: ProbeResult, drop_seen: bool) -> bool:
-    """An error, or a timeout that no policy drop explains: what a loaded machine
-    produces, so it is tried again before it becomes a verdict."""
+    """An error, or a timeout or failed name resolution that no policy drop
+    explains: what a loaded machine produces, so it is tried again before it
+    becomes a verdict."""
     if result.outcome is Outcome.ERROR:
         return True
-    if result.outcome is Outcome.BLOCKED and not drop_seen:
+    if result.outcome in (Outcome.BLOCKED, Outcome.NAME_NOT_RESOLVED) and not drop_seen:
         return True
     return result.outcome is Outcome.WRONG_RESPONDER and result.detail == "connected, nothing answered"
 
@@ -166,6 +206,8 @@ class ProbeRound:
         self._final: set[int] = set()
         self._attempts: dict[int, _Attempt] = {}
         self._active: dict[Key, list[_Attempt]] = {}
+        #: Probes by name waiting for their name, by the key of their DNS queries.
+        self._resolving: dict[Key, list[_Attempt]] = {}
         self._batches: dict[int, _Batch] = {}
         self._single: dict[int, int] = {}  # nc job → request
         self._job_of: dict[int, int] = {}  # request → its job
@@ -185,6 +227,7 @@ class ProbeRound:
 
     def _pass(self, indices: Sequence[int], attempt: int) -> None:
         self._attempts, self._active, self._batches, self._single = {}, {}, {}, {}
+        self._resolving = {}
         self._job_of, self._ended, self._started_at = {}, set(), {}
         self._read_logs()  # what earlier attempts left: nothing is active, so it is dropped
         scratch = self.setup.scratch / f"pass-{attempt}"
@@ -223,11 +266,13 @@ class ProbeRound:
             run = _Attempt(index, now)
             self._attempts[index] = run
             self._active.setdefault(request.key, []).append(run)
-            if request.protocol is Protocol.TCP:
+            if request.dns_key is not None:
+                self._resolving.setdefault(request.dns_key, []).append(run)
+            if request.batchable:
                 tcp.setdefault(request.source_netns, []).append(index)
             else:
                 command = self.commands[index]
-                job = Job(command.netns, command.argv, command.stdin, command.limit)
+                job = Job(command.netns, command.launch_argv, command.stdin, command.limit)
                 jobs.append(job)
                 job_id = self._pool.submit(job)
                 self._single[job_id] = index
@@ -268,10 +313,20 @@ class ProbeRound:
                 log.warning("NFLOG messages were lost in %s (its socket buffer overflowed)", subscription.netns)
 
     def _logged(self, packet: LoggedPacket) -> None:
-        attempts = self._active.get((packet.source, packet.destination, packet.protocol, packet.destination_port))
+        key = (packet.source, packet.destination, packet.protocol, packet.destination_port)
+        drop = self.setup.index.drops.get(packet.prefix)
+        if drop is not None and key in self._resolving:
+            # A DNS query dropped: every name probe of that source waiting for a
+            # name gets none (the policies treat all its queries alike).
+            for run in self._resolving.pop(key):
+                if run.result is None:
+                    run.dns_drop = drop
+                    self._resolve(run, Outcome.NAME_NOT_RESOLVED, "", time.monotonic() - run.started)
+                    self._end_job_of(run.request)
+        block = source_block(packet.source_port)
+        attempts = [*self._active.get(key, ()), *(self._active.get((*key, block), ()) if block is not None else ())]
         if not attempts:
             return
-        drop = self.setup.index.drops.get(packet.prefix)
         admit: RuleMeaning | None = None if drop is not None else self.setup.index.admits.get(packet.prefix)
         passed: RuleMeaning | None = self.setup.index.passes.get(packet.prefix)
         unreachable = packet.prefix == self.setup.index.unreachable
@@ -403,7 +458,14 @@ class ProbeRound:
         request = self.requests[index]
         trace = self._trace(request, run) if run is not None else None
         drop_seen = run is not None and run.drop is not None
-        if drop_seen and trace is not None:
+        dns_drop = run.dns_drop if run is not None and outcome is Outcome.NAME_NOT_RESOLVED else None
+        if dns_drop is not None:
+            # The DNS query met a chain that dropped it: the name never resolved.
+            verdict = ChainVerdict(dns_drop.direction, dns_drop.pod, ChainAction.DROPPED, dns_drop.policies)
+            detail = f"the DNS query was dropped: {verdict.text()}"
+            trace = PolicyTrace((verdict,))
+            drop_seen = True
+        elif drop_seen and trace is not None:
             detail = trace.text()
         elif outcome is Outcome.ALLOWED and trace is not None:
             detail = trace.text()

@@ -70,6 +70,16 @@ _L4 = {Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.SCTP: "sctp"}
 
 
 @dataclass(frozen=True)
+class ServiceRules:
+    """What Services add to the table (:mod:`harness.backends.emulated.services`):
+    the DNAT rules of a ``prerouting`` nat chain, and the rules ``forward`` runs
+    before any policy."""
+
+    prerouting: tuple[str, ...] = ()
+    forward: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RulesetInput:
     """Everything a ruleset depends on."""
 
@@ -83,6 +93,7 @@ class RulesetInput:
     cluster_policies: Sequence[ClusterPolicy] = ()
     #: Counts the rulesets of a deployment: part of every log prefix.
     generation: int = 0
+    services: ServiceRules = ServiceRules()
 
 
 @dataclass(frozen=True)
@@ -390,7 +401,7 @@ class _Compiler:
                 jumps[chain.direction].append(f'"{veth}" : jump {chain.name}')
                 chains.append(_chain(chain.name, chain.body))
                 chains += [_chain(name, body) for name, body in chain.helpers]
-        forward = ["type filter hook forward priority filter; policy accept;", *_RETURN_TRAFFIC]
+        forward = ["type filter hook forward priority filter; policy accept;", *_RETURN_TRAFFIC, *self.data.services.forward]
         # Packets from a pod arrive on its veth (iifname); packets to a pod leave
         # through it (oifname).
         if jumps[PolicyType.EGRESS]:
@@ -400,7 +411,12 @@ class _Compiler:
         # What the policies let through to an address nobody owns: "network
         # unreachable", as a router without a route says.
         forward.append(f'oifname "{SINK}" {_log(self.prefix("u", 0))} reject with icmp type net-unreachable')
-        return _table(self.data.table, [_chain("forward", forward), *chains, *self.admit_chains.values()])
+        nat = []
+        if self.data.services.prerouting:
+            # Before any policy, as kube-proxy's DNAT (priority dstnat, then filter).
+            head = "type nat hook prerouting priority dstnat; policy accept;"
+            nat.append(_chain("prerouting", [head, *self.data.services.prerouting]))
+        return _table(self.data.table, [*nat, _chain("forward", forward), *chains, *self.admit_chains.values()])
 
     def render_self(self, pod_id: str) -> str:
         """The table for a pod's own namespace that subjects its traffic to itself

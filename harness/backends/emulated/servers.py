@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ class _Server:
     seen: bytes = b""
 
 
-def server_argv(netns: str, endpoint: Endpoint, detached: bool = False) -> list[str]:
+def server_argv(netns: str, endpoint: Endpoint, detached: bool = False, dns: Path | None = None) -> list[str]:
     argv = [
         "ip",
         "netns",
@@ -55,7 +56,19 @@ def server_argv(netns: str, endpoint: Endpoint, detached: bool = False) -> list[
         # SCTP: this kernel has none, so there is nothing to serve (probes say so).
     if detached:
         argv.append("--detached")
+    if dns is not None:
+        argv += ["--dns", str(dns)]
     return argv
+
+
+def _import_path() -> str:
+    """PYTHONPATH of a server (run with ``-S``, without site-packages): this
+    package's root, and dnslib's, which the cluster DNS pod's server imports."""
+    roots = [str(Path(harness.__file__).resolve().parent.parent)]
+    spec = importlib.util.find_spec("dnslib")
+    if spec is not None and spec.origin:
+        roots.append(str(Path(spec.origin).resolve().parent.parent))
+    return os.pathsep.join(dict.fromkeys(roots))
 
 
 class EndpointServers:
@@ -93,7 +106,7 @@ class EndpointServers:
                 gone.append(f"the server of {server.endpoint_id} has exited ({how})")
         return gone
 
-    def start(self, endpoints: Mapping[str, Endpoint], netns: Mapping[str, str]) -> None:
+    def start(self, endpoints: Mapping[str, Endpoint], netns: Mapping[str, str], dns: Mapping[str, Path] | None = None) -> None:
         """Start a server for each endpoint with a TCP/UDP port and wait until all
         are listening. Raises :class:`BackendError` with the server's own error
         when one cannot start."""
@@ -101,7 +114,7 @@ class EndpointServers:
         env = child_environment()
         # The server is this package's module: make it importable wherever the
         # harness is imported from (a checkout or site-packages).
-        env["PYTHONPATH"] = str(Path(harness.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = _import_path()
         for endpoint_id, endpoint in endpoints.items():
             if not any(p.protocol in (Protocol.TCP, Protocol.UDP) for p in endpoint.ports):
                 continue
@@ -110,7 +123,7 @@ class EndpointServers:
             try:
                 with log.open("wb") as stderr:
                     process = subprocess.Popen(
-                        server_argv(netns[endpoint_id], endpoint, self.detached),
+                        server_argv(netns[endpoint_id], endpoint, self.detached, (dns or {}).get(endpoint_id)),
                         stdin=subprocess.DEVNULL if self.detached else subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         stderr=stderr,

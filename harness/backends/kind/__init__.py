@@ -38,7 +38,7 @@ def add_options(group: Any) -> None:
         metavar="VERSION",
         dest="calico_version",
         help="Calico release for the kind backend: a minor version with an install recipe in clusters/calico "
-        "(3.30 installs the release pinned in clusters/versions.env) or a full version (v3.30.4). "
+        "(3.32 installs the release pinned in clusters/versions.env) or a full version (v3.32.1). "
         "Default: the newest recipe. May be given several times: each scenario then runs once per "
         "version (test ids end in [calico-VERSION]) and the versions' differences are summarised.",
     )

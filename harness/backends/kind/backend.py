@@ -1,10 +1,15 @@
-"""The kind backend: cluster life cycle (through pytest-kind-ng's ``KindCluster``),
-Calico, the probe image and the external hosts.
+"""The kind backend: cluster life cycle, Calico, the probe image and the external hosts.
 
 ``create_kind_backend`` checks every tool and image first (seconds), then creates
-or reuses the cluster, loads the probe image, installs Calico and waits for it.
-Whatever goes wrong on the way, including Ctrl-C, a cluster it created is deleted
-again; a cluster it did not create is never deleted.
+or reuses the cluster, puts the probe image on its nodes, installs Calico and waits
+for it. Whatever goes wrong on the way, including Ctrl-C, a cluster it created is
+deleted again; a cluster it did not create is never deleted.
+
+kind runs through :class:`harness.kube.kind.KindCli` (every command with a time
+limit); pytest-kind-ng provides the options (``--cluster-name``, ``--keep-cluster``,
+``--kubeconfig``, ``--kind-image``, ``--kind-bin``, ``--kind-kubectl-bin``) and its
+``.pytest-kind/<name>`` directory convention. The Python client and every kubectl
+call name the cluster's kubeconfig and its kind context.
 
 Clusters the harness creates are marked: ``clusters/kind-calico.yaml`` gives every
 node the label ``netpol-harness.io/cluster=kind-calico``. Only a marked cluster
@@ -18,7 +23,7 @@ import enum
 import logging
 import os
 import re
-import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +33,37 @@ from harness.backends.kind import cluster_name
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError
 from harness.core.progress import Progress
 from harness.core.topology import ExternalHost
+from harness.kube.api import KubeApi
 from harness.kube.calico import (
+    V1_MODE_CRD,
     CalicoRelease,
     Timeouts,
     install_calico,
     load_recipes,
+    parse_minor,
     resolve_release,
     upgrade_calico,
     wait_until_available,
 )
-from harness.kube.client import KubeClient
 from harness.kube.externals import ExternalHosts
+from harness.kube.kind import ClusterAccess, KindCli
 from harness.kube.naming import NamespaceMap
 from harness.kube.progress import heartbeat, reporter
-from harness.kube.tools import KindTools, check_images, check_kind_tools, image_is_local, last_line, run, url_problem
+from harness.kube.tools import (
+    ImageTransfer,
+    KindTools,
+    check_images,
+    check_kind_tools,
+    image_is_local,
+    image_transfer,
+    kubectl_client_version,
+    last_line,
+    run,
+    save_command,
+    url_problem,
+)
 from harness.kube.versions import clusters_dir, kubernetes_version_of, load_versions
+from harness.kube.views import InstallationView, TigeraStatusView, ready_nodes
 
 log = logging.getLogger("harness.kube")
 
@@ -52,20 +73,36 @@ CLUSTER_LABEL = "netpol-harness.io/cluster"
 CLUSTER_LABEL_VALUE = "kind-calico"
 #: Seconds for one kubectl call of the Calico install (it downloads a manifest).
 KUBECTL_TIMEOUT = 300.0
-#: Seconds for pulling the probe image into the local Docker.
+#: Seconds for pulling the probe image into the local Docker, and for saving it.
 PULL_TIMEOUT = 600.0
+SAVE_TIMEOUT = 300.0
+#: Namespaces the cluster's own components run in: Kubernetes' (kube-system,
+#: kube-public, kube-node-lease), kind's storage provisioner (local-path-storage) and
+#: Calico's (tigera-operator from tigera-operator.yaml; calico-system and
+#: calico-apiserver, created by the operator). A scenario namespace of one of these
+#: names gets a namespace of its own on the cluster (see harness/kube/naming.py).
+SYSTEM_NAMESPACES = (
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+    "tigera-operator",
+    "calico-system",
+    "calico-apiserver",
+)
 
 
 class KindCalicoTarget:
-    """The cluster as Calico's installer sees it: kubectl plus two status reads."""
+    """The cluster as Calico's installer sees it: kubectl and a few status reads,
+    all through the same kubeconfig and context."""
 
-    def __init__(self, kubectl: Path, kubeconfig: Path, kube: KubeClient) -> None:
+    def __init__(self, kubectl: Path, access: ClusterAccess, kube: KubeApi) -> None:
         self.kubectl_path = kubectl
-        self.kubeconfig = kubeconfig
+        self.access = access
         self.kube = kube
 
     def command(self, *args: str) -> list[str]:
-        return [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args]
+        return self.access.kubectl(self.kubectl_path, *args)
 
     def kubectl(self, *args: str) -> str:
         result = run(self.command(*args), KUBECTL_TIMEOUT)
@@ -76,27 +113,34 @@ class KindCalicoTarget:
             )
         return result.stdout
 
-    def tigera_statuses(self) -> dict[str, bool]:
+    def tigera_statuses(self) -> list[TigeraStatusView]:
         return self.kube.tigera_statuses()
 
+    def installation(self) -> InstallationView | None:
+        return self.kube.installation()
+
     def node_readiness(self) -> tuple[int, int]:
-        return self.kube.node_readiness()
+        return ready_nodes(self.kube.nodes())
+
+    def crd_mode(self) -> str:
+        return "v1" if self.kube.crd_exists(V1_MODE_CRD) else "v3"
 
     def diagnostics(self) -> str:
         parts = []
-        for args in (("get", "tigerastatus", "-o", "wide"), ("get", "pods", "-A", "-o", "wide")):
+        for args in (
+            ("get", "tigerastatus", "-o", "wide"),
+            ("get", "installations.operator.tigera.io", "default", "-o", "jsonpath={.status}"),
+            ("get", "pods", "-A", "-o", "wide"),
+        ):
             result = run(self.command(*args), 30)
             parts.append(f"$ kubectl {' '.join(args)}\n{(result.stdout or result.stderr).strip()[-3000:]}")
         return "\n".join(parts)
 
     def installed_version(self) -> str | None:
-        """``status.calicoVersion`` of the operator's Installation, None without Calico."""
-        result = run(
-            self.command("get", "installations.operator.tigera.io", "default", "-o", "jsonpath={.status.calicoVersion}"), 30
-        )
-        if result.returncode != 0:
-            return None
-        return result.stdout.strip() or None
+        """``status.calicoVersion`` of the operator's Installation, None without one
+        (no Calico, or one not yet available)."""
+        installation = self.kube.installation()
+        return installation.calico_version or None if installation is not None else None
 
 
 class CalicoStep(enum.Enum):
@@ -115,8 +159,9 @@ def release_key(version: str) -> tuple[int, ...] | None:
 
 def calico_step(cluster: str, installed: str | None, release: CalicoRelease, owned: bool) -> CalicoStep:
     """Install, upgrade or just wait, given the Calico a cluster runs (None: none
-    installed through the operator). A CNI is installed or upgraded only in a
-    cluster the harness made (``owned``), and never downgraded."""
+    installed through the operator, or one that never became available). A CNI is
+    installed or upgraded only in a cluster the harness made (``owned``), and never
+    downgraded. Installing is idempotent: a half-installed cluster is installed again."""
     if installed == release.version:
         return CalicoStep.WAIT
     delete = f"`kind delete cluster --name {cluster}`"
@@ -147,11 +192,25 @@ def calico_step(cluster: str, installed: str | None, release: CalicoRelease, own
     return CalicoStep.UPGRADE
 
 
-def harness_made(kube: KubeClient) -> bool:
+def harness_made(kube: KubeApi) -> bool:
     """Whether the cluster's nodes carry the label of ``clusters/kind-calico.yaml``."""
-    return any(
-        ((node.get("metadata") or {}).get("labels") or {}).get(CLUSTER_LABEL) == CLUSTER_LABEL_VALUE for node in kube.nodes()
-    )
+    return any(node.meta.labels.get(CLUSTER_LABEL) == CLUSTER_LABEL_VALUE for node in kube.nodes())
+
+
+def kubernetes_minor(kube: KubeApi, node_image: str) -> tuple[int, int] | None:
+    """The cluster's Kubernetes minor version: the API server's, else the node image's tag."""
+    for version in (_server_version(kube), kubernetes_version_of(node_image)):
+        match = re.match(r"v?(\d+)\.(\d+)", version)
+        if match:
+            return parse_minor(f"{match.group(1)}.{match.group(2)}")
+    return None
+
+
+def _server_version(kube: KubeApi) -> str:
+    try:
+        return kube.server_version()
+    except HarnessError:
+        return ""
 
 
 class KindBackend(ClusterBackend):
@@ -159,8 +218,9 @@ class KindBackend(ClusterBackend):
 
     def __init__(
         self,
-        kube: KubeClient,
-        cluster: Any,
+        kube: KubeApi,
+        kind: KindCli,
+        cluster: str,
         tools: KindTools,
         target: KindCalicoTarget,
         release: CalicoRelease,
@@ -174,10 +234,12 @@ class KindBackend(ClusterBackend):
         progress: Progress,
         cleanup_paths: list[Path],
     ) -> None:
-        super().__init__(kube, NamespaceMap(), image, progress, adopt_existing_namespaces=True)
+        super().__init__(kube, NamespaceMap(reserved=SYSTEM_NAMESPACES), image, progress, adopt_existing_namespaces=True)
+        self.kind = kind
         self.cluster = cluster
         self.tools = tools
         self.target = target
+        #: The release the cluster is known to run: the Installation reported it.
         self.release = release
         #: This run created the cluster: close() deletes it (unless kept).
         self.created = created
@@ -187,7 +249,9 @@ class KindBackend(ClusterBackend):
         self.node_image = node_image
         self.kind_version = kind_version
         self.cleanup_paths = cleanup_paths
-        self.externals = ExternalHosts(tools.docker, tools.kind, cluster.name, image, progress)
+        self.externals = ExternalHosts(tools.docker, tools.kind, cluster, image, progress)
+        #: Limits of the waits for Calico after an upgrade.
+        self.timeouts = Timeouts()
         self._kubernetes_version = ""
         self._done = False
 
@@ -203,33 +267,41 @@ class KindBackend(ClusterBackend):
         self.externals.stop()
 
     def kubectl_target(self) -> tuple[str | None, str | None]:
-        return str(self.target.kubeconfig), f"kind-{self.cluster.name}"
+        return str(self.target.access.kubeconfig), self.target.access.context
 
     def info(self) -> BackendInfo:
         if not self._kubernetes_version:
-            try:
-                self._kubernetes_version = self.kube.server_version()
-            except HarnessError:
-                self._kubernetes_version = kubernetes_version_of(self.node_image)
+            self._kubernetes_version = _server_version(self.kube) or kubernetes_version_of(self.node_image)
         return BackendInfo(
             self.name,
             "calico",
             self.release.version,
             self._kubernetes_version,
-            {"kind_version": self.kind_version, "node_image": self.node_image, "cluster": str(self.cluster.name)},
+            {"kind_version": self.kind_version, "node_image": self.node_image, "cluster": self.cluster},
         )
 
     def upgrade_calico(self, to_version: str) -> None:
         """Upgrade this cluster's Calico (server-side apply of the target version's
-        manifests, as Calico's upgrade guide does) and wait until it is available.
-        Only on a cluster the harness made, and never to an older release."""
+        upgrade manifests, as its upgrade guide does) and wait until the operator
+        reports the target release running and every component settled. Only on a
+        cluster the harness made, and never to an older release. Until that wait
+        is over, the backend still reports the release it ran before, so nothing
+        labelled with the new version runs on the old one."""
         directory = clusters_dir()
         release = resolve_release(to_version, load_versions(directory), load_recipes(directory))
-        step = calico_step(str(self.cluster.name), self.release.version, release, self.owned)
+        installed = self.target.installed_version() or self.release.version
+        step = calico_step(self.cluster, installed, release, self.owned)
+        kubernetes = kubernetes_minor(self.kube, self.node_image)
         if step is CalicoStep.UPGRADE:
-            upgrade_calico(self.target, release, self.progress)
+            upgrade_calico(self.target, release, self.progress, kubernetes, self.timeouts)
         else:
-            wait_until_available(self.target, release, self.progress, Timeouts())
+            wait_until_available(self.target, release, self.progress, self.timeouts)
+        running = self.target.installed_version()
+        if running != release.version:
+            raise BackendError(
+                f"the Calico upgrade to {release.version} ended, but installations.operator.tigera.io/default "
+                f"reports {running or 'no calicoVersion'}"
+            )
         self.release = release
 
     def close(self) -> None:
@@ -244,7 +316,7 @@ class KindBackend(ClusterBackend):
                 self.stop_externals()
             finally:
                 self.kube.close()
-                delete_cluster(self.cluster, self.progress, self.cleanup_paths)
+                delete_cluster(self.kind, self.cluster, self.target.access.kubeconfig, self.progress, self.cleanup_paths)
             return
         try:
             self.close_namespaces()
@@ -254,20 +326,21 @@ class KindBackend(ClusterBackend):
             elif self.created:
                 # Its kubeconfig stays: the reproduce commands of the run's reports name it.
                 self.progress(
-                    f"kept kind cluster {self.cluster.name} (Calico {self.release.version}): a later run with the same "
+                    f"kept kind cluster {self.cluster} (Calico {self.release.version}): a later run with the same "
                     "--cluster-name and --calico-version options and --keep-cluster reuses it; delete it with "
-                    f"`kind delete cluster --name {self.cluster.name}`"
+                    f"`kind delete cluster --name {self.cluster}`"
                 )
 
 
-def delete_cluster(cluster: Any, progress: Progress, cleanup_paths: list[Path]) -> None:
+def delete_cluster(kind: KindCli, cluster: str, kubeconfig: Path, progress: Progress, cleanup_paths: list[Path]) -> None:
     try:
-        with heartbeat(progress, f"deleting kind cluster {cluster.name}"):
+        with heartbeat(progress, f"deleting kind cluster {cluster}"):
             try:
-                cluster.delete()
-            except (subprocess.CalledProcessError, OSError) as err:
-                command = f"kind delete cluster --name {cluster.name}"
-                raise BackendError(f"could not delete kind cluster {cluster.name} ({err}); delete it with `{command}`") from None
+                kind.delete(cluster, kubeconfig)
+            except HarnessError as err:
+                raise BackendError(
+                    f"could not delete kind cluster {cluster} ({err}); delete it with `kind delete cluster --name {cluster}`"
+                ) from None
     finally:
         # `kind delete cluster --name` needs none of these files.
         remove_paths(cleanup_paths)
@@ -296,23 +369,27 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def existing_clusters(kind: Path) -> list[str]:
-    result = run([str(kind), "get", "clusters"], 30)
-    if result.returncode != 0:
-        raise BackendUnavailable(f"`kind get clusters` failed: {last_line(result.stderr) or result.returncode}")
-    return result.stdout.split()
-
-
-def kind_binary_version(kind: Path) -> str:
-    match = re.search(r"v\d+\.\d+\.\d+\S*", run([str(kind), "version"], 30).stdout)
-    return match.group(0) if match else "unknown"
-
-
 def first_option(options: OptionSource, name: str) -> Any:
     value = options.getoption(name, None)
     if isinstance(value, list | tuple):
         return value[0] if value else None
     return value
+
+
+def preflight_report(tools: KindTools, kubectl_version: str | None, node_image: str, image: str) -> list[str]:
+    """What the run will rely on, said before anything slow starts: the Docker daemon
+    and its image store, how the probe image gets into the nodes, kubectl's skew."""
+    info = tools.docker_info
+    lines = [f"{info.describe()}: {image} goes into the nodes as {image_transfer(info).value}"]
+    node = kubernetes_version_of(node_image)
+    if kubectl_version and node:
+        have, want = re.match(r"v?\d+\.(\d+)", kubectl_version), re.match(r"v?\d+\.(\d+)", node)
+        if have and want and abs(int(have.group(1)) - int(want.group(1))) > 1:
+            lines.append(
+                f"warning: kubectl {kubectl_version} is more than one minor version away from the nodes' Kubernetes "
+                f"{node} (kubectl supports one minor version of skew); install the kubectl pinned in clusters/versions.env"
+            )
+    return lines
 
 
 def create_kind_backend(options: OptionSource, progress: Progress | None = None) -> KindBackend:
@@ -338,12 +415,15 @@ def create_kind_backend(options: OptionSource, progress: Progress | None = None)
         versions.kind_version,
         versions.kubectl_version,
     )
-    exists = name in existing_clusters(tools.kind)
+    kind = KindCli(tools.kind)
+    exists = name in kind.clusters()
     check_images(tools.docker, [image] if exists else [node_image, image])
     if not exists:
-        problem = url_problem(release.manifest_url(release.recipe.install[0]))
+        problem = url_problem(release.manifest_url(release.recipe.install[0].name))
         if problem:
             raise BackendUnavailable(f"the kind backend cannot start:\n  - {problem}")
+    for line in preflight_report(tools, kubectl_client_version(tools.kubectl), node_image, image):
+        report(line)
     return _bring_up(name, keep, kubeconfig_option, node_image, image, release, tools, exists, directory, report)
 
 
@@ -359,50 +439,39 @@ def _bring_up(
     directory: Path,
     report: Progress,
 ) -> KindBackend:
-    from pytest_kind import KindCluster
+    from harness.kube.client import KubeClient
 
+    kind = KindCli(tools.kind)
+    # pytest-kind-ng's layout: .pytest-kind/<name>/kubeconfig, unless --kubeconfig says otherwise.
     state_dir = Path(".pytest-kind")
     cleanup: list[Path] = []
     if not state_dir.exists():
         cleanup.append(state_dir.resolve())
     if not (state_dir / name).exists():
         cleanup.insert(0, (state_dir / name).resolve())
-    cluster = KindCluster(
-        name,
-        Path(kubeconfig_option) if kubeconfig_option else None,
-        image=node_image,
-        kind_path=tools.kind,
-        kubectl_path=tools.kubectl,
-    )
     # Absolute, so that later kind and kubectl calls do not depend on the working directory.
-    kubeconfig = Path(cluster.kubeconfig_path).resolve()
-    cluster.kubeconfig_path = kubeconfig
+    kubeconfig = (Path(kubeconfig_option) if kubeconfig_option else state_dir / name / "kubeconfig").resolve()
     if not kubeconfig_option and not kubeconfig.exists():
         cleanup.insert(0, kubeconfig)
+    access = ClusterAccess.of(name, kubeconfig)
     created = not exists
-    kube: KubeClient | None = None
+    kube: KubeApi | None = None
     try:
-        if exists and not kubeconfig_option:
-            # A cluster made elsewhere: its kubeconfig may not be where pytest-kind-ng looks.
-            result = run([str(tools.kind), "get", "kubeconfig", "--name", name], 30)
-            if result.returncode != 0:
-                raise BackendUnavailable(f"cannot get the kubeconfig of kind cluster {name}: {last_line(result.stderr)}")
-            write_private(kubeconfig, result.stdout)
-        message = (
-            f"reusing kind cluster {name}"
-            if exists
-            else f"creating kind cluster {name} ({node_image}, 1 control plane + 2 workers)"
-        )
-        with heartbeat(report, message):
-            try:
-                cluster.create(directory / KIND_CONFIG)
-            except subprocess.CalledProcessError as err:
-                raise BackendError(f"`kind create cluster` failed (exit code {err.returncode}); its output is above") from None
-        kube = KubeClient(str(kubeconfig), context=f"kind-{name}")
-        target = KindCalicoTarget(tools.kubectl, kubeconfig, kube)
+        if exists:
+            if not kubeconfig_option:
+                # A cluster made elsewhere: its kubeconfig may not be where this run looks.
+                write_private(kubeconfig, kind.kubeconfig(name))
+            report(f"reusing kind cluster {name}")
+        else:
+            if not kubeconfig.exists():
+                write_private(kubeconfig, "")
+            with heartbeat(report, f"creating kind cluster {name} ({node_image}, 1 control plane + 2 workers)"):
+                kind.create(name, directory / KIND_CONFIG, node_image, kubeconfig)
+        kube = KubeClient(str(access.kubeconfig), context=access.context)
+        target = KindCalicoTarget(tools.kubectl, access, kube)
         owned = harness_made(kube)
         if created and not owned:
-            # pytest-kind-ng reuses a cluster of that name that appeared meanwhile: not this run's to delete.
+            # A cluster of that name that appeared meanwhile: not this run's to delete.
             created = False
             raise BackendUnavailable(
                 f"kind cluster {name} appeared while this run was creating it, without the harness's node label "
@@ -411,17 +480,19 @@ def _bring_up(
         # Decided before anything is loaded into the cluster: one the harness did not make stays untouched.
         installed = target.installed_version() if exists else None
         step = calico_step(name, installed, release, owned)
-        load_image(cluster, tools, image, report)
+        load_image(kind, tools, name, image, report)
+        kubernetes = kubernetes_minor(kube, node_image)
         if step is CalicoStep.INSTALL:
-            install_calico(target, release, report)
+            install_calico(target, release, report, kubernetes)
         elif step is CalicoStep.UPGRADE:
             report(f"kind cluster {name} has Calico {installed}; upgrading to {release.version}")
-            upgrade_calico(target, release, report)
+            upgrade_calico(target, release, report, kubernetes)
         else:
             wait_until_available(target, release, report, Timeouts())
         backend = KindBackend(
             kube,
-            cluster,
+            kind,
+            name,
             tools,
             target,
             release,
@@ -429,7 +500,7 @@ def _bring_up(
             owned=owned,
             keep=keep,
             node_image=node_image,
-            kind_version=kind_binary_version(tools.kind),
+            kind_version=kind.version(),
             image=image,
             progress=report,
             cleanup_paths=cleanup,
@@ -442,7 +513,7 @@ def _bring_up(
             kube.close()
         if created:
             try:
-                delete_cluster(cluster, report, cleanup)
+                delete_cluster(kind, name, kubeconfig, report, cleanup)
             except BackendError as err:
                 log.error("%s", err)
         else:
@@ -450,16 +521,30 @@ def _bring_up(
         raise
 
 
-def load_image(cluster: Any, tools: KindTools, image: str, report: Progress) -> None:
+def load_image(kind: KindCli, tools: KindTools, cluster: str, image: str, report: Progress) -> None:
     """Put the probe image on every node from the local Docker (pulled once there
-    first), instead of every node pulling it."""
+    first), as an archive of the nodes' platform only (see ImageTransfer), instead
+    of every node pulling it; with a daemon that can make no such archive, the
+    nodes pull it."""
     if not image_is_local(tools.docker, image):
         with heartbeat(report, f"pulling {image}"):
             result = run([str(tools.docker), "pull", image], PULL_TIMEOUT)
         if result.returncode != 0:
             raise BackendUnavailable(f"cannot pull {image}: {last_line(result.stderr) or result.returncode}")
-    with heartbeat(report, f"loading {image} into kind cluster {cluster.name}"):
-        try:
-            cluster.load_docker_image(image)
-        except subprocess.CalledProcessError as err:
-            raise BackendError(f"`kind load docker-image {image}` failed (exit code {err.returncode})") from None
+    transfer = image_transfer(tools.docker_info)
+    if transfer is ImageTransfer.NODES_PULL:
+        report(
+            f"{tools.docker_info.describe()} cannot save one platform of an image (docker image save --platform needs "
+            f"API 1.48): the nodes pull {image} themselves"
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="netpol-harness-image-") as scratch:
+        archive = Path(scratch) / "probe-image.tar"
+        command = save_command(tools.docker, image, archive, transfer, tools.docker_info.platform)
+        assert command is not None  # NODES_PULL returned above
+        with heartbeat(report, f"loading {image} ({tools.docker_info.platform}) into kind cluster {cluster}"):
+            result = run(command, SAVE_TIMEOUT)
+            if result.returncode != 0:
+                said = last_line(result.stderr) or last_line(result.stdout) or f"exit code {result.returncode}"
+                raise BackendError(f"`{' '.join(command[1:])}` failed: {said}")
+            kind.load_archive(cluster, archive)
