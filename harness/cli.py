@@ -1,4 +1,5 @@
-"""Command line: ``python -m harness explain``, ``validate`` and ``init``.
+"""Command line: ``python -m harness explain``, ``validate``, ``init``, ``constraints``,
+``impact`` and ``cleanup``.
 
 ``explain`` is the reproduce command of the model backend: it prints the reference
 model's verdict for one cell of a scenario step, the policy rule that admits it or
@@ -11,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,11 +26,14 @@ from harness.core.plan import StepPlan
 from harness.core.topology import PortProtocol
 from harness.engine.change import ImpactReport, ScenarioChange, confirm, removed_scenarios, scenario_change, scenario_files
 from harness.engine.change import Status as ChangeStatus
+from harness.engine.constraint_results import applied_nowhere
+from harness.engine.constraints import check_scenario
 from harness.engine.pipeline import Pipeline
 from harness.model import model_of
 from harness.reporting.impact import render_markdown, render_text
 from harness.reporting.markdown import STEP_SUMMARY_ENV
 from harness.scenario import Scenario, load_scenario
+from harness.scenario.constraints import load_constraints
 from harness.scenario.files import SCENARIO_SUFFIXES, looks_like_scenario
 from harness.scenario.sources import GitRevision, WorkingTree
 from harness.scenario.starter import starter_scenario
@@ -111,6 +116,56 @@ def _scenario_files(paths: Sequence[str]) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+def constraints(args: argparse.Namespace) -> int:
+    """Every constraint of a file on every step of the scenarios, by the reference
+    model: 0 when every one holds and each applies somewhere, 1 when one is violated
+    or applies to no step of any scenario, 2 on a file that cannot be read."""
+    constraint_set = load_constraints(args.file)
+    paths = _scenario_files(args.scenarios)
+    if not paths:
+        raise HarnessError(f"no scenario file in {', '.join(args.scenarios)}")
+    checks = []
+    invalid = 0
+    for path in paths:
+        try:
+            scenario = load_scenario(path)
+        except HarnessError as err:
+            invalid += 1
+            print(f"INVALID {err}")
+            continue
+        check = check_scenario(constraint_set, scenario)
+        checks.append(check)
+        print(f"scenario {scenario.name} ({path}): {check.reason() or 'every constraint that applies holds'}")
+        for i, plan in enumerate(scenario.plans):
+            print(f"  step {plan.name}:")
+            for result in check.results:
+                step = result.steps[i]
+                if not step.applied:
+                    print(f"    not applicable  {result.name}")
+                elif step.violations:
+                    print(f"    VIOLATED        {result.name}: {step.model.count} of {step.model.checked} cell(s)")
+                else:
+                    print(f"    held            {result.name} ({step.model.checked} cell(s))")
+        text = check.render(scenario.name)
+        if text:
+            print(textwrap.indent(text, "  "))
+    if invalid:
+        print(f"error: {invalid} scenario file(s) cannot be read", file=sys.stderr)
+        return 2
+    nowhere = applied_nowhere(checks)
+    for name in nowhere:
+        print(
+            f"error: constraint {name} applies to no step of the {len(checks)} scenario(s): it tests nothing",
+            file=sys.stderr,
+        )
+    violated = [c for c in checks if c.violated]
+    print(
+        f"{len(constraint_set)} constraint(s) of {constraint_set.source} on {len(checks)} scenario(s): "
+        f"{len(violated)} scenario(s) violate one"
+    )
+    return 1 if violated or nowhere else 0
 
 
 def impact(args: argparse.Namespace) -> int:
@@ -196,6 +251,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     va = sub.add_parser("validate", help="check scenario files without running them")
     va.add_argument("files", nargs="+", help="scenario files, or directories of them")
     va.set_defaults(func=validate)
+    co = sub.add_parser(
+        "constraints",
+        help="check scenarios against a constraints file by the reference model, without pytest",
+        description="Every constraint of FILE (docs/constraints.md) on every step of every scenario, by the "
+        "reference model. Exit 0 when every constraint holds and applies to some step, 1 when one is violated "
+        "or applies to none, 2 when a file cannot be read.",
+    )
+    co.add_argument("file", metavar="FILE", help="the constraints file")
+    co.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario files, or directories of them")
+    co.set_defaults(func=constraints)
     im = sub.add_parser(
         "impact",
         help="the cells a change opens and closes, scenario by scenario, against a git revision",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from harness.core.matrix import compare, mismatch_lines
 from harness.engine.baseline import BaselineCheck
+from harness.engine.constraint_results import ScenarioConstraints
 from harness.engine.pipeline import ScenarioResult, StepResult
 
 
@@ -57,11 +58,14 @@ def judge(
     baseline: BaselineCheck | None = None,
     settings: JudgeSettings | None = None,
     problems: Sequence[str] = (),
+    constraints: ScenarioConstraints | None = None,
 ) -> Verdict:
     """The scenario's status. In order: its intent (or, for an expected failure,
     exactly the documented wrong cells), its unsupported cells, its baseline, and
     ``problems`` of the run (a baseline that could not be written): any of them
-    makes it fail."""
+    makes it fail. A violated constraint fails it whatever the rest says (an
+    expected failure or a skip too), and its text comes first: the reader sees
+    which constraint is broken before any wrong cell."""
     settings = settings or JudgeSettings()
     scenario = result.scenario
     backend = result.backend.backend
@@ -103,6 +107,13 @@ def judge(
             reason = problem.splitlines()[0]
         status = Status.FAILED
         blocks.append(problem)
+    if constraints is not None and constraints.violated:
+        # The other failure, if any, stays in the reason; an expected failure's
+        # reason or a skip's does not: they no longer describe the verdict.
+        also = f"; {reason}" if status is Status.FAILED and reason else ""
+        status = Status.FAILED
+        reason = constraints.reason() + also
+        blocks.insert(0, constraints.render(scenario.name))
     return Verdict(status, reason, "\n\n".join(b for b in blocks if b))
 
 

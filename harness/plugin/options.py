@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.backends import BACKENDS, DEFAULT_BACKEND, available_backend_modules
+from harness.core.files import display_path
 
 #: pytest's option group for every netpol-harness option (``--help``).
 OPTION_GROUP = ("netpol", "NetworkPolicy scenarios (netpol-harness)")
@@ -117,6 +118,15 @@ def add_options(parser: pytest.Parser) -> None:
         "declares allowed (declare an intended opening with an expect rule in the same change).",
     )
     group.addoption(
+        "--netpol-constraints",
+        metavar="PATH",
+        default=None,
+        dest="netpol_constraints",
+        help="check every step of every scenario against the constraints in PATH (docs/constraints.md): "
+        "a violated constraint fails the scenario, and one that applies to no step of any scenario of the "
+        "run fails the run. Default: the netpol_constraints ini value.",
+    )
+    group.addoption(
         "--update-expectations",
         action="store_true",
         default=False,
@@ -132,6 +142,13 @@ def add_options(parser: pytest.Parser) -> None:
         "scenarios, such as policy manifests, are left alone). Default: scenarios.",
     )
     parser.addini("netpol_backend", default="", help="default backend when --backend is not given.")
+    parser.addini(
+        "netpol_constraints",
+        type="paths",
+        default=[],
+        help="a constraints file (relative to the ini file) every scenario of the run is checked against, "
+        "when --netpol-constraints is not given.",
+    )
     for module in available_backend_modules():
         add = getattr(module, "add_options", None)
         if add is not None:
@@ -150,3 +167,19 @@ def check_ini(config: pytest.Config) -> None:
 
 def scenario_dirs(config: pytest.Config) -> list[Path]:
     return [Path(p).resolve() for p in config.getini("netpol_scenarios")]
+
+
+def constraints_file(config: pytest.Config) -> tuple[Path, str] | None:
+    """The constraints file of the run and where it was named (the option or the ini
+    file, for messages), or None."""
+    option = config.getoption("netpol_constraints", None)
+    if option:
+        # Relative to where pytest was started, as a path on the command line is.
+        return Path(config.invocation_params.dir) / option, f"--netpol-constraints {option}"
+    paths = config.getini("netpol_constraints")
+    if not paths:
+        return None
+    where = f"{config.inipath or 'ini file'}: netpol_constraints"
+    if len(paths) > 1:
+        raise pytest.UsageError(f"{where} names {len(paths)} files; give one constraints file")
+    return Path(paths[0]), f"{where} = {display_path(Path(paths[0]))}"

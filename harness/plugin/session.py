@@ -19,13 +19,16 @@ from harness.core.files import display_path
 from harness.core.progress import Progress
 from harness.engine.baseline import check_baseline, record_baseline
 from harness.engine.change import confirm, scenario_change
+from harness.engine.constraint_results import ScenarioConstraints, applied_nowhere
+from harness.engine.constraints import check_scenario
 from harness.engine.probing import ProbeSettings
 from harness.engine.verdict import JudgeSettings, Status, Verdict, judge
 from harness.plugin.items import BrokenScenarioItem, ScenarioFailure, ScenarioFile, ScenarioItem, scenario_name
 from harness.plugin.manager import BackendManager
-from harness.plugin.options import scenario_dirs
+from harness.plugin.options import constraints_file, scenario_dirs
 from harness.reporting.junit import junit_properties
 from harness.reporting.records import ScenarioRecord
+from harness.scenario.constraints import ConstraintSet, load_constraints
 from harness.scenario.files import SCENARIO_NAME_SUFFIXES, SCENARIO_SUFFIXES, looks_like_scenario
 from harness.scenario.sources import GitRevision
 from harness.scenario.update import update_expectations
@@ -84,6 +87,9 @@ class NetpolPlugin:
         self.explicit = [Path(a.split("::")[0]).resolve() for a in config.args if not a.startswith("-")]
         self.record_dir, self.baseline_dir = self._baseline_dirs()
         self.base = self._base_revision()
+        self.constraints = self._constraints()
+        #: The constraint results of every scenario reported (in the process that reports).
+        self.constraint_checks: list[ScenarioConstraints] = []
         self.fail_on_opened = bool(config.getoption("netpol_fail_on_opened"))
         if self.fail_on_opened and self.base is None:
             raise pytest.UsageError("--fail-on-opened: give the revision to compare with, --netpol-base REF")
@@ -104,6 +110,16 @@ class NetpolPlugin:
         if record_dir is not None and record_dir.exists() and not record_dir.is_dir():
             raise pytest.UsageError(f"--record-baseline {record}: exists and is not a directory")
         return record_dir, baseline_dir
+
+    def _constraints(self) -> ConstraintSet | None:
+        found = constraints_file(self.config)
+        if found is None:
+            return None
+        path, where = found
+        try:
+            return load_constraints(path, str(display_path(path)))
+        except HarnessError as err:
+            raise pytest.UsageError(f"{where}: {err}") from None
 
     def _base_revision(self) -> GitRevision | None:
         ref = self.config.getoption("netpol_base", None)
@@ -185,10 +201,12 @@ class NetpolPlugin:
         try:
             result = pipeline.run_scenario(item.scenario, item.variant.label)
         except HarnessError as err:
-            # The backend failed under the scenario: no verdict on what was not observed.
+            # The backend failed under the scenario: no verdict on what was not observed
+            # (the constraints are still checked by the model, for the reports).
             message = f"{item.scenario.name}: the {self.manager.name} backend failed: {err}"
             verdict = Verdict(Status.ERROR, str(err).splitlines()[0] if str(err) else type(err).__name__, message)
-            item.stash[record_key] = _error_record(item, verdict)
+            checks = check_scenario(self.constraints, item.scenario) if self.constraints is not None else None
+            item.stash[record_key] = _error_record(item, verdict, checks)
             raise ScenarioFailure(message) from None
         if self.config.getoption("netpol_update_expectations", False):
             update = update_expectations(item.scenario, {step.name: step.comparison.observed for step in result.steps})
@@ -208,8 +226,9 @@ class NetpolPlugin:
                 change = confirm(change, result)
             if self.fail_on_opened and change.undeclared:
                 problems.append(change.gate_message())
-        verdict = judge(result, baseline, self.judge_settings, problems)
-        record = ScenarioRecord.of(item.nodeid, result, verdict, baseline, recorded, change)
+        checks = check_scenario(self.constraints, item.scenario, result) if self.constraints is not None else None
+        verdict = judge(result, baseline, self.judge_settings, problems, checks)
+        record = ScenarioRecord.of(item.nodeid, result, verdict, baseline, recorded, change, checks)
         item.stash[record_key] = record
         item.user_properties.extend(junit_properties(record))
         if verdict.status is Status.XFAILED:
@@ -247,13 +266,20 @@ class NetpolPlugin:
         data = getattr(report, REPORT_ATTRIBUTE, None)
         if data is None or is_worker(self.config):
             return
-        self.config.hook.pytest_netpol_record(config=self.config, record=ScenarioRecord.from_json(data))
+        record = ScenarioRecord.from_json(data)
+        if record.constraints is not None:
+            self.constraint_checks.append(record.constraints)
+        self.config.hook.pytest_netpol_record(config=self.config, record=record)
 
     # -- the end of the run -------------------------------------------------------------
 
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Remove what the backend created while the run can still report a failure."""
+        """Remove what the backend created while the run can still report a failure;
+        fail the run when a constraint applies to no step of any scenario (the
+        reports say which)."""
+        if self.constraint_checks and applied_nowhere(self.constraint_checks) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         try:
             self.closing_notes.extend(self.manager.close())
@@ -285,10 +311,12 @@ class NetpolPlugin:
             lines.append(f"netpol baseline: comparing with {self.baseline_dir}")
         if self.record_dir is not None:
             lines.append(f"netpol baseline: recording in {self.record_dir}")
+        if self.constraints is not None:
+            lines.append(f"netpol constraints: {self.constraints.source} ({len(self.constraints)} constraint(s))")
         return lines
 
 
-def _error_record(item: pytest.Item, verdict: Verdict) -> ScenarioRecord:
+def _error_record(item: pytest.Item, verdict: Verdict, constraints: ScenarioConstraints | None = None) -> ScenarioRecord:
     name = item.scenario.name if isinstance(item, ScenarioItem) else item.name
     if isinstance(item, ScenarioItem) and item.variant.label:
         name = f"{name}[{item.variant.label}]"
@@ -301,6 +329,7 @@ def _error_record(item: pytest.Item, verdict: Verdict) -> ScenarioRecord:
         reason=verdict.reason,
         message=verdict.message,
         description=description,
+        constraints=constraints,
     )
 
 

@@ -17,12 +17,14 @@ from typing import Any
 from harness import __version__
 from harness.core.matrix import Cell, Comparison
 from harness.core.topology import PortProtocol
+from harness.engine.constraint_results import ConstraintStatus, Finding
 from harness.engine.verdict import Status
 from harness.reporting.drawing import drawn_region
 from harness.reporting.records import (
     RunSummary,
     ScenarioRecord,
     StepRecord,
+    constraint_tallies,
     format_duration,
     ordered,
     plural,
@@ -103,6 +105,14 @@ details { margin: 10px 0 0; }
 summary { cursor: pointer; color: var(--muted); font-weight: 600; font-size: 13px; }
 .note { color: var(--muted); font-size: 12px; }
 .baseline { margin-top: 12px; }
+.constraints { border-left: 4px solid #8250df; padding-left: 10px; margin: 10px 0; }
+.constraints table { border-collapse: collapse; margin: 4px 0 8px; }
+.constraints th, .constraints td { border-bottom: 1px solid var(--line); padding: 4px 10px 4px 0; text-align: left;
+                                   font-size: 12px; vertical-align: top; }
+.constraint.violated { color: #a40e26; font-weight: 600; }
+.constraint.passed { color: #116329; }
+.constraint.not-applicable { color: var(--muted); }
+ul.run-constraints li.failing { color: #a40e26; font-weight: 600; }
 """
 
 
@@ -247,8 +257,67 @@ def _scenario(record: ScenarioRecord) -> str:
     return "\n".join(out)
 
 
+def _finding(finding: Finding, head: str) -> str:
+    items = []
+    for cell in finding.cells[:PAGE_CELL_LIMIT]:
+        notes = []
+        if cell.observed:
+            notes.append(f"observed: {escape(cell.observed)}" + ("" if cell.model_agrees else " (the reference model blocks it)"))
+        if cell.why:
+            notes.append(f"reference model: {escape(cell.why)}")
+        note = f'<br><span class="note">{"<br>".join(notes)}</span>' if notes else ""
+        command = f"<pre>{escape(cell.command)}</pre>" if cell.command else ""
+        items.append(f"<li>{escape(cell.line())}{note}{command}</li>")
+    rest = finding.count - min(len(finding.cells), PAGE_CELL_LIMIT)
+    if rest > 0:
+        groups = "".join(f"<li>{escape(g.line().strip())}</li>" for g in finding.groups)
+        items.append(f'<li class="note">... and {rest} more, by group:<ul>{groups}</ul></li>')
+    return f'<h4>{escape(head)}</h4><ul class="wrong">{"".join(items)}</ul>'
+
+
+def _constraints(record: ScenarioRecord) -> str:
+    """The scenario's constraint results, and the cells of each violated one."""
+    checks = record.constraints
+    if checks is None:
+        return ""
+    rows = []
+    for result in checks.results:
+        status = result.status
+        css = status.value.replace(" ", "-")
+        if status is ConstraintStatus.VIOLATED:
+            cells = f"{result.violations} violating of {result.checked} checked"
+        elif status is ConstraintStatus.PASSED:
+            cells = f"{result.checked} checked"
+        else:
+            cells = "selects nothing at any step"
+        rows.append(
+            f'<tr><td>{escape(result.name)}</td><td class="constraint {css}">{escape(status.value)}</td>'
+            f'<td>{escape(cells)}</td><td class="note">{escape(result.summary)}</td></tr>'
+        )
+    out = [
+        f'<div class="constraints"><h4>Constraints of {escape(checks.source)}</h4>'
+        "<table><thead><tr><th>constraint</th><th>result</th><th>cells</th><th>asserts</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    ]
+    several = len(record.steps) > 1
+    for result in checks.violated:
+        out.append(f'<p class="constraint violated">violates constraint {escape(result.name)}: {escape(result.description)}</p>')
+        for step in result.steps:
+            where = f"step {step.step}: " if several else ""
+            if step.model.count:
+                out.append(
+                    _finding(step.model, f"{where}{step.model.count} of {step.model.checked} cell(s) by the reference model")
+                )
+            if step.observed is not None and step.observed.count:
+                head = f"{where}{step.observed.count} of {step.observed.checked} probed cell(s), with real traffic"
+                out.append(_finding(step.observed, head))
+    out.append("</div>")
+    return "\n".join(out)
+
+
 def _scenario_body(record: ScenarioRecord) -> str:
-    out = []
+    # A violated constraint first: it is what the reader must see before any matrix.
+    out = [_constraints(record)]
     several = len(record.steps) > 1
     baseline = record.baseline
     for s in record.steps:
@@ -318,9 +387,11 @@ def _impact(impact: Mapping[str, Any]) -> str:
 def _summary_table(records: Sequence[ScenarioRecord]) -> str:
     with_baseline = any(r.baseline is not None for r in records)
     with_unsupported = any(r.unsupported for r in records)
+    with_constraints = any(r.constraints is not None for r in records)
     head = "<tr><th>scenario</th><th>status</th><th>backend</th><th class='num'>probes</th><th class='num'>wrong</th>"
     head += "<th class='num'>unsupported</th>" if with_unsupported else ""
     head += "<th>baseline</th>" if with_baseline else ""
+    head += "<th>constraints</th>" if with_constraints else ""
     head += "<th class='num'>duration</th></tr>"
     rows = []
     for r in ordered(records):
@@ -335,9 +406,22 @@ def _summary_table(records: Sequence[ScenarioRecord]) -> str:
             cells.append(f"<td class='num'>{r.unsupported if r.ran else '-'}</td>")
         if with_baseline:
             cells.append(f"<td>{escape(r.baseline_summary or '-')}</td>")
+        if with_constraints:
+            cells.append(f"<td>{escape(r.constraints_text or '-')}</td>")
         cells.append(f"<td class='num'>{format_duration(r.duration)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _run_constraints(records: Sequence[ScenarioRecord]) -> str:
+    """Each constraint across the run; one that applies nowhere fails the run."""
+    tallies = constraint_tallies(records)
+    if not tallies:
+        return ""
+    items = "".join(
+        f'<li class="{"failing" if t.violated or t.applies_nowhere else ""}">{escape(t.line())}</li>' for t in tallies
+    )
+    return f'<div class="constraints"><h4>Constraints</h4><ul class="run-constraints">{items}</ul></div>'
 
 
 def _legend() -> str:
@@ -379,6 +463,7 @@ def index_html(summary: RunSummary, title: str = "netpol-harness report") -> str
 <h1>{escape(title)}</h1>
 <p class="run">{run}</p>
 {_summary_table(records)}
+{_run_constraints(records)}
 {_legend()}
 {sections}
 </body>

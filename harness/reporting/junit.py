@@ -4,6 +4,7 @@ plugin reading ``user_properties``)."""
 from __future__ import annotations
 
 from harness.core.matrix import Outcome
+from harness.engine.constraint_results import ConstraintStatus
 from harness.reporting.records import ScenarioRecord
 
 
@@ -35,6 +36,14 @@ def junit_properties(record: ScenarioRecord) -> list[tuple[str, object]]:
         props.append(("netpol.impact.opened", record.impact.get("opened", 0)))
         props.append(("netpol.impact.closed", record.impact.get("closed", 0)))
         props.append(("netpol.impact.undeclared", record.impact.get("undeclared_openings", 0)))
+    if record.constraints is not None:
+        results = record.constraints.results
+        props.append(("netpol.constraints.violated", sum(r.status is ConstraintStatus.VIOLATED for r in results)))
+        for result in results:
+            value = result.status.value
+            if result.status is ConstraintStatus.VIOLATED:
+                value += f" ({result.violations} cell(s))"
+            props.append((f"netpol.constraint.{result.name}", value))
     if record.baseline is not None:
         props.append(("netpol.baseline", record.baseline.summary))
         if not record.baseline.error:

@@ -9,9 +9,18 @@ from typing import Any
 
 from harness.core.matrix import LEGEND, Cell, Comparison
 from harness.core.topology import PortProtocol
+from harness.engine.constraint_results import ConstraintResult, ConstraintStatus, Finding
 from harness.engine.verdict import Status
 from harness.reporting.drawing import drawn_region
-from harness.reporting.records import RunSummary, ScenarioRecord, StepRecord, format_duration, ordered, plural
+from harness.reporting.records import (
+    RunSummary,
+    ScenarioRecord,
+    StepRecord,
+    constraint_tallies,
+    format_duration,
+    ordered,
+    plural,
+)
 
 _STATUS_MARK = {
     Status.PASSED: "✅",
@@ -63,9 +72,10 @@ def summary_table(records: Sequence[ScenarioRecord]) -> str:
     with_baseline = any(r.baseline is not None for r in records)
     with_unsupported = any(r.unsupported for r in records)
     with_findings = any(r.findings for r in records)
+    with_constraints = any(r.constraints is not None for r in records)
     head = ["", "scenario", "status", "backend", "probes", "wrong"]
     head += (["unsupported"] if with_unsupported else []) + (["CNI ≠ model"] if with_findings else [])
-    head += (["baseline"] if with_baseline else []) + ["duration"]
+    head += (["baseline"] if with_baseline else []) + (["constraints"] if with_constraints else []) + ["duration"]
     numeric = ("probes", "wrong", "unsupported", "CNI ≠ model", "duration")
     lines = [
         "| " + " | ".join(head) + " |",
@@ -86,6 +96,8 @@ def summary_table(records: Sequence[ScenarioRecord]) -> str:
             row.append(str(r.findings) if r.ran else "-")
         if with_baseline:
             row.append(escape(r.baseline_summary or "-"))
+        if with_constraints:
+            row.append(escape(r.constraints_text or "-"))
         row.append(format_duration(r.duration))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -169,6 +181,71 @@ def _step_section(step: StepRecord, several: bool) -> str:
     return "\n".join(out)
 
 
+_CONSTRAINT_MARK = {
+    ConstraintStatus.PASSED: "✅ held",
+    ConstraintStatus.VIOLATED: "❌ violated",
+    ConstraintStatus.NOT_APPLICABLE: "not applicable",
+}
+
+
+def _finding_cells(finding: Finding) -> list[str]:
+    out = []
+    for cell in finding.cells[:PAGE_CELL_LIMIT]:
+        out.append(f"- {escape(cell.line())}")
+        if cell.observed:
+            agreement = "" if cell.model_agrees else " (the reference model blocks it)"
+            out.append(f"  - observed: {escape(cell.observed)}{agreement}")
+        if cell.why:
+            out.append(f"  - reference model: {escape(cell.why)}")
+    rest = finding.count - min(len(finding.cells), PAGE_CELL_LIMIT)
+    if rest > 0:
+        out.append(f"- ... and {rest} more, by group:")
+        out += [f"  - {escape(g.line().strip())}" for g in finding.groups]
+    return out
+
+
+def _constraint_cells(result: ConstraintResult, several: bool) -> str:
+    """The cells that violate a constraint, step by step."""
+    out: list[str] = []
+    for step in result.steps:
+        head = f"Step {escape(step.step)}: " if several else ""
+        if step.model.count:
+            out += ["", f"{head}{step.model.count} of {step.model.checked} cell(s) checked by the reference model:", ""]
+            out += _finding_cells(step.model)
+        if step.observed is not None and step.observed.count:
+            out += ["", f"{head}{step.observed.count} of {step.observed.checked} probed cell(s), with real traffic:", ""]
+            out += _finding_cells(step.observed)
+    return "\n".join(out)
+
+
+def constraints_section(record: ScenarioRecord) -> str:
+    """The scenario's constraint results: a table, then the cells of each violated one."""
+    checks = record.constraints
+    if checks is None:
+        return ""
+    out = [
+        "## Constraints",
+        "",
+        f"From {escape(checks.source)}.",
+        "",
+        "| constraint | result | cells |",
+        "|---|---|---|",
+    ]
+    for result in checks.results:
+        if result.status is ConstraintStatus.NOT_APPLICABLE:
+            cells = "selects nothing at any step"
+        elif result.status is ConstraintStatus.VIOLATED:
+            cells = f"{result.violations} violating of {result.checked} checked"
+        else:
+            cells = f"{result.checked} checked"
+        out.append(f"| {escape(result.name)} | {_CONSTRAINT_MARK[result.status]} | {cells} |")
+    several = len(record.steps) > 1
+    for result in checks.violated:
+        out += ["", f"**{escape(result.name)}**: {escape(result.description)} It asserts: {escape(result.summary)}."]
+        out.append(_constraint_cells(result, several))
+    return "\n".join(out)
+
+
 def _impact_lines(impact: Mapping[str, Any]) -> str:
     lines = [
         f"{escape(str(impact.get('status')))}: {impact.get('opened', 0)} cell(s) opened, {impact.get('closed', 0)} closed"
@@ -201,6 +278,10 @@ def scenario_markdown(record: ScenarioRecord) -> str:
         f"| {escape(record.path)} | {escape(record.backend_label)} | {record.probes} | {record.mismatches} "
         f"| {record.unsupported} | {format_duration(record.duration)} |",
     ]
+    constraints = constraints_section(record)
+    if constraints:
+        # Before the matrices: a violated constraint is what a reader must see first.
+        out += ["", constraints]
     several = len(record.steps) > 1
     for step in record.steps:
         out += ["", _step_section(step, several)]
@@ -233,11 +314,28 @@ def run_summary_markdown(records: Sequence[ScenarioRecord], report_dir: str = ""
     if summary.backends:
         out += [f"Backend: {escape('; '.join(summary.backends))}.", ""]
     out += [summary_table(records)]
+    tallies = constraint_tallies(records)
+    if tallies:
+        out += ["", "Constraints:", ""] + [
+            f"- {'❌ ' if t.violated or t.applies_nowhere else ''}{escape(t.line())}" for t in tallies
+        ]
     for r in ordered(records):
         if not r.status.failing:
             continue
         lines: list[str] = []
         total = 0
+        for result in r.constraints.violated if r.constraints is not None else ():
+            lines.append(f"violates constraint {result.name}: {result.description}")
+            total += 1  # the heading line counts as listed, so that "... and N more" counts cells
+            for step in result.steps:
+                for finding in (step.model, step.observed):
+                    if finding is None:
+                        continue
+                    total += finding.count
+                    for cell in finding.cells:
+                        if len(lines) >= SUMMARY_CELL_LIMIT:
+                            break
+                        lines.append(f"  {cell.line()}")
         for s in r.steps:
             total += s.comparison.mismatch_count
             for m in s.comparison.iter_mismatches():

@@ -15,7 +15,7 @@ from harness.engine.variants import variant_changes
 from harness.reporting.directory import ReportDirectory
 from harness.reporting.markdown import STEP_SUMMARY_ENV, run_summary_markdown
 from harness.reporting.records import RunSummary, ScenarioRecord
-from harness.reporting.terminal import render_summary
+from harness.reporting.terminal import constraint_lines, render_summary
 
 
 class ReportingPlugin:
@@ -78,6 +78,8 @@ class ReportingPlugin:
             writer = config.get_terminal_writer()
             terminalreporter.write_sep("=", "netpol-harness summary")
             terminalreporter.write(render_summary(self.records, writer.fullwidth, writer.hasmarkup))
+            for line, failing in constraint_lines(self.records):
+                terminalreporter.write_line(line, red=failing, bold=failing)
             if self.reports is not None:
                 terminalreporter.write_line(f"netpol report: {self.reports.index}")
             recorded = [r.baseline_recorded for r in self.records if r.baseline_recorded]

@@ -26,11 +26,12 @@ from harness.core.state import Manifest, object_ref
 from harness.core.topology import PortProtocol
 from harness.engine.baseline import BaselineCheck
 from harness.engine.change import ScenarioChange
+from harness.engine.constraint_results import ConstraintStatus, ScenarioConstraints
 from harness.engine.pipeline import ScenarioResult, StepResult
 from harness.engine.verdict import STATUS_ORDER, Status, Verdict
 
-#: Version of the per-scenario JSON report layout.
-REPORT_FORMAT = 2
+#: Version of the per-scenario JSON report layout (3: constraint results).
+REPORT_FORMAT = 3
 
 #: Wrong (or changed) cells listed one by one in a record; the matrices hold them all.
 LISTED_CELLS = 10_000
@@ -353,6 +354,8 @@ class ScenarioRecord:
     baseline_recorded: str = ""
     #: The change since ``--netpol-base`` (harness.engine.change.ScenarioChange.to_json()).
     impact: Mapping[str, Any] | None = None
+    #: Every constraint of the run's constraints file on this scenario.
+    constraints: ScenarioConstraints | None = None
 
     @classmethod
     def of(
@@ -363,6 +366,7 @@ class ScenarioRecord:
         baseline: BaselineCheck | None = None,
         recorded: str = "",
         change: ScenarioChange | None = None,
+        constraints: ScenarioConstraints | None = None,
     ) -> ScenarioRecord:
         scenario = result.scenario
         return cls(
@@ -382,6 +386,7 @@ class ScenarioRecord:
             baseline=BaselineRecord.of(baseline) if baseline is not None else None,
             baseline_recorded=recorded,
             impact=change.to_json() if change is not None else None,
+            constraints=constraints,
         )
 
     @property
@@ -421,6 +426,18 @@ class ScenarioRecord:
             return f"passed, {self.unsupported} unsupported"
         return self.status.value
 
+    @property
+    def constraints_text(self) -> str:
+        """For tables: ``1 violated``, ``3 held``, ``n/a`` (none applies), "" without constraints."""
+        if self.constraints is None:
+            return ""
+        statuses = [r.status for r in self.constraints.results]
+        violated = statuses.count(ConstraintStatus.VIOLATED)
+        if violated:
+            return f"{violated} violated"
+        held = statuses.count(ConstraintStatus.PASSED)
+        return f"{held} held" if held else "n/a"
+
     def wrong_cells(self) -> list[tuple[StepRecord, Cell]]:
         return [(s, m.cell) for s in self.steps for m in s.comparison.iter_mismatches()]
 
@@ -454,6 +471,8 @@ class ScenarioRecord:
             data["baseline_recorded"] = self.baseline_recorded
         if self.impact is not None:
             data["impact"] = dict(self.impact)
+        if self.constraints is not None:
+            data["constraints"] = self.constraints.to_json()
         return data
 
     @classmethod
@@ -481,9 +500,61 @@ class ScenarioRecord:
                 baseline=BaselineRecord.from_json(data["baseline"]) if "baseline" in data else None,
                 baseline_recorded=str(data.get("baseline_recorded", "")),
                 impact=data.get("impact"),
+                constraints=ScenarioConstraints.from_json(data["constraints"]) if "constraints" in data else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError, HarnessError) as err:
             raise HarnessError(f"not a netpol-harness scenario record: {err!r}") from None
+
+
+@dataclass(frozen=True)
+class ConstraintTally:
+    """One constraint across a run: the scenarios that violate it, how many it held
+    on, how many it did not apply to. One that applies to none tests nothing."""
+
+    name: str
+    description: str
+    violated: tuple[str, ...] = ()
+    held: int = 0
+    not_applicable: int = 0
+
+    @property
+    def applies_nowhere(self) -> bool:
+        return not self.violated and not self.held
+
+    def line(self) -> str:
+        """``no-prod-internet: violated by 1 scenario (prod-egress), held on 4, not applicable to 2``."""
+        if self.applies_nowhere:
+            return (
+                f"{self.name}: applies to no step of the {plural(self.not_applicable, 'scenario')} of this run, "
+                "so it tests nothing: the run fails"
+            )
+        parts = []
+        if self.violated:
+            parts.append(f"violated by {plural(len(self.violated), 'scenario')} ({', '.join(self.violated)})")
+        if self.held:
+            parts.append(f"held on {plural(self.held, 'scenario')}")
+        if self.not_applicable:
+            parts.append(f"not applicable to {self.not_applicable}")
+        return f"{self.name}: {', '.join(parts)}"
+
+
+def constraint_tallies(records: Iterable[ScenarioRecord]) -> tuple[ConstraintTally, ...]:
+    """Every constraint of the run's records, in file order, with its tally."""
+    tallies: dict[str, ConstraintTally] = {}
+    for record in ordered(records):
+        if record.constraints is None:
+            continue
+        for result in record.constraints.results:
+            tally = tallies.get(result.name, ConstraintTally(result.name, result.description))
+            status = result.status
+            tallies[result.name] = ConstraintTally(
+                tally.name,
+                tally.description,
+                (*tally.violated, record.name) if status is ConstraintStatus.VIOLATED else tally.violated,
+                tally.held + (status is ConstraintStatus.PASSED),
+                tally.not_applicable + (status is ConstraintStatus.NOT_APPLICABLE),
+            )
+    return tuple(tallies.values())
 
 
 def ordered(records: Iterable[ScenarioRecord]) -> list[ScenarioRecord]:

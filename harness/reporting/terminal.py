@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.engine.verdict import Status
-from harness.reporting.records import RunSummary, ScenarioRecord, format_duration, ordered
+from harness.reporting.records import RunSummary, ScenarioRecord, constraint_tallies, format_duration, ordered
 
 _STATUS_STYLE = {
     Status.PASSED: "green",
@@ -34,6 +34,7 @@ def summary_table(records: Sequence[ScenarioRecord], width: int = 80) -> tuple[T
     with_unsupported = any(r.unsupported for r in records)
     with_findings = any(r.findings for r in records)
     with_baseline = any(r.baseline is not None for r in records)
+    with_constraints = any(r.constraints is not None for r in records)
     backend_column = len(labels) > 1
     caption = summary.headline()
     if labels and not backend_column:
@@ -53,6 +54,8 @@ def summary_table(records: Sequence[ScenarioRecord], width: int = 80) -> tuple[T
         table.add_column("cni≠model", justify="right", footer=str(summary.findings), no_wrap=True)
     if with_baseline:
         table.add_column("baseline", overflow="fold", max_width=18)
+    if with_constraints:
+        table.add_column("constraints", no_wrap=True)
     table.add_column("time", justify="right", footer=format_duration(summary.duration), no_wrap=True)
     for r in ordered(records):
         # Text, not str: rich would read "[calico-3.31]" in a name as markup.
@@ -68,6 +71,9 @@ def summary_table(records: Sequence[ScenarioRecord], width: int = 80) -> tuple[T
         if with_baseline:
             text = r.baseline_summary or "-"
             row.append(Text(text, style="" if text in ("same", "-") else "bold red"))
+        if with_constraints:
+            text = r.constraints_text or "-"
+            row.append(Text(text, style="bold red" if text.endswith("violated") else ""))
         row.append(format_duration(r.duration))
         table.add_row(*row)
     return table, caption
@@ -93,3 +99,15 @@ def render_summary(records: Sequence[ScenarioRecord], width: int, color: bool) -
     # Rich pads every line to the full width; logs read better without the padding.
     lines = [line.rstrip() for line in out.getvalue().splitlines()]
     return "\n".join(lines).strip("\n") + "\n"
+
+
+def constraint_lines(records: Sequence[ScenarioRecord]) -> list[tuple[str, bool]]:
+    """The run's constraints, one line each, and whether the line is a failure: a
+    constraint some scenario violates, or one that applies to no step of any."""
+    tallies = constraint_tallies(records)
+    if not tallies:
+        return []
+    source = next(r.constraints.source for r in records if r.constraints is not None)
+    lines = [(f"netpol constraints of {source}:", False)]
+    lines += [(f"  {t.line()}", bool(t.violated) or t.applies_nowhere) for t in tallies]
+    return lines

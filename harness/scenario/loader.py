@@ -135,6 +135,11 @@ class _Reader:
         return tuple(parse(item, f"{path}[{i}]") for i, item in enumerate(self.seq(raw, path)))
 
 
+#: The typed reader, for other files of the scenario format (constraints) to read
+#: with the same field paths and messages.
+FieldReader = _Reader
+
+
 def _kind(raw: object) -> str:
     if raw is None:
         return "nothing"
@@ -149,6 +154,10 @@ def _kind(raw: object) -> str:
     if isinstance(raw, Mapping):
         return "a mapping"
     return type(raw).__name__
+
+
+#: How a value is named in messages ("string 'x'", "a list", "nothing").
+describe_value = _kind
 
 
 def _join(path: str, key: str) -> str:
@@ -424,10 +433,14 @@ def _port_pattern(r: _Reader, raw: object, path: str) -> PortPattern:
     return PortPattern(port, protocol)
 
 
-def _endpoint(r: _Reader, raw: object, path: str, topology: Topology) -> EndpointMatcher:
+def _endpoint(r: _Reader, raw: object, path: str, topology: Topology | None) -> EndpointMatcher:
+    """A pattern or a selector; checked against ``topology`` when given (a file
+    read without one, such as constraints, decides later what it matches)."""
     if isinstance(raw, str) and raw:
         # A Service's full DNS name stands for its name destination (db.production).
         pattern = EndpointPattern(fqdn_to_short(raw))
+        if topology is None:
+            return pattern
         ids = [ep.id for ep in topology.endpoints()] + [s.id for s in topology.services]
         ids += [s.short_name for s in topology.services]
         if not any(pattern.matches(i, topology) for i in ids):
@@ -441,7 +454,7 @@ def _endpoint(r: _Reader, raw: object, path: str, topology: Topology) -> Endpoin
     namespace = sel.get("namespace")
     if namespace is not None:
         namespace = r.string(namespace, f"{path}.namespace", "a namespace name or pattern")
-        if not any(fnmatch.fnmatchcase(ns.name, namespace) for ns in topology.namespaces):
+        if topology is not None and not any(fnmatch.fnmatchcase(ns.name, namespace) for ns in topology.namespaces):
             raise r.fail(
                 f"{path}.namespace",
                 f"{namespace!r} matches no namespace",
@@ -454,7 +467,7 @@ def _endpoint(r: _Reader, raw: object, path: str, topology: Topology) -> Endpoin
     )
 
 
-def _endpoints(r: _Reader, raw: object, path: str, topology: Topology) -> tuple[EndpointMatcher, ...]:
+def _endpoints(r: _Reader, raw: object, path: str, topology: Topology | None) -> tuple[EndpointMatcher, ...]:
     if isinstance(raw, list):
         if not raw:
             raise r.fail(path, "empty list", "a pattern, a selector, or a list of them")
@@ -481,6 +494,24 @@ def _rule_result(r: _Reader, raw: object, path: str) -> Outcome:
 
 #: Matrix symbols an intent may use, and what they stand for.
 _SYMBOL_RESULTS = {outcome.symbol: outcome for outcome in RESULTS}
+
+
+def parse_rule(r: FieldReader, raw: object, path: str, topology: Topology | None) -> ExpectRule:
+    """One rule of the expectation language (``from``, ``to``, ``port``, ``result``),
+    its patterns checked against ``topology`` when given."""
+    rule = r.mapping(raw, path, ["from", "to", "port", "result"], ["from", "to", "result"])
+    return ExpectRule(
+        _endpoints(r, rule["from"], f"{path}.from", topology),
+        _endpoints(r, rule["to"], f"{path}.to", topology),
+        _port_pattern(r, rule.get("port"), f"{path}.port"),
+        _rule_result(r, rule["result"], f"{path}.result"),
+        path=path,
+    )
+
+
+def parse_port_pattern(r: FieldReader, raw: object, path: str) -> PortPattern:
+    """A port of the expectation language: ``80/TCP``, ``80``, ``*/UDP`` or ``*``."""
+    return _port_pattern(r, raw, path)
 
 
 _MATRIX_HINT = (
@@ -573,17 +604,7 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology, names: 
         default = _result(r, doc.get("default", "allowed"), f"{path}.default")
         rules = []
         for i, rule_raw in enumerate(r.seq(doc.get("rules", []), f"{path}.rules")):
-            rp = f"{path}.rules[{i}]"
-            rule = r.mapping(rule_raw, rp, ["from", "to", "port", "result"], ["from", "to", "result"])
-            rules.append(
-                ExpectRule(
-                    _endpoints(r, rule["from"], f"{rp}.from", topology),
-                    _endpoints(r, rule["to"], f"{rp}.to", topology),
-                    _port_pattern(r, rule.get("port"), f"{rp}.port"),
-                    _rule_result(r, rule["result"], f"{rp}.result"),
-                    path=rp,
-                )
-            )
+            rules.append(parse_rule(r, rule_raw, f"{path}.rules[{i}]", topology))
         return Expectation(form, ports, default, tuple(rules), path=path)
     tables: dict[PortProtocol, TextMatrix] = {}
     raw_tables = r.mapping(doc["matrix"], f"{path}.matrix")
