@@ -44,6 +44,7 @@ def add_options(group: Any) -> None:
     group.addoption(
         "--probe-workers",
         dest="probe_workers",
+        metavar="N",
         type=probe_workers,
         default=None,
         help="emulated backend: how many probe processes run at once "
