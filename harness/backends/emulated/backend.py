@@ -22,7 +22,7 @@ from harness.backends.emulated.notes import NETWORK_GONE_NOTE, kept_notice
 from harness.backends.emulated.rounds import ProbeRequest, ProbeResult
 from harness.backends.emulated.ruleset import RulesetInput, ServiceRules
 from harness.backends.emulated.runner import max_workers
-from harness.backends.emulated.servers import EndpointServers
+from harness.backends.emulated.servers import EndpointServers, ServerLauncher
 from harness.backends.emulated.services import (
     ServicePlan,
     dns_records,
@@ -91,6 +91,8 @@ class EmulatedBackend(Backend):
         self._lock = threading.RLock()
         self._network: EmulatedNetwork | None = None
         self._servers: EndpointServers | None = None
+        #: Forks the endpoint servers of every deployment of this backend.
+        self._launcher = ServerLauncher()
         self._declared: Topology | None = None  # as deployed, with declared labels
         self._state: DesiredState | None = None  # labels and policies in force
         #: The state and settings whose ruleset is loaded, so converging to them again loads nothing.
@@ -147,7 +149,7 @@ class EmulatedBackend(Backend):
             try:
                 network.build()
                 network.write_resolver_files()
-                self._servers = EndpointServers(run_id.log_dir, detached=self.keep_network)
+                self._servers = EndpointServers(run_id.log_dir, self._launcher, detached=self.keep_network)
                 self._dataplane = Dataplane(network, self._servers, self.probe_workers)
                 self._converge(DesiredState(topology))
                 # Every kube-system pod serving 53/UDP can answer DNS: which one is the
@@ -179,7 +181,10 @@ class EmulatedBackend(Backend):
 
     def close(self) -> None:
         with self._lock, interrupts_held("removing the emulated network", self.progress):
-            self._teardown()
+            try:
+                self._teardown()
+            finally:
+                self._launcher.close()
         lifecycle.unregister(self)
 
     def _teardown(self, keep: bool = True) -> None:

@@ -23,9 +23,10 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 #: How long a client may take to send its request head before it is answered anyway.
 _REQUEST_WAIT = 5.0
@@ -125,8 +126,15 @@ async def _stdin_closed() -> None:
 
 
 async def serve(
-    identity: str, tcp_ports: list[int], udp_ports: list[int], detached: bool = False, dns: str | None = None
+    identity: str,
+    tcp_ports: list[int],
+    udp_ports: list[int],
+    detached: bool = False,
+    dns: str | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
+    """Serve until standard input closes, or with ``detached`` until killed;
+    ``ready`` is called once every port is bound (by default: print ``ready``)."""
     response = http_response(identity)
     records = DnsRecords(dns) if dns else None
 
@@ -178,7 +186,10 @@ async def serve(
             local_addr=("0.0.0.0", port),
         )
         transports.append(transport)
-    print("ready", flush=True)
+    if ready is None:
+        print("ready", flush=True)
+    else:
+        ready()
     try:
         if detached:
             await asyncio.Event().wait()  # until killed
@@ -190,7 +201,195 @@ async def serve(
             transport.close()
 
 
+# -- the launcher ---------------------------------------------------------------------
+#
+# Starting a Python process per endpoint costs a tenth of a second of CPU each (the
+# interpreter and asyncio), which is most of building a network. So the backend runs
+# one launcher per deployment's lifetime, which has imported everything once and
+# forks a server per endpoint: the child enters the endpoint's network namespace
+# (setns(2), as `ip netns exec` does) and serves there. Every server is still its own
+# process, in its own namespace, killed and reported one by one.
+
+#: setns(2)'s flag for a network namespace (linux/sched.h), and prctl(2)'s option to
+#: be sent a signal when the parent dies (linux/prctl.h).
+_CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
+_NETNS_DIR = "/run/netns"
+
+
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _enter_netns(libc: Any, name: str) -> None:
+    import ctypes
+
+    fd = os.open(os.path.join(_NETNS_DIR, name), os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
+    finally:
+        os.close(fd)
+
+
+def _say(line: str) -> None:
+    """One line to the backend: a single write, so that lines of servers starting at
+    once never interleave (pipe writes up to PIPE_BUF are atomic)."""
+    os.write(1, (line.replace("\n", " ") + "\n").encode())
+
+
+def _child(libc: Any, key: str, request: dict[str, Any]) -> None:
+    """The server of one endpoint, in the forked child: never returns."""
+    status = 0
+    try:
+        if not request.get("detached"):
+            # Ends with the launcher, which ends with the harness (its stdin closes).
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 2)
+        _enter_netns(libc, request["netns"])
+
+        def ready() -> None:
+            _say(f"ready {key}")
+            os.dup2(null, 1)  # nothing more to say: a kept server outlives the pipe
+
+        asyncio.run(
+            serve(
+                request["identity"],
+                list(request.get("tcp", [])),
+                list(request.get("udp", [])),
+                detached=True,
+                dns=request.get("dns"),
+                ready=ready,
+            )
+        )
+    except BaseException as err:  # noqa: BLE001 - whatever it is, the backend must hear of it
+        status = 1
+        try:
+            _say(f"failed {key} cannot serve {request.get('identity')}: {err}")
+        except OSError:
+            pass
+    os._exit(status)
+
+
+def launch(stdin: Any) -> int:
+    """Read requests (JSON lines) and answer on standard output:
+
+    * ``{"op": "start", "key": K, "netns", "identity", "tcp", "udp", "dns",
+      "detached", "log"}``: fork the server; ``started K PID``, then the server's
+      ``ready K`` or ``failed K MESSAGE``;
+    * ``{"op": "stop", "keys": [...]}``: SIGTERM those servers (SIGKILL after
+      ``grace`` seconds), reap them; ``stopped K STATUS`` each;
+    * ``{"op": "release", "keys": [...]}``: leave those servers running when the
+      launcher ends (a kept network);
+    * a server that ends on its own: ``exited K STATUS``.
+
+    STATUS is the exit status, negative for a signal. When standard input closes
+    (the harness ended), every server not released is killed and the launcher exits.
+    """
+    import json
+    import selectors
+    import time
+
+    if importlib_util_find_spec("dnslib") is not None:
+        import dnslib  # noqa: F401 - imported once here, not in every server
+
+    libc = _libc()
+    children: dict[int, str] = {}
+    released: set[str] = set()
+    pids: dict[str, int] = {}
+
+    def reap(block_until: float | None = None) -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, 0 if block_until is not None else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            key = children.pop(pid, None)
+            if key is not None:
+                pids.pop(key, None)
+                _say(f"{'stopped' if key in stopping else 'exited'} {key} {os.waitstatus_to_exitcode(status)}")
+                stopping.discard(key)
+            if block_until is not None and (not stopping or time.monotonic() > block_until):
+                return
+
+    stopping: set[str] = set()
+
+    def stop(keys: list[str], grace: float) -> None:
+        targets = [(key, pids[key]) for key in keys if key in pids]
+        stopping.update(key for key, _ in targets)
+        for _, pid in targets:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while stopping and time.monotonic() < deadline:
+            reap(block_until=deadline)
+        for key in list(stopping):
+            if key in pids:
+                try:
+                    os.kill(pids[key], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        while stopping:
+            reap(block_until=time.monotonic() + 5)
+
+    selector = selectors.DefaultSelector()
+    selector.register(stdin, selectors.EVENT_READ)
+    buffer = b""
+    while True:
+        events = selector.select(timeout=0.2)
+        reap()
+        if not events:
+            continue
+        chunk = os.read(stdin.fileno(), 65536)
+        if not chunk:
+            break
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if not line.strip():
+                continue
+            request = json.loads(line)
+            op = request.get("op")
+            if op == "start":
+                key = str(request["key"])
+                pid = os.fork()
+                if pid == 0:
+                    selector.close()
+                    _child(libc, key, request)
+                children[pid] = key
+                pids[key] = pid
+                _say(f"started {key} {pid}")
+            elif op == "stop":
+                stop([str(k) for k in request.get("keys", [])], float(request.get("grace", 3.0)))
+            elif op == "release":
+                released.update(str(k) for k in request.get("keys", []))
+    stop([key for key in pids if key not in released], 3.0)
+    return 0
+
+
+def importlib_util_find_spec(name: str) -> object:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv == ["--launcher"]:
+        return launch(sys.stdin)
     parser = argparse.ArgumentParser(description="Serve one emulated endpoint's ports.")
     parser.add_argument("--identity", required=True, help="what to answer with, e.g. x/a")
     parser.add_argument("--tcp", type=int, action="append", default=[], help="a TCP port to serve over HTTP")
