@@ -118,7 +118,7 @@ def test_deploy_probe_relabel_reset_close_on_a_shared_cluster(cluster: InMemoryC
     assert shop["annotations"][ANNOTATION_RUN] == "r1"
     placement = [cluster.pods[k]["spec"]["nodeSelector"]["kubernetes.io/hostname"] for k in sorted(cluster.pods)]
     assert sorted(placement) == ["worker", "worker", "worker2"]  # never the tainted control plane
-    assert str(deployment.addresses["shop/web"]).startswith("127.0.")
+    assert str(deployment.addresses["shop/web"]).startswith(cluster.subnet + ".")
     assert any("waiting for 3 pod(s) to be Ready" in m for m in messages)
 
     cells = probes(
@@ -460,6 +460,6 @@ def test_a_scenarios_kube_system_is_a_namespace_of_its_own_on_kind(cluster: InMe
     }
     cell = probes(DNS_TOPOLOGY, ("shop/web", "kube-system/coredns", "5353/UDP"))[0]
     assert backend.probe([cell], timeout=1.0)[cell].outcome is Outcome.ALLOWED
-    assert str(deployment.addresses["kube-system/coredns"]).startswith("127.0.")
+    assert str(deployment.addresses["kube-system/coredns"]).startswith(cluster.subnet + ".")
     backend.close()
     assert "delete namespace nph-kube-system" in cluster.calls and "delete namespace kube-system" not in cluster.calls
