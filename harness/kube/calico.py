@@ -84,17 +84,25 @@ class ManifestStep:
         return self.crd_mode is None or self.crd_mode == crd_mode
 
 
+#: The peer forms of the network-policy-api (the field a peer sets).
+PEER_FORMS = ("namespaces", "pods", "networks", "nodes", "domainNames")
+
+
 @dataclass(frozen=True)
 class AdminPolicySupport:
     """The cluster-scoped admin policies a Calico version enforces: their API version
-    and kinds, the manifest of that version that carries their CRDs, and whether the
-    operator installs those CRDs itself (``-manage-crds=true`` in tigera-operator.yaml)."""
+    and kinds, the manifest of that version that carries their CRDs, whether the
+    operator installs those CRDs itself (``-manage-crds=true`` in tigera-operator.yaml),
+    the peer forms Calico converts into rules (``peers``; Calico's converter fails a
+    rule with any other closed) and whether it converts named ports."""
 
     api_version: str
     kinds: tuple[str, ...]
     crds_in: str
     operator_installs_crds: bool
     source: str
+    peers: tuple[str, ...] = ("namespaces", "pods", "networks")
+    named_ports: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,7 +197,11 @@ def _text(raw: Mapping[str, object], key: str, source: str, where: str = "") -> 
 def _admin_policies(raw: object, source: str, manifests: set[str]) -> AdminPolicySupport:
     where = "admin_policies."
     if not isinstance(raw, dict):
-        raise RecipeError(source, "admin_policies", "an object with api_version, kinds, crds_in, operator_installs_crds, source")
+        raise RecipeError(
+            source,
+            "admin_policies",
+            "an object with api_version, kinds, crds_in, operator_installs_crds, peers, named_ports, source",
+        )
     kinds = raw.get("kinds")
     if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
         raise RecipeError(source, f"{where}kinds", "a non-empty list of kinds")
@@ -199,8 +211,22 @@ def _admin_policies(raw: object, source: str, manifests: set[str]) -> AdminPolic
     operator = raw.get("operator_installs_crds")
     if not isinstance(operator, bool):
         raise RecipeError(source, f"{where}operator_installs_crds", "true or false")
+    peers = raw.get("peers")
+    if not isinstance(peers, list) or not peers or not all(p in PEER_FORMS for p in peers):
+        raise RecipeError(
+            source, f"{where}peers", f"a non-empty list of the peer forms Calico converts ({', '.join(PEER_FORMS)})"
+        )
+    named_ports = raw.get("named_ports")
+    if not isinstance(named_ports, bool):
+        raise RecipeError(source, f"{where}named_ports", "true or false: whether Calico converts named ports")
     return AdminPolicySupport(
-        _text(raw, "api_version", source, where), tuple(kinds), crds_in, operator, _text(raw, "source", source, where)
+        _text(raw, "api_version", source, where),
+        tuple(kinds),
+        crds_in,
+        operator,
+        _text(raw, "source", source, where),
+        tuple(peers),
+        named_ports,
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend
+from harness.backends.cluster.enforcement import PolicySupport, calico_support
 from harness.backends.kind import cluster_name
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError
 from harness.core.progress import Progress
@@ -269,6 +270,10 @@ class KindBackend(ClusterBackend):
     def kubectl_target(self) -> tuple[str | None, str | None]:
         return str(self.target.access.kubeconfig), self.target.access.context
 
+    def policy_support(self) -> PolicySupport:
+        """The release the harness installed, judged by its recipe."""
+        return calico_support(self.release.version, self.release.recipe)
+
     def info(self) -> BackendInfo:
         if not self._kubernetes_version:
             self._kubernetes_version = _server_version(self.kube) or kubernetes_version_of(self.node_image)
@@ -303,6 +308,10 @@ class KindBackend(ClusterBackend):
                 f"reports {running or 'no calicoVersion'}"
             )
         self.release = release
+        if self._support is not None:
+            # Another version enforces other kinds (3.31 → 3.32: AdminNetworkPolicy no
+            # more), and may install other CRDs: judged and asked again.
+            self._support.forget(self.policy_support())
 
     def close(self) -> None:
         """Delete the cluster if this run created it and it is not kept; otherwise
@@ -506,6 +515,11 @@ def _bring_up(
             cleanup_paths=cleanup,
         )
         backend.stop_externals()  # leftovers of an interrupted run on a kept cluster
+        # The cluster is the harness's: cluster-scoped policies and Calico policies that a
+        # killed run left (they are scoped to that run's namespaces, but a
+        # BaselineAdminNetworkPolicy's name is the one every run needs) go first.
+        for swept in backend.sweep_leftover_objects(prefixed=False):
+            log.info("swept %s", swept)
         return backend
     except BaseException:
         # Ctrl-C included: never leave a half-made cluster behind.
