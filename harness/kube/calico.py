@@ -24,6 +24,7 @@ and every TigeraStatus is Available and neither Progressing nor Degraded.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ import yaml
 
 from harness.core.errors import HarnessError
 from harness.core.progress import Progress
+from harness.kube.resources import FELIX_CONFIGURATION
 from harness.kube.versions import PinnedVersions, minor_key
-from harness.kube.views import InstallationView, TigeraStatusView
+from harness.kube.views import FelixConfigurationView, InstallationView, TigeraStatusView
 from harness.kube.waiting import wait_until
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?$")
@@ -427,3 +429,48 @@ def wait_until_available(target: CalicoTarget, release: CalicoRelease, progress:
         diagnostics=target.diagnostics,
     )
     progress(f"{what} is available")
+
+
+# -- how Felix denies ----------------------------------------------------------------
+
+
+class DenyAction(enum.Enum):
+    """What Felix does with a packet no policy allows: ``FelixConfiguration``
+    ``iptablesFilterDenyAction`` / ``nftablesFilterDenyAction`` (one for each
+    dataplane, read by felix/config/config_params.go ``FilterDenyAction()``; DROP by
+    default). The rule renderer uses it for every deny: a Deny rule, the end-of-tier
+    drop that isolates a pod selected by a Kubernetes NetworkPolicy (converted into
+    the default tier), the drop when no profile matches (felix/rules/policy.go,
+    endpoints.go, rule_defs.go). REJECT is ``--jump REJECT`` (iptables) or ``reject``
+    (nftables) without ``--reject-with``: an ICMP port unreachable, which a TCP or UDP
+    client sees at once as a refused connection. Felix restarts itself to apply a
+    change (felix/daemon/daemon.go: a changed parameter that is not one of those
+    applied live)."""
+
+    DROP = "drop"
+    REJECT = "reject"
+
+    @property
+    def felix_value(self) -> str:
+        """As the FelixConfiguration field takes it (``^(?i)(Drop|Reject)?$``)."""
+        return self.value.capitalize()
+
+
+def deny_action_of(config: FelixConfigurationView | None) -> DenyAction:
+    """The deny action a FelixConfiguration sets: REJECT if either dataplane's field
+    says so (the harness sets both), else DROP."""
+    if config is None:
+        return DenyAction.DROP
+    given = {config.iptables_deny_action.lower(), config.nftables_deny_action.lower()}
+    return DenyAction.REJECT if "reject" in given else DenyAction.DROP
+
+
+def deny_action_manifest(action: DenyAction, name: str = "default") -> dict[str, object]:
+    """The FelixConfiguration fields the harness owns (server-side apply: nothing
+    else of the object changes)."""
+    return {
+        "apiVersion": FELIX_CONFIGURATION.api_version,
+        "kind": FELIX_CONFIGURATION.kind,
+        "metadata": {"name": name},
+        "spec": {"iptablesFilterDenyAction": action.felix_value, "nftablesFilterDenyAction": action.felix_value},
+    }

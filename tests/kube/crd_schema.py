@@ -114,6 +114,9 @@ def closed(schema: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = closed(value)
         elif key == "additionalProperties" and isinstance(value, dict):
             out[key] = closed(value)
+        elif key == "pattern" and isinstance(value, str) and value.startswith("^(?i)"):
+            # RE2 (the API server's) takes inline flags anywhere; Python's re only first.
+            out[key] = "(?i)^" + value[len("^(?i)") :]
         else:
             out[key] = value
     if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):

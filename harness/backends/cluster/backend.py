@@ -75,6 +75,9 @@ class ClusterBackend(Backend):
 
     capabilities = Capabilities(deterministic=False, protocols=frozenset(Protocol))
 
+    #: Felix denies with REJECT on this cluster (the kind backend's --deny-action
+    #: reject): a refused probe is a blocked one.
+    rejects = False
     #: Seconds allowed for the pods of a topology to become Ready.
     pods_ready_timeout = 300.0
     #: Seconds allowed for deleted namespaces to disappear.
@@ -477,7 +480,7 @@ class ClusterBackend(Backend):
                 why = result.error or "; ".join(problems)
                 results[cell] = Observation(Outcome.ERROR, f"exec in {source.id}: {why}", shown)
             else:
-                results[cell] = combine(cell, target, [lines.get(i) for i in ids], shown, timeout)
+                results[cell] = combine(cell, target, [lines.get(i) for i in ids], shown, timeout, self.rejects)
         return results
 
     def _unsupported(self, cells: Sequence[Cell]) -> dict[Cell, Observation]:
@@ -520,7 +523,9 @@ class ClusterBackend(Backend):
             if part
         )
         return {
-            cell: observation(lines.get(i), cell.port.protocol, cell.destination, timeout, self.reproduce_command(cell), missing)
+            cell: observation(
+                lines.get(i), cell.port.protocol, cell.destination, timeout, self.reproduce_command(cell), missing, self.rejects
+            )
             for i, cell in enumerate(cells)
         }
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend, new_run_id
 from harness.backends.cluster.enforcement import PolicySupport, calico_support, minor_of, unknown_support
-from harness.core.errors import BackendError, HarnessError
+from harness.core.errors import BackendError, BackendUnavailable, HarnessError
 from harness.core.progress import Progress
 from harness.kube.api import KubeApi
 from harness.kube.calico import load_recipes
@@ -145,6 +145,11 @@ def detect_cni(kube: KubeApi) -> dict[str, str]:
 
 def create_existing_backend(options: OptionSource, progress: Progress | None = None) -> ExistingBackend:
     report = reporter(progress)
+    if options.getoption("deny_action", None) == "reject":
+        raise BackendUnavailable(
+            "--deny-action reject is for kind clusters the harness creates: it changes Calico's FelixConfiguration, "
+            "which on a cluster someone else runs is not the harness's to change"
+        )
     image = load_versions().agnhost_image
     kube = KubeClient(options.getoption("kubeconfig", None))
     try:
