@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from calico_double import CalicoCluster, OnCalico, SharedOnCalico
 
-from harness.core.errors import BackendError, UnsupportedPolicy
+from harness.core.errors import BackendError, HarnessError, UnsupportedPolicy
 from harness.core.matrix import Outcome
 from harness.engine.pipeline import Pipeline, StepResult
 from harness.engine.probing import ProbeSettings
@@ -512,3 +512,31 @@ def test_the_upgrade_report_shows_3_31_to_3_32_changing_what_an_admin_network_po
     # The scenario's own report of 3.32 says why, too.
     report = (pytester.path / "reports").glob("admin-deny-dev*3.32*.md")
     assert any("does not enforce AdminNetworkPolicy" in path.read_text() for path in report)
+
+
+def test_a_namespace_label_the_harness_keeps_for_itself_is_refused_before_anything_changes(
+    calico: CalicoCluster, tmp_path: Path
+) -> None:
+    (tmp_path / "deny.yaml").write_text(DENY_ALL_CNP)
+    relabel = scenario(
+        tmp_path,
+        "relabel",
+        f"""\
+        steps:
+          - name: deny
+            apply: [deny.yaml]
+            expect: {{default: blocked}}
+          - name: sneaky-label
+            label_namespaces: {{dev: {{{SCOPE_LABEL}: other}}}}
+            expect: {{default: blocked}}
+        """,
+    )
+    driver = StepDriver(OnCalico(calico))
+    driver.deploy(relabel.topology)
+    driver.backend.converge(relabel.plans[0].state)
+    calls = len(calico.calls)
+    with pytest.raises(HarnessError, match=f"namespace labels: {SCOPE_LABEL}: {SCOPE_LABEL} is the label the harness"):
+        driver.backend.converge(relabel.plans[1].state)
+    assert len(calico.calls) == calls
+    assert calico.namespaces["dev"]["metadata"]["labels"][SCOPE_LABEL] == "r1"
+    driver.backend.close()

@@ -197,6 +197,7 @@ def test_deny_action_reject_sets_felix_on_the_cluster_the_run_creates(
     assert apply.headers["content-type"] == APPLY_PATCH and apply.query["fieldManager"] == [FIELD_MANAGER]
     assert json.loads(apply.body)["spec"] == {"iptablesFilterDenyAction": "Reject", "nftablesFilterDenyAction": "Reject"}
     assert backend.rejects and backend.deny_action is DenyAction.REJECT
+    assert backend.info().details["deny_action"] == "reject"  # in every report of the run
     assert any("Felix now denies with REJECT" in m for m in messages)
     backend.close()
 

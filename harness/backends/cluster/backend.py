@@ -352,6 +352,8 @@ class ClusterBackend(Backend):
             raise BackendError("the cluster has another topology deployed: call deploy() with this one first")
         # Everything is checked before anything changes: a policy the CNI would not
         # enforce is refused (harness.backends.cluster.enforcement), never skipped.
+        for ns in state.topology.namespaces:
+            self.names.namespace_labels(ns.labels)  # a label the harness keeps for itself: refused here
         objects = self.objects.render(state)
         self._refuse_unenforced(state, objects)
         self.objects.refuse_takeovers(objects, self._created)

@@ -290,7 +290,13 @@ class KindBackend(ClusterBackend):
             "calico",
             self.release.version,
             self._kubernetes_version,
-            {"kind_version": self.kind_version, "node_image": self.node_image, "cluster": self.cluster},
+            {
+                "kind_version": self.kind_version,
+                "node_image": self.node_image,
+                "cluster": self.cluster,
+                # Only when it is not Calico's default: a report then says why refusals were blocks.
+                **({"deny_action": self.deny_action.value} if self.rejects else {}),
+            },
         )
 
     def upgrade_calico(self, to_version: str) -> None:
@@ -527,11 +533,12 @@ def _bring_up(
             deny_action=deny_action,
         )
         backend.stop_externals()  # leftovers of an interrupted run on a kept cluster
-        # The cluster is the harness's: cluster-scoped policies and Calico policies that a
-        # killed run left (they are scoped to that run's namespaces, but a
-        # BaselineAdminNetworkPolicy's name is the one every run needs) go first.
-        for swept in backend.sweep_leftover_objects(prefixed=False):
-            log.info("swept %s", swept)
+        if exists:
+            # A reused cluster is the harness's (or runs the Calico asked for): cluster-scoped
+            # and Calico policies that a killed run left go first. They are scoped to that
+            # run's namespaces, but a BaselineAdminNetworkPolicy's name is the one every run needs.
+            for swept in backend.sweep_leftover_objects(prefixed=False):
+                log.info("swept %s", swept)
         return backend
     except BaseException:
         # Ctrl-C included: never leave a half-made cluster behind.
