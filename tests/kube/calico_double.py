@@ -72,7 +72,8 @@ CONVERTED = {
     "3.32": frozenset({"ClusterNetworkPolicy"}),
     "3.33": frozenset({"ClusterNetworkPolicy"}),
 }
-#: The recorded CRDs of the network-policy-api each minor version installs.
+#: The recorded CRDs of the network-policy-api each minor version installs
+#: (release-v3.33's clusternetworkpolicies document is release-v3.32's, byte for byte).
 ADMIN_CRDS = {"3.31": "calico-v3.31.7", "3.32": "calico-release-v3.32", "3.33": "calico-release-v3.32"}
 #: Calico's own kinds as CRDs, for their schemas (and, in v3 CRD mode, to serve them).
 V3_CRDS = "calico-release-v3.33-v3"
