@@ -464,7 +464,9 @@ def test_namespaces_renamed_for_a_shared_cluster() -> None:
     assert spec["ingress"][1]["source"] == {"namespaceSelector": "team == 'x'"}  # untouched, as written
     assert manifest["metadata"]["namespace"] == "x"  # the input is not changed
     parse_staged_policy(renamed, SOURCE)  # still valid
-    with pytest.raises(HarnessError, match="Calico-spec staged policy"):
+    enforced = rename_namespaces({**manifest, "kind": "NetworkPolicy"}, lambda ns: f"nph-1-{ns}")
+    assert enforced["spec"] == spec  # the enforced kind has the same spec, renamed the same way
+    with pytest.raises(HarnessError, match="policy of Calico's spec, not 'projectcalico.org/v3' 'StagedKubernetesNetworkPolicy'"):
         rename_namespaces(staged("StagedKubernetesNetworkPolicy"), str.upper)
 
 

@@ -12,11 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from harness.kube.resources import ApiResource
 from harness.kube.views import (
     EndpointSliceView,
+    FelixConfigurationView,
     InstallationView,
     NamespaceView,
     NodeView,
+    ObjectMeta,
     PodView,
     ServiceView,
     TigeraStatusView,
@@ -113,3 +116,27 @@ class KubeApi(Protocol):
     def delete_service(self, namespace: str, name: str) -> None: ...
 
     def list_endpoint_slices(self, namespace: str, service: str) -> list[EndpointSliceView]: ...
+
+    # Custom objects: the cluster-scoped admin policies and Calico's projectcalico.org/v3 kinds.
+
+    def served_resources(self, group: str, version: str) -> frozenset[str] | None:
+        """The resources API discovery lists for ``group/version``; None when not served."""
+        ...
+
+    def read_object(self, resource: ApiResource, namespace: str | None, name: str) -> ObjectMeta | None: ...
+
+    def apply_object(self, resource: ApiResource, manifest: Mapping[str, Any]) -> None:
+        """Server-side apply with the harness's field manager and strict field validation."""
+        ...
+
+    def create_object(self, resource: ApiResource, manifest: Mapping[str, Any]) -> None: ...
+
+    def delete_object(self, resource: ApiResource, namespace: str | None, name: str) -> bool:
+        """False when there was no such object."""
+        ...
+
+    def list_objects(self, resource: ApiResource, label_selector: str) -> list[ObjectMeta]:
+        """Objects in every namespace matching ``label_selector``; none when the resource is not served."""
+        ...
+
+    def felix_configuration(self, name: str = "default") -> FelixConfigurationView | None: ...

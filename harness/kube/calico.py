@@ -24,6 +24,7 @@ and every TigeraStatus is Available and neither Progressing nor Degraded.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ import yaml
 
 from harness.core.errors import HarnessError
 from harness.core.progress import Progress
+from harness.kube.resources import FELIX_CONFIGURATION
 from harness.kube.versions import PinnedVersions, minor_key
-from harness.kube.views import InstallationView, TigeraStatusView
+from harness.kube.views import FelixConfigurationView, InstallationView, TigeraStatusView
 from harness.kube.waiting import wait_until
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?$")
@@ -84,17 +86,25 @@ class ManifestStep:
         return self.crd_mode is None or self.crd_mode == crd_mode
 
 
+#: The peer forms of the network-policy-api (the field a peer sets).
+PEER_FORMS = ("namespaces", "pods", "networks", "nodes", "domainNames")
+
+
 @dataclass(frozen=True)
 class AdminPolicySupport:
     """The cluster-scoped admin policies a Calico version enforces: their API version
-    and kinds, the manifest of that version that carries their CRDs, and whether the
-    operator installs those CRDs itself (``-manage-crds=true`` in tigera-operator.yaml)."""
+    and kinds, the manifest of that version that carries their CRDs, whether the
+    operator installs those CRDs itself (``-manage-crds=true`` in tigera-operator.yaml),
+    the peer forms Calico converts into rules (``peers``; Calico's converter fails a
+    rule with any other closed) and whether it converts named ports."""
 
     api_version: str
     kinds: tuple[str, ...]
     crds_in: str
     operator_installs_crds: bool
     source: str
+    peers: tuple[str, ...] = ("namespaces", "pods", "networks")
+    named_ports: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,7 +199,11 @@ def _text(raw: Mapping[str, object], key: str, source: str, where: str = "") -> 
 def _admin_policies(raw: object, source: str, manifests: set[str]) -> AdminPolicySupport:
     where = "admin_policies."
     if not isinstance(raw, dict):
-        raise RecipeError(source, "admin_policies", "an object with api_version, kinds, crds_in, operator_installs_crds, source")
+        raise RecipeError(
+            source,
+            "admin_policies",
+            "an object with api_version, kinds, crds_in, operator_installs_crds, peers, named_ports, source",
+        )
     kinds = raw.get("kinds")
     if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
         raise RecipeError(source, f"{where}kinds", "a non-empty list of kinds")
@@ -199,8 +213,22 @@ def _admin_policies(raw: object, source: str, manifests: set[str]) -> AdminPolic
     operator = raw.get("operator_installs_crds")
     if not isinstance(operator, bool):
         raise RecipeError(source, f"{where}operator_installs_crds", "true or false")
+    peers = raw.get("peers")
+    if not isinstance(peers, list) or not peers or not all(p in PEER_FORMS for p in peers):
+        raise RecipeError(
+            source, f"{where}peers", f"a non-empty list of the peer forms Calico converts ({', '.join(PEER_FORMS)})"
+        )
+    named_ports = raw.get("named_ports")
+    if not isinstance(named_ports, bool):
+        raise RecipeError(source, f"{where}named_ports", "true or false: whether Calico converts named ports")
     return AdminPolicySupport(
-        _text(raw, "api_version", source, where), tuple(kinds), crds_in, operator, _text(raw, "source", source, where)
+        _text(raw, "api_version", source, where),
+        tuple(kinds),
+        crds_in,
+        operator,
+        _text(raw, "source", source, where),
+        tuple(peers),
+        named_ports,
     )
 
 
@@ -401,3 +429,48 @@ def wait_until_available(target: CalicoTarget, release: CalicoRelease, progress:
         diagnostics=target.diagnostics,
     )
     progress(f"{what} is available")
+
+
+# -- how Felix denies ----------------------------------------------------------------
+
+
+class DenyAction(enum.Enum):
+    """What Felix does with a packet no policy allows: ``FelixConfiguration``
+    ``iptablesFilterDenyAction`` / ``nftablesFilterDenyAction`` (one for each
+    dataplane, read by felix/config/config_params.go ``FilterDenyAction()``; DROP by
+    default). The rule renderer uses it for every deny: a Deny rule, the end-of-tier
+    drop that isolates a pod selected by a Kubernetes NetworkPolicy (converted into
+    the default tier), the drop when no profile matches (felix/rules/policy.go,
+    endpoints.go, rule_defs.go). REJECT is ``--jump REJECT`` (iptables) or ``reject``
+    (nftables) without ``--reject-with``: an ICMP port unreachable, which a TCP or UDP
+    client sees at once as a refused connection. Felix restarts itself to apply a
+    change (felix/daemon/daemon.go: a changed parameter that is not one of those
+    applied live)."""
+
+    DROP = "drop"
+    REJECT = "reject"
+
+    @property
+    def felix_value(self) -> str:
+        """As the FelixConfiguration field takes it (``^(?i)(Drop|Reject)?$``)."""
+        return self.value.capitalize()
+
+
+def deny_action_of(config: FelixConfigurationView | None) -> DenyAction:
+    """The deny action a FelixConfiguration sets: REJECT if either dataplane's field
+    says so (the harness sets both), else DROP."""
+    if config is None:
+        return DenyAction.DROP
+    given = {config.iptables_deny_action.lower(), config.nftables_deny_action.lower()}
+    return DenyAction.REJECT if "reject" in given else DenyAction.DROP
+
+
+def deny_action_manifest(action: DenyAction, name: str = "default") -> dict[str, object]:
+    """The FelixConfiguration fields the harness owns (server-side apply: nothing
+    else of the object changes)."""
+    return {
+        "apiVersion": FELIX_CONFIGURATION.api_version,
+        "kind": FELIX_CONFIGURATION.kind,
+        "metadata": {"name": name},
+        "spec": {"iptablesFilterDenyAction": action.felix_value, "nftablesFilterDenyAction": action.felix_value},
+    }

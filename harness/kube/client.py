@@ -26,6 +26,7 @@ Imported only when a cluster backend is created (the client is slow to import).
 from __future__ import annotations
 
 import contextvars
+import functools
 import http.client
 import json
 import logging
@@ -54,24 +55,30 @@ from harness.core.errors import BackendUnavailable
 from harness.kube.api import ExecRequest, ExecResult
 from harness.kube.errors import TRANSIENT_STATUSES, KubeApiError
 from harness.kube.execs import run_concurrently
+from harness.kube.resources import FELIX_CONFIGURATION, ApiResource
 from harness.kube.views import (
     DaemonSetView,
     EndpointSliceView,
+    FelixConfigurationView,
     InstallationView,
     NamespaceView,
     NodeView,
+    ObjectMeta,
     PodView,
     ReplyShapeError,
     ServiceView,
     TigeraStatusView,
     daemonset_view,
     endpoint_slice_view,
+    felix_configuration_view,
     installation_view,
     items_of,
     name_of,
     namespace_view,
     node_view,
+    object_meta_view,
     pod_view,
+    served_resources_of,
     server_version_of,
     service_view,
     tigera_status_view,
@@ -87,6 +94,11 @@ REQUEST_TIMEOUT = 30.0
 EXEC_CONNECT_TIMEOUT = 30.0
 #: Content type of a server-side apply (a JSON body is valid YAML).
 APPLY_PATCH = "application/apply-patch+yaml"
+#: Field validation of the custom objects the harness applies: a field the CRD (or
+#: Calico's API server) does not know is an error, as under kubectl's default
+#: ``--validate=strict``, instead of being dropped with a warning, which would apply
+#: another policy than the scenario's.
+STRICT = "Strict"
 #: The exec stream's status channel (the Status object of the finished command).
 _ERROR_CHANNEL = 3
 
@@ -546,6 +558,101 @@ class KubeClient:
     def delete_all_policies(self, namespace: str) -> None:
         what = f"delete the NetworkPolicies of {namespace}"
         self._request(what, self.networking.delete_collection_namespaced_network_policy, namespace)
+
+    # -- custom objects: cluster-scoped policies, Calico's kinds -------------------------
+
+    def served_resources(self, group: str, version: str) -> frozenset[str] | None:
+        """The resources the API serves in ``group/version`` (API discovery), None
+        when it serves no such group version."""
+        what = f"discover the resources of {group}/{version}"
+        raw = self._request(what, self.custom.get_api_resources, group, version, absent=(404,))
+        if raw is None:
+            return None
+        found: frozenset[str] = self._view(what, f"the APIResourceList of {group}/{version}", served_resources_of, raw)
+        return found
+
+    def _object_call(self, verb: str, resource: ApiResource, namespace: str | None) -> Callable[..., Any]:
+        scope = "namespaced" if resource.namespaced else "cluster"
+        call: Callable[..., Any] = getattr(self.custom, f"{verb}_{scope}_custom_object")
+        if resource.namespaced:
+            if not namespace:
+                raise ValueError(f"{resource.kind} is namespaced: a namespace is needed")
+            return functools.partial(call, resource.group, resource.version, namespace, resource.plural)
+        return functools.partial(call, resource.group, resource.version, resource.plural)
+
+    @staticmethod
+    def _where(resource: ApiResource, manifest: Mapping[str, Any]) -> tuple[str | None, str]:
+        meta = manifest["metadata"]
+        return (str(meta["namespace"]) if resource.namespaced else None), str(meta["name"])
+
+    def read_object(self, resource: ApiResource, namespace: str | None, name: str) -> ObjectMeta | None:
+        """The metadata of an object, None when there is none."""
+        what = f"read {resource.describe(namespace, name)}"
+        raw = self._request(what, self._object_call("get", resource, namespace), name, absent=(404,))
+        if raw is None:
+            return None
+        meta: ObjectMeta = self._view(what, f"the {resource.kind} {name}", object_meta_view, raw)
+        return meta
+
+    def apply_object(self, resource: ApiResource, manifest: Mapping[str, Any]) -> None:
+        """Server-side apply, owned by the harness's field manager, with strict field validation."""
+        namespace, name = self._where(resource, manifest)
+        what = f"apply {resource.describe(namespace, name)}"
+        raw = self._request(
+            what,
+            self._object_call("patch", resource, namespace),
+            name,
+            dict(manifest),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            field_validation=STRICT,
+            _content_type=APPLY_PATCH,
+        )
+        self._check_name(what, f"the {resource.kind} applied", raw, name)
+
+    def create_object(self, resource: ApiResource, manifest: Mapping[str, Any]) -> None:
+        """Create an object (the harness's field manager, strict field validation)."""
+        namespace, name = self._where(resource, manifest)
+        what = f"create {resource.describe(namespace, name)}"
+        raw = self._request(
+            what,
+            self._object_call("create", resource, namespace),
+            dict(manifest),
+            field_manager=FIELD_MANAGER,
+            field_validation=STRICT,
+        )
+        self._check_name(what, f"the {resource.kind} created", raw, name)
+
+    def delete_object(self, resource: ApiResource, namespace: str | None, name: str) -> bool:
+        """False when there was no such object."""
+        what = f"delete {resource.describe(namespace, name)}"
+        return self._request(what, self._object_call("delete", resource, namespace), name, absent=(404,)) is not None
+
+    def list_objects(self, resource: ApiResource, label_selector: str) -> list[ObjectMeta]:
+        """The objects of ``resource`` in every namespace whose labels match
+        ``label_selector``; none when the API does not serve that resource."""
+        what = f"list {resource.kubectl} ({label_selector})"
+        raw = self._request(
+            what,
+            self.custom.list_cluster_custom_object,
+            resource.group,
+            resource.version,
+            resource.plural,
+            label_selector=label_selector,
+            absent=(404,),
+        )
+        if raw is None:
+            return []
+        return self._list(what, f"a list of {resource.kind} objects", lambda item, where: object_meta_view(item, where), raw)
+
+    def felix_configuration(self, name: str = "default") -> FelixConfigurationView | None:
+        """Calico's FelixConfiguration ``name``, None when there is none (or no such API)."""
+        what = f"read {FELIX_CONFIGURATION.kubectl}/{name}"
+        raw = self._request(what, self._object_call("get", FELIX_CONFIGURATION, None), name, absent=(404,))
+        if raw is None:
+            return None
+        view: FelixConfigurationView = self._view(what, f"the FelixConfiguration {name}", felix_configuration_view, raw)
+        return view
 
     # -- Services -----------------------------------------------------------------------
 

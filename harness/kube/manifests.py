@@ -8,7 +8,8 @@ netcat, which the agnhost image installs (kubernetes test/images/agnhost/Dockerf
 file system is read-only; the probe script keeps the clients' output in a small
 memory-backed ``emptyDir`` at /tmp. Pods carry exactly their declared labels:
 bookkeeping goes in annotations, so that no selector of a scenario sees a label it
-did not declare.
+did not declare. Namespaces carry one label more, the run's scope label
+(harness.kube.naming, SCOPE_LABEL), which no scenario may declare or select.
 """
 
 from __future__ import annotations

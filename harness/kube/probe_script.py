@@ -145,10 +145,23 @@ def classify_agnhost(result: ProbeResult) -> tuple[Outcome, str]:
     return Outcome.ERROR, f"agnhost connect exit {result.exit_code}: {detail}"
 
 
+#: Why a refusal is a block where Felix rejects (harness.kube.calico.DenyAction).
+REJECTED = "Calico's deny action is REJECT on this cluster (--deny-action reject), so a refusal is the policy's"
+
+
 def observation(
-    result: ProbeResult | None, protocol: Protocol, identity: str, timeout: float, command: str, missing: str = ""
+    result: ProbeResult | None,
+    protocol: Protocol,
+    identity: str,
+    timeout: float,
+    command: str,
+    missing: str = "",
+    rejects: bool = False,
 ) -> Observation:
-    """What one probe's result means, checked against the endpoint that should answer."""
+    """What one probe's result means, checked against the endpoint that should answer.
+    ``rejects``: Felix denies with REJECT here, so a refused probe was refused by a
+    policy and is blocked (every declared port of a probe pod is served, so nothing
+    else refuses it)."""
     if result is None:
         return Observation(Outcome.ERROR, missing or "the probe script printed no result for this probe", command)
     if protocol is Protocol.SCTP:
@@ -158,6 +171,8 @@ def observation(
         outcome, detail = classify(
             protocol, identity, timeout, result.exit_code, result.stdout, result.stderr, result.elapsed, math.inf
         )
+    if rejects and outcome is Outcome.REFUSED:
+        return Observation(Outcome.BLOCKED, f"rejected, {detail}: {REJECTED}", command, result.elapsed)
     return Observation(outcome, detail, command, result.elapsed)
 
 

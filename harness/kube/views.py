@@ -387,6 +387,45 @@ def name_of(raw: object, where: str) -> str:
     return meta_of(_object(raw, where), where).name
 
 
+# -- custom objects and API discovery ---------------------------------------------------
+
+
+def object_meta_view(raw: object, where: str = "the object") -> ObjectMeta:
+    """The metadata of any object (a custom resource the harness applied)."""
+    return meta_of(_object(raw, where), where)
+
+
+def served_resources_of(raw: object, where: str = "the APIResourceList") -> frozenset[str]:
+    """The resources an API group version serves (``GET /apis/<group>/<version>``),
+    by plural name, subresources (``kubecontrollersconfigurations/status``) left out."""
+    resources = _list(_object(raw, where).get("resources"), f"{where}.resources")
+    names = (
+        _required_string(_object(r, f"{where}.resources[{i}]").get("name"), f"{where}.resources[{i}].name")
+        for i, r in enumerate(resources)
+    )
+    return frozenset(name for name in names if "/" not in name)
+
+
+@dataclass(frozen=True)
+class FelixConfigurationView:
+    """What the harness reads of a FelixConfiguration: how Felix denies a packet in
+    each of its dataplanes (``""``: the default, Drop)."""
+
+    meta: ObjectMeta
+    iptables_deny_action: str = ""
+    nftables_deny_action: str = ""
+
+
+def felix_configuration_view(raw: object, where: str = "the FelixConfiguration") -> FelixConfigurationView:
+    obj = _object(raw, where)
+    spec = _optional_object(obj.get("spec"), f"{where}.spec")
+    return FelixConfigurationView(
+        meta_of(obj, where),
+        _string(spec.get("iptablesFilterDenyAction"), f"{where}.spec.iptablesFilterDenyAction"),
+        _string(spec.get("nftablesFilterDenyAction"), f"{where}.spec.nftablesFilterDenyAction"),
+    )
+
+
 # -- Services -------------------------------------------------------------------------
 
 

@@ -12,6 +12,13 @@ them (pods of the namespace matching the selector, the target port found by
 FindPort: a number as it is, a name among the containers' ports of that protocol),
 in the discovery.k8s.io/v1 shape, and only after ``endpoints_after`` reads.
 
+Custom objects (the cluster-scoped admin policies, Calico's kinds) are stored as
+applied, in the resources ``crds`` (CustomResourceDefinitions installed) or
+``served`` (API discovery of an aggregated API server) make known; a call on a
+resource the cluster does not serve fails with 404 as the API server answers, and
+one whose namespace does not exist with 404 too. What a CNI makes of them is not
+decided here (tests/kube/calico_double.py).
+
 Calls named in ``broken_calls`` (``"delete namespace nph-r1-shop"``) go instead to
 ``broken``, a real KubeClient whose API server fails them, so they raise exactly
 the error the client raises."""
@@ -19,30 +26,39 @@ the error the client raises."""
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from harness.kube.api import ExecRequest, ExecResult, KubeApi
+from harness.kube.errors import KubeApiError
 from harness.kube.execs import run_concurrently
+from harness.kube.resources import FELIX_CONFIGURATION, ApiResource
 from harness.kube.views import (
     EndpointSliceView,
+    FelixConfigurationView,
     InstallationView,
     NamespaceView,
     NodeView,
+    ObjectMeta,
     PodView,
     ServiceView,
     TigeraStatusView,
     endpoint_slice_view,
+    felix_configuration_view,
     namespace_view,
     node_view,
+    object_meta_view,
     pod_view,
     service_view,
 )
+
+ObjectKey = tuple[str, str, str | None, str]  # group, plural, namespace, name
 
 NAME_LABEL = "kubernetes.io/metadata.name"
 #: The SCTP client of the probe image is agnhost, which this machine lacks; the
@@ -102,6 +118,29 @@ class PodServers:
     def close(self) -> None:
         self.stop.set()
         for sock in self.sockets:
+            sock.close()
+
+
+class BlackHole:
+    """A listening TCP socket that completes no more connections (its accept queue
+    is full, so the kernel drops each new SYN): a client connecting times out."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((address, port))
+        self.listener.listen(0)
+        self.filler = [socket.create_connection((address, port), timeout=2)]
+        extra = socket.socket()
+        extra.setblocking(False)
+        try:
+            extra.connect((address, port))
+        except BlockingIOError:
+            pass
+        self.filler.append(extra)
+
+    def close(self) -> None:
+        for sock in (*self.filler, self.listener):
             sock.close()
 
 
@@ -185,7 +224,17 @@ def find_port(pod: Mapping[str, Any], port: Mapping[str, Any]) -> int | None:
     return None
 
 
-_blocks = iter(range(10, 250))
+def _subnets() -> Iterator[str]:
+    """Loopback /24s, one per double: 127.<worker>.<n>, a second octet of its own for
+    each pytest-xdist worker (gw0, gw1...) so that doubles in parallel never share
+    addresses, and the /24s of a worker reused in turn (a double's sockets are closed
+    by then)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    second = 10 + int(worker) if worker.isdigit() else 9
+    return itertools.cycle(f"127.{second}.{n}" for n in range(10, 250))
+
+
+_blocks = _subnets()
 
 
 class InMemoryCluster:
@@ -202,7 +251,7 @@ class InMemoryCluster:
         self.calls: list[str] = []
         self.ready_after = ready_after
         self.node_names = nodes
-        self.block = next(_blocks)  # each double serves its pods from its own 127.0.<block>.0/24
+        self.subnet = next(_blocks)  # each double serves its pods from its own loopback /24
         self.next_host = 10
         self.pod_waiting_reason: str | None = None
         self.servers = PodServers()
@@ -218,6 +267,12 @@ class InMemoryCluster:
         #: Reads of a Service's EndpointSlices before they list its endpoints.
         self.endpoints_after = 1
         self._slice_reads: dict[tuple[str, str], int] = {}
+        #: CustomResourceDefinitions installed, by name (``clusternetworkpolicies.policy.networking.k8s.io``).
+        self.crds: set[str] = set()
+        #: Group versions an aggregated API server serves, with their resources.
+        self.served: dict[tuple[str, str], set[str]] = {}
+        #: Custom objects as stored (the manifest applied).
+        self.objects: dict[ObjectKey, dict[str, Any]] = {}
 
     def _fails(self, call: str) -> bool:
         return call in self.broken_calls and self.broken is not None
@@ -233,7 +288,8 @@ class InMemoryCluster:
         return None
 
     def crd_exists(self, name: str) -> bool:
-        return False
+        self.calls.append(f"read CustomResourceDefinition {name}")
+        return name in self.crds
 
     def daemonset_images(self, names: tuple[str, ...], namespaces: tuple[str, ...]) -> dict[str, str]:
         return {}
@@ -271,6 +327,8 @@ class InMemoryCluster:
             del self.pods[key]
         for key in [k for k in self.policies if k[0] == name]:
             del self.policies[key]
+        for object_key in [k for k in self.objects if k[2] == name]:
+            del self.objects[object_key]
 
     def set_namespace_labels(self, name: str, labels: Mapping[str, str]) -> None:
         if self._fails(f"relabel namespace {name}"):
@@ -303,7 +361,7 @@ class InMemoryCluster:
         assert meta["namespace"] in self.namespaces, f"no namespace {meta['namespace']}"
         assert key not in self.pods, f"pod {key} exists"
         pod = copy.deepcopy(dict(manifest))
-        address = f"127.0.{self.block}.{self.next_host}"
+        address = f"{self.subnet}.{self.next_host}"
         self.next_host += 1
         pod["status"] = {"phase": "Pending", "podIP": address}
         pod["polls"] = 0
@@ -382,7 +440,7 @@ class InMemoryCluster:
         assert meta["namespace"] in self.namespaces, f"no namespace {meta['namespace']}"
         assert key not in self.services, f"Service {key} exists"
         service = copy.deepcopy(dict(manifest))
-        service["spec"]["clusterIP"] = f"127.0.{self.block}.{self.next_cluster_ip}"
+        service["spec"]["clusterIP"] = f"{self.subnet}.{self.next_cluster_ip}"
         self.next_cluster_ip += 1
         self.services[key] = service
         self.calls.append(f"create service {key[0]}/{key[1]}")
@@ -440,12 +498,115 @@ class InMemoryCluster:
                 )
         return [endpoint_slice_view(piece) for piece in slices]
 
+    # -- custom objects
+    def served_resources(self, group: str, version: str) -> frozenset[str] | None:
+        self.calls.append(f"discover {group}/{version}")
+        plurals = {name.split(".", 1)[0] for name in self.crds if name.split(".", 1)[1] == group}
+        plurals |= self.served.get((group, version), set())
+        return frozenset(plurals) if plurals else None
+
+    def serves(self, resource: ApiResource) -> bool:
+        return resource.crd in self.crds or resource.plural in self.served.get((resource.group, resource.version), set())
+
+    def _object_key(self, what: str, resource: ApiResource, namespace: str | None, name: str) -> ObjectKey:
+        if not self.serves(resource):
+            raise KubeApiError(
+                what,
+                f"the API server at {self.server} answered 404: the server could not find the requested resource",
+                status=404,
+                reason="Not Found",
+            )
+        if resource.namespaced:
+            assert namespace, f"{resource.kind} is namespaced"
+            if namespace not in self.namespaces:
+                raise KubeApiError(
+                    what, f'the API server at {self.server} answered 404: namespaces "{namespace}" not found', status=404
+                )
+        else:
+            assert namespace is None, f"{resource.kind} is cluster-scoped"
+        return (resource.group, resource.plural, namespace, name)
+
+    def _manifest_key(self, what: str, resource: ApiResource, manifest: Mapping[str, Any]) -> ObjectKey:
+        meta = manifest["metadata"]
+        assert manifest["apiVersion"] == resource.api_version and manifest["kind"] == resource.kind, manifest
+        return self._object_key(what, resource, meta.get("namespace") if resource.namespaced else None, meta["name"])
+
+    def admit(self, what: str, resource: ApiResource, manifest: Mapping[str, Any]) -> None:
+        """What the API server checks of an object before storing it (nothing here)."""
+
+    def read_object(self, resource: ApiResource, namespace: str | None, name: str) -> ObjectMeta | None:
+        key = self._object_key(f"read {resource.describe(namespace, name)}", resource, namespace, name)
+        found = self.objects.get(key)
+        return object_meta_view(copy.deepcopy(found)) if found is not None else None
+
+    def apply_object(self, resource: ApiResource, manifest: Mapping[str, Any]) -> None:
+        what = f"apply {resource.describe(manifest['metadata'].get('namespace'), manifest['metadata']['name'])}"
+        key = self._manifest_key(what, resource, manifest)
+        self.admit(what, resource, manifest)
+        self.objects[key] = copy.deepcopy(dict(manifest))
+        self.calls.append(what)
+
+    def create_object(self, resource: ApiResource, manifest: Mapping[str, Any]) -> None:
+        what = f"create {resource.describe(manifest['metadata'].get('namespace'), manifest['metadata']['name'])}"
+        key = self._manifest_key(what, resource, manifest)
+        if key in self.objects:
+            raise KubeApiError(
+                what,
+                f'the API server at {self.server} answered 409: {resource.crd} "{key[3]}" already exists',
+                status=409,
+                reason="Conflict",
+            )
+        self.admit(what, resource, manifest)
+        self.objects[key] = copy.deepcopy(dict(manifest))
+        self.calls.append(what)
+
+    def delete_object(self, resource: ApiResource, namespace: str | None, name: str) -> bool:
+        what = f"delete {resource.describe(namespace, name)}"
+        if self._fails(what):
+            self.broken.delete_object(resource, namespace, name)
+        key = self._object_key(what, resource, namespace, name)
+        self.calls.append(what)
+        return self.objects.pop(key, None) is not None
+
+    def list_objects(self, resource: ApiResource, label_selector: str) -> list[ObjectMeta]:
+        """``label_selector``: comma-separated ``key``, ``key=value`` or ``key!=value``."""
+        if not self.serves(resource):
+            return []
+        self.calls.append(f"list {resource.kubectl} ({label_selector})")
+        out = []
+        for (group, plural, _, _), manifest in sorted(self.objects.items(), key=lambda item: str(item[0])):
+            labels = manifest["metadata"].get("labels") or {}
+            if (group, plural) == (resource.group, resource.plural) and _selects(label_selector, labels):
+                out.append(object_meta_view(copy.deepcopy(manifest)))
+        return out
+
+    def felix_configuration(self, name: str = "default") -> FelixConfigurationView | None:
+        if not self.serves(FELIX_CONFIGURATION):
+            return None
+        found = self.objects.get((FELIX_CONFIGURATION.group, FELIX_CONFIGURATION.plural, None, name))
+        return felix_configuration_view(copy.deepcopy(found)) if found is not None else None
+
     def close(self) -> None:
         self.closed = True
         self.servers.close()
         for proxies in self.proxies.values():
             for proxy in proxies.values():
                 proxy.close()
+
+
+def _selects(selector: str, labels: Mapping[str, str]) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif term not in labels:
+            return False
+    return True
 
 
 def _implements_the_protocol(double: InMemoryCluster) -> KubeApi:

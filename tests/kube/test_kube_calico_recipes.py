@@ -87,6 +87,10 @@ def test_which_admin_policies_each_version_enforces(recipes: dict[str, CalicoRec
             ("ClusterNetworkPolicy",),
             "v1_crd_projectcalico_org.yaml",
         )
+    # What Calico's converters make of them: the same peers in every version; named
+    # ports only from 3.32 (3.31 reads a namedPort as no port at all).
+    assert all(p.peers == ("namespaces", "pods", "networks") for p in (old, new, newest))
+    assert (old.named_ports, new.named_ports, newest.named_ports) == (False, True, True)
     # Installed with Calico: by a manifest the recipe applies, and by the operator itself.
     assert all(p.operator_installs_crds for p in (old, new, newest))
     assert old.crds_in in {s.name for s in recipes["3.31"].install}
@@ -121,6 +125,23 @@ def test_a_broken_recipe_names_the_file_and_the_field(tmp_path: Path, text: str,
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
     assert str(err.value).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("peers", ["namespaces", "everything"], "admin_policies.peers: expected a non-empty list of the peer forms"),
+        ("named_ports", "sometimes", "admin_policies.named_ports: expected true or false"),
+    ],
+)
+def test_a_recipe_must_say_what_calico_converts(clusters: Path, tmp_path: Path, field: str, value: object, message: str) -> None:
+    raw: dict[str, Any] = yaml.safe_load((clusters / "calico" / "3.31" / "recipe.yaml").read_text())
+    raw["admin_policies"][field] = value
+    path = tmp_path / "calico" / "3.31" / "recipe.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(path)
 
 
 def test_a_recipe_whose_admin_policy_crds_are_not_installed_is_refused(clusters: Path, tmp_path: Path) -> None:

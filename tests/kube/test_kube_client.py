@@ -31,14 +31,27 @@ from loopback_api import (
 
 from harness.core.errors import BackendUnavailable
 from harness.kube.api import ExecRequest
-from harness.kube.client import APPLY_PATCH, FIELD_MANAGER, KubeClient, exit_code_of
+from harness.kube.client import APPLY_PATCH, FIELD_MANAGER, STRICT, KubeClient, exit_code_of
 from harness.kube.errors import KubeApiError
+from harness.kube.resources import CLUSTER_NETWORK_POLICY, STAGED_NETWORK_POLICY
 
 POLICY: dict[str, Any] = {
     "apiVersion": "networking.k8s.io/v1",
     "kind": "NetworkPolicy",
     "metadata": {"name": "deny-all", "namespace": "shop"},
     "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+}
+CNP: dict[str, Any] = {
+    "apiVersion": "policy.networking.k8s.io/v1alpha2",
+    "kind": "ClusterNetworkPolicy",
+    "metadata": {"name": "deny-dev", "labels": {"netpol-harness.io/run": "r1"}},
+    "spec": {"tier": "Admin", "priority": 10, "subject": {"namespaces": {}}},
+}
+SNP: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "StagedNetworkPolicy",
+    "metadata": {"name": "db", "namespace": "shop"},
+    "spec": {"selector": "app == 'db'"},
 }
 
 Call = Callable[[KubeClient], object]
@@ -62,6 +75,16 @@ CALLS: list[tuple[str, Call]] = [
     ("apply NetworkPolicy shop/deny-all", lambda kube: kube.apply_policy(POLICY)),
     ("delete NetworkPolicy shop/deny-all", lambda kube: kube.delete_policy("shop", "deny-all")),
     ("delete the NetworkPolicies of shop", lambda kube: kube.delete_all_policies("shop")),
+    ("discover the resources of projectcalico.org/v3", lambda kube: kube.served_resources("projectcalico.org", "v3")),
+    ("read ClusterNetworkPolicy deny-dev", lambda kube: kube.read_object(CLUSTER_NETWORK_POLICY, None, "deny-dev")),
+    ("apply ClusterNetworkPolicy deny-dev", lambda kube: kube.apply_object(CLUSTER_NETWORK_POLICY, CNP)),
+    ("create StagedNetworkPolicy shop/db", lambda kube: kube.create_object(STAGED_NETWORK_POLICY, SNP)),
+    ("delete StagedNetworkPolicy shop/db", lambda kube: kube.delete_object(STAGED_NETWORK_POLICY, "shop", "db")),
+    (
+        "list clusternetworkpolicies.policy.networking.k8s.io (netpol-harness.io/run)",
+        lambda kube: kube.list_objects(CLUSTER_NETWORK_POLICY, "netpol-harness.io/run"),
+    ),
+    ("read felixconfigurations.projectcalico.org/default", lambda kube: kube.felix_configuration()),
 ]
 
 
@@ -164,7 +187,25 @@ def test_absent_objects_are_not_errors(server: LoopbackApiServer, kube: KubeClie
     assert kube.tigera_statuses() == []  # the CRD is not installed yet
     assert kube.installation() is None
     assert kube.crd_exists("felixconfigurations.crd.projectcalico.org") is False
-    assert [r.method for r in server.requests] == ["GET", "DELETE", "DELETE", "DELETE", "GET", "GET", "GET"]
+    assert kube.served_resources("projectcalico.org", "v3") is None  # no Calico API server
+    assert kube.read_object(CLUSTER_NETWORK_POLICY, None, "x") is None
+    assert kube.delete_object(STAGED_NETWORK_POLICY, "shop", "db") is False
+    assert kube.list_objects(CLUSTER_NETWORK_POLICY, "a") == []  # the CRD is not installed
+    assert kube.felix_configuration() is None
+    assert [r.method for r in server.requests] == [
+        "GET",
+        "DELETE",
+        "DELETE",
+        "DELETE",
+        "GET",
+        "GET",
+        "GET",
+        "GET",
+        "GET",
+        "DELETE",
+        "GET",
+        "GET",
+    ]
 
 
 #: A TigeraStatus and the Installation as the operator writes them (tigera/operator
@@ -250,6 +291,52 @@ def test_policies_are_applied_server_side_by_the_harness(server: LoopbackApiServ
     # The client writes booleans as Python does; the API server reads anything but "0" and "false" as true.
     assert request.query == {"fieldManager": [FIELD_MANAGER], "force": ["True"]}
     assert json.loads(request.body) == POLICY
+
+
+def test_custom_objects_are_applied_server_side_strictly_and_found_by_label(server: LoopbackApiServer, kube: KubeClient) -> None:
+    """Cluster-scoped and namespaced custom objects: the paths of the API, server-side
+    apply by the harness's field manager with strict field validation (a field the CRD
+    does not know is an error, never dropped), and lists by label selector."""
+    replies = {
+        ("PATCH", "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies/deny-dev"): json_reply(CNP),
+        ("POST", "/apis/projectcalico.org/v3/namespaces/shop/stagednetworkpolicies"): json_reply(SNP),
+        ("GET", "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"): json_reply(
+            {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicyList", "items": [CNP]}
+        ),
+        # What Calico's API server lists (apiserver/pkg/registry/projectcalico/rest/storage_calico.go).
+        ("GET", "/apis/projectcalico.org/v3"): json_reply(
+            {
+                "kind": "APIResourceList",
+                "groupVersion": "projectcalico.org/v3",
+                "resources": [
+                    {"name": "stagednetworkpolicies", "namespaced": True, "kind": "StagedNetworkPolicy", "verbs": ["get"]},
+                    {"name": "kubecontrollersconfigurations/status", "namespaced": False, "kind": "X", "verbs": ["get"]},
+                ],
+            }
+        ),
+        ("GET", "/apis/projectcalico.org/v3/felixconfigurations/default"): json_reply(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "FelixConfiguration",
+                "metadata": {"name": "default"},
+                "spec": {"iptablesFilterDenyAction": "Reject"},
+            }
+        ),
+    }
+    server.answer = lambda request: replies.get((request.method, request.path), api_error(404, "NotFound", "no"))
+    kube.apply_object(CLUSTER_NETWORK_POLICY, CNP)
+    kube.create_object(STAGED_NETWORK_POLICY, SNP)
+    (listed,) = kube.list_objects(CLUSTER_NETWORK_POLICY, "netpol-harness.io/run")
+    assert kube.served_resources("projectcalico.org", "v3") == frozenset({"stagednetworkpolicies"})
+    felix = kube.felix_configuration()
+    assert felix is not None and (felix.iptables_deny_action, felix.nftables_deny_action) == ("Reject", "")
+    apply, create, listing, _, _ = server.requests
+    assert apply.headers["content-type"] == APPLY_PATCH
+    assert apply.query == {"fieldManager": [FIELD_MANAGER], "fieldValidation": [STRICT], "force": ["True"]}
+    assert json.loads(apply.body) == CNP
+    assert create.query == {"fieldManager": [FIELD_MANAGER], "fieldValidation": [STRICT]} and json.loads(create.body) == SNP
+    assert listing.query == {"labelSelector": ["netpol-harness.io/run"]}
+    assert (listed.name, dict(listed.labels)) == ("deny-dev", {"netpol-harness.io/run": "r1"})
 
 
 def test_an_unreachable_server_at_start_is_unavailable_with_a_hint(server: LoopbackApiServer, tmp_path: Path) -> None:

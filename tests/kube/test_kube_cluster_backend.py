@@ -36,7 +36,7 @@ from harness.core.topology import (
 from harness.kube.client import KubeClient
 from harness.kube.environment import ProbeEnvironment
 from harness.kube.manifests import ANNOTATION_RUN
-from harness.kube.naming import NamespaceMap
+from harness.kube.naming import SCOPE_LABEL, NamespaceMap
 from tests.drivers import Probe, StepDriver
 
 pytestmark = pytest.mark.skipif(
@@ -114,11 +114,12 @@ def test_deploy_probe_relabel_reset_close_on_a_shared_cluster(cluster: InMemoryC
 
     assert set(cluster.namespaces) == {"nph-r1-shop", "nph-r1-kube-system"}
     shop = cluster.namespaces["nph-r1-shop"]["metadata"]
-    assert shop["labels"] == {"env": "prod", NAMESPACE_NAME_LABEL: "nph-r1-shop"}
+    # The declared labels, the name label, and the run's mark, which scopes cluster-scoped policies to the run.
+    assert shop["labels"] == {"env": "prod", NAMESPACE_NAME_LABEL: "nph-r1-shop", SCOPE_LABEL: "r1"}
     assert shop["annotations"][ANNOTATION_RUN] == "r1"
     placement = [cluster.pods[k]["spec"]["nodeSelector"]["kubernetes.io/hostname"] for k in sorted(cluster.pods)]
     assert sorted(placement) == ["worker", "worker", "worker2"]  # never the tainted control plane
-    assert str(deployment.addresses["shop/web"]).startswith("127.0.")
+    assert str(deployment.addresses["shop/web"]).startswith(cluster.subnet + ".")
     assert any("waiting for 3 pod(s) to be Ready" in m for m in messages)
 
     cells = probes(
@@ -154,7 +155,11 @@ def test_deploy_probe_relabel_reset_close_on_a_shared_cluster(cluster: InMemoryC
     }
     backend.set_namespace_labels("shop", {"env": "dev", NAMESPACE_NAME_LABEL: "shop"})
     backend.set_pod_labels("shop/web", {"app": "legacy"})
-    assert cluster.namespaces["nph-r1-shop"]["metadata"]["labels"] == {"env": "dev", NAMESPACE_NAME_LABEL: "nph-r1-shop"}
+    assert cluster.namespaces["nph-r1-shop"]["metadata"]["labels"] == {
+        "env": "dev",
+        NAMESPACE_NAME_LABEL: "nph-r1-shop",
+        SCOPE_LABEL: "r1",  # kept through relabels
+    }
     assert cluster.pods[("nph-r1-shop", "web")]["metadata"]["labels"] == {"app": "legacy"}
     backend.delete_policies(["shop/dns-only", "shop/never-applied"])
     assert cluster.policies == {}
@@ -208,7 +213,7 @@ def test_own_cluster_adopts_existing_namespaces_and_gives_them_back(cluster: InM
     backend = backend_on(cluster, adopt=True)
     backend.deploy(TOPOLOGY)
     assert "create namespace kube-system" not in cluster.calls
-    assert cluster.namespaces["kube-system"]["metadata"]["labels"] == {NAMESPACE_NAME_LABEL: "kube-system"}
+    assert cluster.namespaces["kube-system"]["metadata"]["labels"] == {NAMESPACE_NAME_LABEL: "kube-system", SCOPE_LABEL: "r1"}
     dns_policy = parse_policy({**POLICY.manifest, "metadata": {"name": "p", "namespace": "kube-system"}})
     backend.apply_policies([dns_policy])
     backend.close()
@@ -460,6 +465,6 @@ def test_a_scenarios_kube_system_is_a_namespace_of_its_own_on_kind(cluster: InMe
     }
     cell = probes(DNS_TOPOLOGY, ("shop/web", "kube-system/coredns", "5353/UDP"))[0]
     assert backend.probe([cell], timeout=1.0)[cell].outcome is Outcome.ALLOWED
-    assert str(deployment.addresses["kube-system/coredns"]).startswith("127.0.")
+    assert str(deployment.addresses["kube-system/coredns"]).startswith(cluster.subnet + ".")
     backend.close()
     assert "delete namespace nph-kube-system" in cluster.calls and "delete namespace kube-system" not in cluster.calls

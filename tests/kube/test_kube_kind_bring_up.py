@@ -10,6 +10,7 @@ recorded/calico-upgrade-3.31-to-3.32.yaml)."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from loopback_api import LoopbackApiServer, Reply, Request, api_error, json_repl
 
 from harness.backends.kind.backend import CLUSTER_LABEL, CLUSTER_LABEL_VALUE, _bring_up
 from harness.core.errors import HarnessError
-from harness.kube.calico import CalicoRecipe, resolve_release
+from harness.kube.calico import CalicoRecipe, DenyAction, resolve_release
+from harness.kube.client import APPLY_PATCH, FIELD_MANAGER
 from harness.kube.tools import CONTAINERD_SNAPSHOTTER, DockerInfo, KindTools
 from harness.kube.versions import PinnedVersions
 
@@ -71,6 +73,8 @@ class FakeApiServer:
             return json_reply({"kind": "TigeraStatusList", "items": state["tigerastatuses"]})
         if request.path == "/apis/operator.tigera.io/v1/installations/default" and state["installation"] is not None:
             return json_reply(state["installation"])
+        if (request.method, request.path) == ("PATCH", "/apis/projectcalico.org/v3/felixconfigurations/default"):
+            return json_reply(json.loads(request.body))  # what a server-side apply returns: the object
         return api_error(404, "NotFound", f"{request.path} not found")
 
 
@@ -159,6 +163,43 @@ def test_a_cluster_is_created_given_the_image_and_calico_and_deleted_again(
     backend.close()
     assert lines(tmp_path / "kind.log")[-1] == f"delete cluster --name nph --kubeconfig {kubeconfig}"
     assert list(workdir.iterdir()) == []
+
+
+def test_deny_action_reject_sets_felix_on_the_cluster_the_run_creates(
+    tmp_path: Path,
+    workdir: Path,
+    api: LoopbackApiServer,
+    clusters: Path,
+    versions: PinnedVersions,
+    recipes: dict[str, CalicoRecipe],
+) -> None:
+    """Once Calico is available: a server-side apply of the FelixConfiguration default
+    with both dataplanes' deny action, by the harness's field manager; the backend
+    then reads refusals as blocks."""
+    FakeApiServer(api, fresh_install_states())
+    release = resolve_release("3.32", versions, recipes)
+    messages: list[str] = []
+    backend = _bring_up(
+        "nph",
+        False,
+        None,
+        NODE_IMAGE,
+        IMAGE,
+        release,
+        tools_for(tmp_path, api),
+        False,
+        clusters,
+        messages.append,
+        DenyAction.REJECT,
+    )
+    (apply,) = [r for r in api.requests if r.method == "PATCH"]
+    assert apply.path == "/apis/projectcalico.org/v3/felixconfigurations/default"
+    assert apply.headers["content-type"] == APPLY_PATCH and apply.query["fieldManager"] == [FIELD_MANAGER]
+    assert json.loads(apply.body)["spec"] == {"iptablesFilterDenyAction": "Reject", "nftablesFilterDenyAction": "Reject"}
+    assert backend.rejects and backend.deny_action is DenyAction.REJECT
+    assert backend.info().details["deny_action"] == "reject"  # in every report of the run
+    assert any("Felix now denies with REJECT" in m for m in messages)
+    backend.close()
 
 
 def test_ctrl_c_during_the_calico_install_still_deletes_the_cluster(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import socket
 import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_double import InMemoryCluster  # the helper modules beside this file
+from cluster_double import BlackHole, InMemoryCluster  # the helper modules beside this file
 
 from harness.backends.base import BackendInfo
 from harness.backends.cluster.backend import ClusterBackend
@@ -62,29 +61,6 @@ spec:
 """
 
 
-class BlackHole:
-    """A listening TCP socket that completes no more connections (its accept queue
-    is full, so the kernel drops each new SYN): a client connecting times out."""
-
-    def __init__(self, address: str, port: int) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((address, port))
-        self.listener.listen(0)
-        self.filler = [socket.create_connection((address, port), timeout=2)]
-        extra = socket.socket()
-        extra.setblocking(False)
-        try:
-            extra.connect((address, port))
-        except BlockingIOError:
-            pass
-        self.filler.append(extra)
-
-    def close(self) -> None:
-        for sock in (*self.filler, self.listener):
-            sock.close()
-
-
 class LateCalico(InMemoryCluster):
     """The in-memory API server, with a CNI that puts policy changes in force
     ``lag`` probe rounds after they are made (``delete_lag`` for deletions)."""
@@ -96,7 +72,7 @@ class LateCalico(InMemoryCluster):
         self.enforced: dict[tuple[str, str], dict[str, Any]] = {}
         self._pending: dict[tuple[str, str], dict[str, Any]] | None = None
         self._countdown = 0
-        self.hole_address = f"127.0.{self.block}.250"
+        self.hole_address = f"{self.subnet}.250"
         self.holes: dict[int, BlackHole] = {}
         #: Per probe round: (source pod, destination pod, what the CNI did).
         self.rounds: list[list[tuple[str, str, str]]] = []

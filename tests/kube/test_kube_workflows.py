@@ -7,8 +7,11 @@ uname replaced by scripts that record their arguments (the runner's are not here
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -93,6 +96,84 @@ def test_e2e_covers_every_pinned_calico_minor_on_both_runner_images(
     assert matrix["os"] == ["ubuntu-24.04", "ubuntu-26.04"]
     assert job["runs-on"] == "${{ matrix.os }}"
     assert job["strategy"]["fail-fast"] is False
+
+
+def cluster_policy_scenarios(repo: Path, recipe: CalicoRecipe, version: str) -> set[str]:
+    """The library's scenarios with cluster-scoped admin policies or Calico policies
+    that the kind backend applies on ``version`` (the harness's own decision, with the
+    CRDs there and Calico's API server serving its kinds)."""
+    from harness.backends.cluster.enforcement import SupportCheck, calico_support
+    from harness.backends.cluster.objects import declared_objects, render
+    from harness.core.cluster_policy import ClusterPolicy
+    from harness.core.errors import UnsupportedPolicy
+    from harness.kube.naming import NamespaceMap
+    from harness.kube.resources import POLICY_RESOURCES
+    from harness.scenario import load_scenario
+
+    served = frozenset(r.plural for r in POLICY_RESOURCES if r.group == "projectcalico.org")
+    applied = set()
+    for path in sorted((repo / "scenarios").glob("*.yaml")):
+        scenario = load_scenario(path)
+        objects = [(ref, d) for plan in scenario.plans for ref, d in declared_objects(plan.state)]
+        if not objects:
+            continue
+        check = SupportCheck("kind", calico_support(version, recipe), lambda crd: True, lambda group, v: served)
+        try:
+            for ref, declared in objects:
+                placed = render(ref, declared, NamespaceMap(scope="r1"))
+                if isinstance(declared, ClusterPolicy):
+                    check.cluster_policy(declared, placed.resource)
+                else:
+                    check.calico_policy(ref, declared, placed.resource)
+        except UnsupportedPolicy:
+            continue
+        applied.add(scenario.name)
+    return applied
+
+
+def test_e2e_runs_the_cluster_policy_and_audit_scenarios_where_calico_enforces_them(
+    workflows: dict[str, Workflow], versions: PinnedVersions, recipes: dict[str, CalicoRecipe], repo: Path
+) -> None:
+    """Each minor's selection is exactly the scenarios whose kinds it enforces, and a
+    skipped one fails the job."""
+    data, _ = workflows["e2e"]
+    job = data["jobs"]["cluster-policies"]
+    entries = job["strategy"]["matrix"]["include"]
+    assert [e["calico"] for e in entries] == supported_minors(versions, recipes)
+    library = sorted(p.stem for p in (repo / "scenarios").glob("*.yaml"))
+    for entry in entries:
+        words = shlex.split(entry["scenarios"])
+        assert words[::2] == ["--scenario"] * (len(words) // 2)
+        selected = {name for name in library if any(fnmatch.fnmatch(name, glob) for glob in words[1::2])}
+        minor = entry["calico"]
+        assert selected == cluster_policy_scenarios(repo, recipes[minor], versions.calico_version(minor)), minor
+        assert any(name.startswith("audit-") for name in selected)
+    script = run_text(job)
+    assert 'pytest scenarios/ --backend kind --calico-version "$CALICO_VERSION" ${{ matrix.scenarios }}' in script
+    assert "set -o pipefail" in script
+
+
+def none_skipped_step(job: dict[str, Any]) -> str:
+    step: str = next(s["run"] for s in steps(job) if s.get("name", "").startswith("Every one of them ran"))
+    return step
+
+
+@pytest.mark.parametrize(("statuses", "fails"), [(["passed", "passed"], False), (["passed", "skipped"], True), ([], True)])
+def test_the_cluster_policy_job_fails_on_a_skipped_scenario(
+    workflows: dict[str, Workflow], tmp_path: Path, statuses: list[str], fails: bool
+) -> None:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for i, status in enumerate(statuses):
+        record = {"scenario": {"name": f"s{i}"}, "status": status, "reason": "Calico v3.32.4 does not enforce ..."}
+        (reports / f"s{i}.json").write_text(json.dumps(record))
+    data, _ = workflows["e2e"]
+    result = subprocess.run(
+        ["bash", "-c", none_skipped_step(data["jobs"]["cluster-policies"])], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert (result.returncode != 0) == fails, result.stdout + result.stderr
+    if "skipped" in statuses:
+        assert "::error::s1 was skipped, but this Calico version enforces its kinds: Calico v3.32.4" in result.stdout
 
 
 def test_e2e_takes_every_version_from_versions_env(

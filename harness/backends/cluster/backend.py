@@ -1,7 +1,10 @@
 """What the ``kind`` and ``existing`` backends share: a topology turned into
 namespaces and pods on a Kubernetes cluster, policies applied with server-side
-apply, labels changed through the API, and probe rounds run with one exec per
-source pod.
+apply (NetworkPolicies here; the cluster-scoped admin policies and Calico's kinds
+through :mod:`harness.backends.cluster.objects`, once
+:mod:`harness.backends.cluster.enforcement` has found that the cluster's CNI
+enforces them), labels changed through the API, and probe rounds run with one exec
+per source pod.
 
 Pods are reused while the topology keeps its shape (same namespaces, pods and
 ports): between scenarios only policies are removed and labels restored.
@@ -17,7 +20,10 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from harness.backends.base import Backend, Capabilities, Deployment
+from harness.backends.cluster.enforcement import PolicySupport, SupportCheck, unknown_support
+from harness.backends.cluster.objects import ClusterObjects, PlacedObject
 from harness.backends.cluster.services import ClusterServices, ServiceTarget, combine
+from harness.core.cluster_policy import ClusterPolicy
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError, UnsupportedPolicy
 from harness.core.matrix import Cell, CellSet, Observation, Outcome, ReachabilityMatrix
 from harness.core.policy import NetworkPolicy
@@ -37,7 +43,7 @@ from harness.kube.manifests import (
     schedulable_nodes,
     spread_over_nodes,
 )
-from harness.kube.naming import NamespaceMap
+from harness.kube.naming import NamespaceMap, ReservedLabel, scope_label_use
 from harness.kube.probe_script import (
     ProbeTarget,
     kubectl_line,
@@ -69,6 +75,9 @@ class ClusterBackend(Backend):
 
     capabilities = Capabilities(deterministic=False, protocols=frozenset(Protocol))
 
+    #: Felix denies with REJECT on this cluster (the kind backend's --deny-action
+    #: reject): a refused probe is a blocked one.
+    rejects = False
     #: Seconds allowed for the pods of a topology to become Ready.
     pods_ready_timeout = 300.0
     #: Seconds allowed for deleted namespaces to disappear.
@@ -90,6 +99,10 @@ class ClusterBackend(Backend):
         self.image = image
         self.progress = progress
         self.run_id = run_id or new_run_id()
+        if names.scope is None:
+            names.scope = self.run_id  # every namespace of the run carries it (harness.kube.naming)
+        elif names.scope != self.run_id:
+            raise ValueError(f"the namespace map scopes run {names.scope}, not this run, {self.run_id}")
         self.adopt_existing_namespaces = adopt_existing_namespaces
         self._topology: Topology | None = None
         self._addresses: dict[str, ipaddress.IPv4Address] = {}
@@ -104,6 +117,9 @@ class ClusterBackend(Backend):
         self._closed = False
         #: The scenario's Services on the cluster (harness.backends.cluster.services).
         self.services = ClusterServices(kube, names, self.run_id, progress, self.poll)
+        #: Cluster-scoped admin policies and Calico's kinds (harness.backends.cluster.objects).
+        self.objects = ClusterObjects(kube, names, self.run_id, progress, self.name)
+        self._support: SupportCheck | None = None
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -120,6 +136,20 @@ class ClusterBackend(Backend):
     def kubectl_target(self) -> tuple[str | None, str | None]:
         """(kubeconfig, context) for the reproduce commands."""
         return self.kube.kubeconfig, self.kube.context
+
+    def policy_support(self) -> PolicySupport:
+        """What the cluster's CNI enforces beyond NetworkPolicy (see
+        harness.backends.cluster.enforcement); asked once, when a state first has
+        such a policy."""
+        return unknown_support("an unknown CNI", f"backend {self.name} does not say which CNI the cluster runs")
+
+    @property
+    def support(self) -> SupportCheck:
+        if self._support is None:
+            support = self.policy_support()
+            self.progress(f"policies beyond NetworkPolicy: {support.basis}")
+            self._support = SupportCheck(self.name, support, self.kube.crd_exists, self.kube.served_resources)
+        return self._support
 
     # -- deploy -----------------------------------------------------------------------
 
@@ -152,7 +182,7 @@ class ClusterBackend(Backend):
                 self._created.append(real)
             elif self.adopt_existing_namespaces:
                 # default...: used as it is, and given back as it was.
-                self._adopted.setdefault(real, self.names.namespace_labels(existing.meta.labels))
+                self._adopted.setdefault(real, self.names.labels_to_give_back(existing.meta.labels))
                 self.kube.set_namespace_labels(real, labels)
             else:
                 raise BackendError(f"namespace {real} already exists on the cluster and was not created by this run")
@@ -320,15 +350,24 @@ class ClusterBackend(Backend):
             raise BackendError("nothing is deployed on the cluster: call deploy(topology) first")
         if state.topology.shape() != self._topology.shape():
             raise BackendError("the cluster has another topology deployed: call deploy() with this one first")
-        self._refuse_unapplied_kinds(state)
+        # Everything is checked before anything changes: a policy the CNI would not
+        # enforce is refused (harness.backends.cluster.enforcement), never skipped.
+        for ns in state.topology.namespaces:
+            self.names.namespace_labels(ns.labels)  # a label the harness keeps for itself: refused here
+        objects = self.objects.render(state)
+        self._refuse_unenforced(state, objects)
+        self.objects.refuse_takeovers(objects, self._created)
         before = self._converged
         for ref in before.policies:
             if ref not in state.policies:
                 self._delete_policy(ref)
+        self.objects.delete_gone(objects)
         for ref, policy in state.policies.items():
             old = before.policies.get(ref)
             if old is None or dict(old.manifest) != dict(policy.manifest):
                 self._apply_policy(policy)
+        if objects:
+            self.objects.apply_changed(objects, self.support.support)
         for ns in state.topology.namespaces:
             if dict(before.topology.namespace(ns.name).labels) != dict(ns.labels):
                 self.kube.set_namespace_labels(self.names.real(ns.name), self.names.namespace_labels(ns.labels))
@@ -337,19 +376,20 @@ class ClusterBackend(Backend):
                 self.kube.set_pod_labels(self.names.real(pod.namespace), pod.name, pod.labels)
         self._converged = state
 
-    def _refuse_unapplied_kinds(self, state: DesiredState) -> None:
-        """Kinds this backend does not apply yet are refused before anything
-        changes: skipping them would observe the cluster without the policy and
-        report that as the scenario's result."""
-        for policy in state.cluster_policy_list:
-            why = "cluster-scoped policies of the network-policy-api are not applied by this backend yet"
-            raise UnsupportedPolicy(self.name, policy.source or "<inline>", policy.ref, "kind", why)
-        for ref, calico in state.calico.items():
-            why = "Calico policies (projectcalico.org/v3) are not applied by this backend yet"
-            raise UnsupportedPolicy(self.name, calico.source or "<inline>", ref, "kind", why)
-        for ref, staged in state.staged.items():
-            why = "staged Calico policies are not applied by this backend yet"
-            raise UnsupportedPolicy(self.name, staged.source or "<inline>", ref, "kind", why)
+    def _refuse_unenforced(self, state: DesiredState, objects: dict[str, PlacedObject]) -> None:
+        """The first policy of ``state`` the cluster's CNI would not enforce, or that
+        selects the harness's own scope label, raises UnsupportedPolicy."""
+        for ref, policy in state.policies.items():
+            used = scope_label_use(policy.manifest)
+            if used is not None:
+                err = ReservedLabel(used)
+                raise UnsupportedPolicy(self.name, policy.source or "<inline>", ref, err.path, err.reason)
+        for ref, placed in objects.items():
+            declared = placed.declared
+            if isinstance(declared, ClusterPolicy):
+                self.support.cluster_policy(declared, placed.resource)
+            elif declared is not None:
+                self.support.calico_policy(ref, declared, placed.resource)
 
     def _apply_policy(self, policy: NetworkPolicy) -> None:
         manifest = self.names.translate_policy(policy.manifest)
@@ -442,7 +482,7 @@ class ClusterBackend(Backend):
                 why = result.error or "; ".join(problems)
                 results[cell] = Observation(Outcome.ERROR, f"exec in {source.id}: {why}", shown)
             else:
-                results[cell] = combine(cell, target, [lines.get(i) for i in ids], shown, timeout)
+                results[cell] = combine(cell, target, [lines.get(i) for i in ids], shown, timeout, self.rejects)
         return results
 
     def _unsupported(self, cells: Sequence[Cell]) -> dict[Cell, Observation]:
@@ -485,7 +525,9 @@ class ClusterBackend(Backend):
             if part
         )
         return {
-            cell: observation(lines.get(i), cell.port.protocol, cell.destination, timeout, self.reproduce_command(cell), missing)
+            cell: observation(
+                lines.get(i), cell.port.protocol, cell.destination, timeout, self.reproduce_command(cell), missing, self.rejects
+            )
             for i, cell in enumerate(cells)
         }
 
@@ -528,6 +570,7 @@ class ClusterBackend(Backend):
 
         done(self.stop_externals)
         problems += self.services.remove()
+        problems += self.objects.remove(self._created)
         created = list(self._created)
         deleted = [real for real in created if done(partial(self.kube.delete_namespace, real))]
         self._created = [real for real in created if real not in deleted]
@@ -565,6 +608,8 @@ class ClusterBackend(Backend):
             lines.append(kubectl_line(kubeconfig, context, ["delete", "pod", "-n", real, name]))
         for real, name in sorted(self._applied):
             lines.append(kubectl_line(kubeconfig, context, ["delete", "networkpolicy", "-n", real, name]))
+        for args in self.objects.leftover_args():
+            lines.append(kubectl_line(kubeconfig, context, args))
         for real, name in sorted(self.services.made):
             if real not in self._created:
                 lines.append(kubectl_line(kubeconfig, context, ["delete", "service", "-n", real, name]))
@@ -591,6 +636,21 @@ class ClusterBackend(Backend):
             progress=self.progress,
             message=f"waiting for {len(pods)} pod(s) to be deleted",
         )
+
+    def sweep_leftover_objects(self, prefixed: bool) -> list[str]:
+        """Delete the cluster-scoped admin policies and Calico policies that runs killed
+        outright left (see harness.backends.cluster.objects); what was deleted. Every
+        one is tried; those that could not be deleted are listed in one error."""
+        swept, failed = self.objects.sweep(prefixed=prefixed)
+        if failed:
+            kubeconfig, context = self.kubectl_target()
+            raise BackendError(
+                "could not delete every policy left by earlier runs:\n"
+                + "\n".join(f"  - {problem}" for problem, _ in failed)
+                + "\nremove them with:\n"
+                + "\n".join(f"  {kubectl_line(kubeconfig, context, args)}" for _, args in failed)
+            )
+        return swept
 
     def close_namespaces(self) -> None:
         """Delete what this run created (without waiting), once."""

@@ -11,25 +11,30 @@ unsupported. The cluster must allow the safe sysctl
 pods/exec for the harness's user.
 
 A run that is killed outright (SIGKILL, a lost machine) cannot clean up; its
-namespaces stay. ``--sweep-leftovers`` deletes them before the run: every
-``nph-`` namespace whose run annotation names another run. Only on request, since
-on a shared cluster another run of the harness may still be using its own.
+namespaces stay, and so do its cluster-scoped policies (harmless to others: they
+are scoped to that run's namespaces) and Calico policies. ``--sweep-leftovers``
+deletes them before the run: every ``nph-`` namespace whose run annotation names
+another run, and every policy object labelled and annotated with such a run
+(harness.backends.cluster.objects). Only on request, since on a shared cluster
+another run of the harness may still be using its own.
 """
 
 from __future__ import annotations
 
 from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend, new_run_id
+from harness.backends.cluster.enforcement import PolicySupport, calico_support, minor_of, unknown_support
 from harness.backends.shield import interrupts_held
-from harness.core.errors import BackendError, HarnessError
+from harness.core.errors import BackendError, BackendUnavailable, HarnessError
 from harness.core.progress import Progress
 from harness.kube.api import KubeApi
+from harness.kube.calico import load_recipes
 from harness.kube.client import KubeClient
 from harness.kube.manifests import ANNOTATION_RUN
 from harness.kube.naming import PREFIX, NamespaceMap
 from harness.kube.probe_script import kubectl_line
 from harness.kube.progress import reporter
-from harness.kube.versions import load_versions
+from harness.kube.versions import clusters_dir, load_versions
 from harness.kube.views import NamespaceView
 
 
@@ -56,14 +61,46 @@ class ExistingBackend(ClusterBackend):
         with interrupts_held("removing the namespaces this run created", self.progress):
             self.close_namespaces()
 
-    def sweep_leftovers(self) -> list[str]:
-        """Delete the namespaces that earlier runs of the harness left behind (named
-        ``nph-…``, annotated with a run id other than this run's); return their names.
-        Every one is tried; those that could not be deleted are listed in one error."""
+    def policy_support(self) -> PolicySupport:
+        """Decided from what :func:`detect_cni` finds and the recipes: Calico of a minor
+        version with a recipe enforces what the recipe says; anything else is not known
+        to enforce any kind beyond NetworkPolicy, whatever CRDs the cluster has. Each
+        CRD (and each Calico kind) must also be there, which the check asks."""
+        if self._cni is None:
+            self._cni = detect_cni(self.kube)
+        cni, version = self._cni.get("cni", "unknown"), self._cni.get("cni_version", "")
+        found = f"the cluster's CNI, from its node agent's DaemonSet: {cni} {version}".rstrip()
+        if cni != "calico":
+            return unknown_support(
+                f"{cni} {version}".strip() if cni != "unknown" else "an unknown CNI",
+                f"{found}; the harness knows which of these kinds Calico versions enforce (clusters/calico/*/recipe.yaml), "
+                "not what this CNI does, and a CRD alone enforces nothing",
+            )
+        minor = minor_of(version)
+        recipes = load_recipes(clusters_dir())
+        if minor is None or minor not in recipes:
+            return unknown_support(
+                f"Calico {version}".strip(),
+                f"{found}; no recipe in clusters/calico/ records what Calico {minor or version or '(version unknown)'} "
+                f"enforces (recipes: {', '.join(sorted(recipes))})",
+                calico=True,
+            )
+        return calico_support(version, recipes[minor], basis=found)
+
+    def sweep_leftovers(self) -> tuple[list[str], list[str]]:
+        """Delete what earlier runs of the harness left behind: namespaces (named
+        ``nph-…``, annotated with a run id other than this run's) and the
+        cluster-scoped and Calico policies marked with such a run id (see
+        harness.backends.cluster.objects); return both, by name. Every one is tried;
+        those that could not be deleted are listed in one error."""
         stale = [(ns, run) for ns in self.kube.list_namespaces() if (run := leftover_run(ns, self.run_id))]
         swept: list[str] = []
-        left: list[str] = []
         problems: list[str] = []
+        commands: list[list[str]] = []
+        objects, failed = self.objects.sweep(prefixed=True)
+        for problem, args in failed:
+            problems.append(problem)
+            commands.append(args)
         for ns, run in stale:
             name = ns.name
             if ns.meta.deletion_timestamp:
@@ -73,19 +110,19 @@ class ExistingBackend(ClusterBackend):
                 self.kube.delete_namespace(name)
             except HarnessError as err:
                 problems.append(str(err))
-                left.append(name)
+                commands.append(["delete", "namespace", name])
                 continue
             self.progress(f"deleting namespace {name}, left over by run {run}")
             swept.append(name)
         if problems:
             kubeconfig, context = self.kubectl_target()
             raise BackendError(
-                "--sweep-leftovers could not delete every namespace left by earlier runs:\n"
+                "--sweep-leftovers could not delete everything earlier runs left:\n"
                 + "\n".join(f"  - {problem}" for problem in problems)
-                + "\ndelete them with:\n"
-                + "\n".join(f"  {kubectl_line(kubeconfig, context, ['delete', 'namespace', name])}" for name in left)
+                + "\ndelete it with:\n"
+                + "\n".join(f"  {kubectl_line(kubeconfig, context, args)}" for args in commands)
             )
-        return swept
+        return swept, objects
 
 
 def leftover_run(namespace: NamespaceView, current_run: str) -> str | None:
@@ -110,6 +147,11 @@ def detect_cni(kube: KubeApi) -> dict[str, str]:
 
 def create_existing_backend(options: OptionSource, progress: Progress | None = None) -> ExistingBackend:
     report = reporter(progress)
+    if options.getoption("deny_action", None) == "reject":
+        raise BackendUnavailable(
+            "--deny-action reject is for kind clusters the harness creates: it changes Calico's FelixConfiguration, "
+            "which on a cluster someone else runs is not the harness's to change"
+        )
     image = load_versions().agnhost_image
     kube = KubeClient(options.getoption("kubeconfig", None))
     try:
@@ -125,9 +167,11 @@ def create_existing_backend(options: OptionSource, progress: Progress | None = N
     backend = ExistingBackend(kube, image, report, version, run_id)
     if options.getoption("sweep_leftovers", False):
         try:
-            swept = backend.sweep_leftovers()
+            namespaces, objects = backend.sweep_leftovers()
         except BaseException:
             kube.close()
             raise
-        report(f"--sweep-leftovers: deleted {len(swept)} namespace(s) of earlier runs" if swept else "--sweep-leftovers: none")
+        parts = [f"{len(namespaces)} namespace(s)"] if namespaces else []
+        parts += [f"{len(objects)} policy object(s)"] if objects else []
+        report(f"--sweep-leftovers: deleted {' and '.join(parts)} of earlier runs" if parts else "--sweep-leftovers: none")
     return backend

@@ -207,9 +207,17 @@ def probe_reply(result: ProbeResult, protocol: Protocol, timeout: float) -> tupl
 
 
 def combine(
-    cell: Cell, target: ServiceTarget, results: Sequence[ProbeResult | None], command: str, timeout: float
+    cell: Cell,
+    target: ServiceTarget,
+    results: Sequence[ProbeResult | None],
+    command: str,
+    timeout: float,
+    rejects: bool = False,
 ) -> Observation:
-    """One Service cell's observation from its probes' results (see the module)."""
+    """One Service cell's observation from its probes' results (see the module).
+    ``rejects``: Felix denies with REJECT, so a probe refused while the Service has
+    backends (kube-proxy sent it to one) was refused by a policy: blocked. Without
+    backends, kube-proxy's own rejection stays a refusal."""
     answered: dict[str, int] = {}
     backends = set(target.backends)
     outcomes: list[Outcome] = []
@@ -226,6 +234,8 @@ def combine(
                 return Observation(Outcome.WRONG_RESPONDER, f"answered by {responder}", command)
             answered[responder] = answered.get(responder, 0) + 1
             outcomes.append(Outcome.ALLOWED)
+        elif outcome is Outcome.REFUSED and rejects and backends:
+            outcomes.append(Outcome.BLOCKED)
         elif outcome in (Outcome.BLOCKED, Outcome.REFUSED, Outcome.NAME_NOT_RESOLVED):
             outcomes.append(outcome)
         else:

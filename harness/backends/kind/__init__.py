@@ -52,6 +52,16 @@ def add_options(group: Any) -> None:
         "and so on; instead of one new cluster per version. Give the versions oldest first: Calico "
         "cannot be downgraded in place.",
     )
+    group.addoption(
+        "--deny-action",
+        choices=("drop", "reject"),
+        default="drop",
+        dest="deny_action",
+        help="kind only: what Calico's Felix does with a packet no policy allows. drop (the default, as production "
+        "Calico does): a blocked probe waits out --probe-timeout. reject: Felix answers with an ICMP port "
+        "unreachable, so a blocked probe ends at once, and a refused probe counts as blocked. Set on clusters the "
+        "harness creates (or made earlier, from drop to reject); never on --backend existing.",
+    )
 
 
 def create(options: OptionSource, progress: Progress | None = None) -> Backend:

@@ -29,6 +29,7 @@ from typing import Any
 
 from harness.backends.base import BackendInfo, OptionSource
 from harness.backends.cluster.backend import ClusterBackend
+from harness.backends.cluster.enforcement import PolicySupport, calico_support
 from harness.backends.kind import cluster_name
 from harness.backends.shield import interrupts_held
 from harness.core.errors import BackendError, BackendUnavailable, HarnessError
@@ -38,7 +39,10 @@ from harness.kube.api import KubeApi
 from harness.kube.calico import (
     V1_MODE_CRD,
     CalicoRelease,
+    DenyAction,
     Timeouts,
+    deny_action_manifest,
+    deny_action_of,
     install_calico,
     load_recipes,
     parse_minor,
@@ -50,6 +54,7 @@ from harness.kube.externals import ExternalHosts
 from harness.kube.kind import ClusterAccess, KindCli
 from harness.kube.naming import NamespaceMap
 from harness.kube.progress import heartbeat, reporter
+from harness.kube.resources import FELIX_CONFIGURATION
 from harness.kube.tools import (
     ImageTransfer,
     KindTools,
@@ -234,8 +239,12 @@ class KindBackend(ClusterBackend):
         image: str,
         progress: Progress,
         cleanup_paths: list[Path],
+        deny_action: DenyAction = DenyAction.DROP,
     ) -> None:
         super().__init__(kube, NamespaceMap(reserved=SYSTEM_NAMESPACES), image, progress, adopt_existing_namespaces=True)
+        #: How Felix denies on this cluster; with REJECT a refused probe is a blocked one.
+        self.deny_action = deny_action
+        self.rejects = deny_action is DenyAction.REJECT
         self.kind = kind
         self.cluster = cluster
         self.tools = tools
@@ -270,6 +279,10 @@ class KindBackend(ClusterBackend):
     def kubectl_target(self) -> tuple[str | None, str | None]:
         return str(self.target.access.kubeconfig), self.target.access.context
 
+    def policy_support(self) -> PolicySupport:
+        """The release the harness installed, judged by its recipe."""
+        return calico_support(self.release.version, self.release.recipe)
+
     def info(self) -> BackendInfo:
         if not self._kubernetes_version:
             self._kubernetes_version = _server_version(self.kube) or kubernetes_version_of(self.node_image)
@@ -278,7 +291,13 @@ class KindBackend(ClusterBackend):
             "calico",
             self.release.version,
             self._kubernetes_version,
-            {"kind_version": self.kind_version, "node_image": self.node_image, "cluster": self.cluster},
+            {
+                "kind_version": self.kind_version,
+                "node_image": self.node_image,
+                "cluster": self.cluster,
+                # Only when it is not Calico's default: a report then says why refusals were blocks.
+                **({"deny_action": self.deny_action.value} if self.rejects else {}),
+            },
         )
 
     def upgrade_calico(self, to_version: str) -> None:
@@ -304,6 +323,10 @@ class KindBackend(ClusterBackend):
                 f"reports {running or 'no calicoVersion'}"
             )
         self.release = release
+        if self._support is not None:
+            # Another version enforces other kinds (3.31 → 3.32: AdminNetworkPolicy no
+            # more), and may install other CRDs: judged and asked again.
+            self._support.forget(self.policy_support())
 
     def reproduce_note(self) -> str:
         if self.created and not self.keep:
@@ -437,7 +460,8 @@ def create_kind_backend(options: OptionSource, progress: Progress | None = None)
             raise BackendUnavailable(f"the kind backend cannot start:\n  - {problem}")
     for line in preflight_report(tools, kubectl_client_version(tools.kubectl), node_image, image):
         report(line)
-    return _bring_up(name, keep, kubeconfig_option, node_image, image, release, tools, exists, directory, report)
+    deny_action = DenyAction(options.getoption("deny_action", None) or DenyAction.DROP.value)
+    return _bring_up(name, keep, kubeconfig_option, node_image, image, release, tools, exists, directory, report, deny_action)
 
 
 def _bring_up(
@@ -451,6 +475,7 @@ def _bring_up(
     exists: bool,
     directory: Path,
     report: Progress,
+    deny_action: DenyAction = DenyAction.DROP,
 ) -> KindBackend:
     from harness.kube.client import KubeClient
 
@@ -502,6 +527,7 @@ def _bring_up(
             upgrade_calico(target, release, report, kubernetes)
         else:
             wait_until_available(target, release, report, Timeouts())
+        configure_deny_action(kube, deny_action, name, owned, report)
         backend = KindBackend(
             kube,
             kind,
@@ -517,8 +543,15 @@ def _bring_up(
             image=image,
             progress=report,
             cleanup_paths=cleanup,
+            deny_action=deny_action,
         )
         backend.stop_externals()  # leftovers of an interrupted run on a kept cluster
+        if exists:
+            # A reused cluster is the harness's (or runs the Calico asked for): cluster-scoped
+            # and Calico policies that a killed run left go first. They are scoped to that
+            # run's namespaces, but a BaselineAdminNetworkPolicy's name is the one every run needs.
+            for swept in backend.sweep_leftover_objects(prefixed=False):
+                log.info("swept %s", swept)
         return backend
     except BaseException:
         # Ctrl-C included: never leave a half-made cluster behind.
@@ -532,6 +565,36 @@ def _bring_up(
         else:
             remove_paths(cleanup)
         raise
+
+
+def configure_deny_action(kube: KubeApi, wanted: DenyAction, cluster: str, owned: bool, report: Progress) -> None:
+    """Felix's deny action as ``--deny-action`` asks (harness.kube.calico.DenyAction).
+    Only on a cluster the harness made, and only from DROP to REJECT: while Felix
+    restarts to apply it, a blocked probe still times out, which counts as blocked
+    under REJECT too. The other way, a refusal would be read as "refused" until Felix
+    has restarted, so a cluster set to REJECT by an earlier run is not switched back."""
+    current = deny_action_of(kube.felix_configuration())
+    if current is wanted:
+        if wanted is DenyAction.REJECT:
+            report(f"kind cluster {cluster}: Felix denies with REJECT (--deny-action reject): blocked probes end at once")
+        return
+    delete = f"`kind delete cluster --name {cluster}`"
+    if wanted is DenyAction.DROP:
+        raise BackendUnavailable(
+            f"kind cluster {cluster}'s Felix denies with REJECT (FelixConfiguration default, set by an earlier run with "
+            f"--deny-action reject); run with --deny-action reject, or delete the cluster with {delete}"
+        )
+    if not owned:
+        raise BackendUnavailable(
+            f"kind cluster {cluster} was not created by netpol-harness (its nodes lack the label "
+            f"{CLUSTER_LABEL}={CLUSTER_LABEL_VALUE}): --deny-action reject changes Calico's configuration, which the "
+            "harness does only on clusters it created"
+        )
+    kube.apply_object(FELIX_CONFIGURATION, deny_action_manifest(wanted))
+    report(
+        f"kind cluster {cluster}: Felix now denies with REJECT (--deny-action reject, FelixConfiguration default): a blocked "
+        "probe is refused at once and counts as blocked; production Calico drops"
+    )
 
 
 def load_image(kind: KindCli, tools: KindTools, cluster: str, image: str, report: Progress) -> None:

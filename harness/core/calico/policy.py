@@ -635,14 +635,27 @@ def parse_staged_policy(manifest: object, source: str = "<inline>", default_name
     return StagedPolicy(kind, namespace, name, action, enforced, source, MappingProxyType(full))
 
 
+#: The kinds with Calico's policy spec: the staged ones and the enforced ones they stand for.
+_CALICO_SPEC_KINDS = (
+    StagedKind.STAGED_NETWORK_POLICY.value,
+    StagedKind.STAGED_GLOBAL_NETWORK_POLICY.value,
+    EnforcedKind.CALICO_NETWORK_POLICY.kind,
+    EnforcedKind.CALICO_GLOBAL_NETWORK_POLICY.kind,
+)
+
+
 def rename_namespaces(manifest: Mapping[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
-    """A StagedNetworkPolicy or StagedGlobalNetworkPolicy manifest for a cluster whose
-    namespaces have other names (the existing backend): ``metadata.namespace`` and
-    every value a selector compares with a namespace's name go through ``rename``.
-    A StagedKubernetesNetworkPolicy has a NetworkPolicy's spec and is translated as
-    one (``harness.kube.naming``)."""
-    if manifest.get("kind") not in (StagedKind.STAGED_NETWORK_POLICY.value, StagedKind.STAGED_GLOBAL_NETWORK_POLICY.value):
-        raise HarnessError(f"rename_namespaces takes a Calico-spec staged policy, not {manifest.get('kind')!r}")
+    """A policy of Calico's spec (StagedNetworkPolicy, StagedGlobalNetworkPolicy, or
+    the ``projectcalico.org/v3`` NetworkPolicy or GlobalNetworkPolicy that enforces
+    one) for a cluster whose namespaces have other names (the existing backend):
+    ``metadata.namespace`` and every value a selector compares with a namespace's
+    name go through ``rename``. A StagedKubernetesNetworkPolicy has a NetworkPolicy's
+    spec and is translated as one (``harness.kube.naming``)."""
+    if manifest.get("apiVersion") != CALICO_API_VERSION or manifest.get("kind") not in _CALICO_SPEC_KINDS:
+        raise HarnessError(
+            f"rename_namespaces takes a {CALICO_API_VERSION} policy of Calico's spec, not "
+            f"{manifest.get('apiVersion')!r} {manifest.get('kind')!r}"
+        )
     out = copy.deepcopy(dict(manifest))
     meta = out.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("namespace"), str):

@@ -39,9 +39,16 @@ class UnsupportedField:
     reason: str
 
 
-def unsupported_fields(policy: AnyPolicy, backend: str, supported: Collection[PeerForm] | None = None) -> list[UnsupportedField]:
+def unsupported_fields(
+    policy: AnyPolicy,
+    backend: str,
+    supported: Collection[PeerForm] | None = None,
+    named_ports: str | None = None,
+) -> list[UnsupportedField]:
     """Every field of ``policy`` that ``backend`` cannot enforce (none for a
-    NetworkPolicy). ``supported`` overrides the backend's registered peer forms."""
+    NetworkPolicy). ``supported`` overrides the backend's registered peer forms;
+    ``named_ports``, when given, is why the backend cannot enforce named ports (a CNI
+    version whose converter ignores them), and every named port is reported with it."""
     if not isinstance(policy, ClusterPolicy):
         return []
     if supported is None:
@@ -59,6 +66,14 @@ def unsupported_fields(policy: AnyPolicy, backend: str, supported: Collection[Pe
                     reason = _REASONS.get(peer.form, f"it does not enforce {peer.form.value} peers")
                     path = f"spec.{direction.value.lower()}[{i}].{peer_key}[{j}].{peer.form.value}"
                     found.append(UnsupportedField(path, reason))
+            if named_ports is None:
+                continue
+            ports_key, named_key = ("ports", "namedPort") if policy.kind.is_v1alpha1 else ("protocols", "destinationNamedPort")
+            for k, port in enumerate(rule.ports or ()):
+                if port.name is not None:
+                    found.append(
+                        UnsupportedField(f"spec.{direction.value.lower()}[{i}].{ports_key}[{k}].{named_key}", named_ports)
+                    )
     return found
 
 
