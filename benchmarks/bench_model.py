@@ -82,26 +82,27 @@ def _ports(rng: random.Random) -> list[dict[str, Any]]:
     return []
 
 
+def policy_manifest(rng: random.Random, i: int, namespace: str, prefix: str = "policy") -> dict[str, Any]:
+    """One NetworkPolicy of the mix: selectors of every form, named ports, port
+    ranges, ipBlocks, egress on every third."""
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": {"app": rng.choice(APPS)}} if i % 7 else {},
+        "ingress": [{"from": [_peer(rng) for _ in range(rng.randrange(1, 3))], "ports": _ports(rng)}],
+    }
+    if i % 3 == 0:
+        spec["egress"] = [{"to": [_peer(rng)], "ports": _ports(rng)}]
+        spec["policyTypes"] = ["Ingress", "Egress"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{prefix}-{i:03d}", "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def build_manifests(rng: random.Random, count: int = 200, prefix: str = "policy") -> list[dict[str, Any]]:
     """``count`` NetworkPolicy manifests spread over the 20 namespaces."""
-    manifests = []
-    for i in range(count):
-        spec: dict[str, Any] = {
-            "podSelector": {"matchLabels": {"app": rng.choice(APPS)}} if i % 7 else {},
-            "ingress": [{"from": [_peer(rng) for _ in range(rng.randrange(1, 3))], "ports": _ports(rng)}],
-        }
-        if i % 3 == 0:
-            spec["egress"] = [{"to": [_peer(rng)], "ports": _ports(rng)}]
-            spec["policyTypes"] = ["Ingress", "Egress"]
-        manifests.append(
-            {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "NetworkPolicy",
-                "metadata": {"name": f"{prefix}-{i:03d}", "namespace": f"ns{i % 20:02d}"},
-                "spec": spec,
-            }
-        )
-    return manifests
+    return [policy_manifest(rng, i, f"ns{i % 20:02d}", prefix) for i in range(count)]
 
 
 def build_policies(rng: random.Random) -> list[NetworkPolicy]:

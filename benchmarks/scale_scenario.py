@@ -12,58 +12,23 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-APPS = ["web", "api", "db", "cache", "worker", "queue", "auth", "metrics"]
-TIERS = ["frontend", "backend", "data"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_model import APPS, TIERS, policy_manifest  # noqa: E402
+
 NAMESPACES = 20
 SEED = 20261121
 
 
-def _peer(rng: random.Random) -> dict[str, Any]:
-    kind = rng.randrange(5)
-    if kind == 0:
-        return {"podSelector": {"matchLabels": {"app": rng.choice(APPS)}}}
-    if kind == 1:
-        return {"namespaceSelector": {"matchLabels": {"team": f"team{rng.randrange(5)}"}}}
-    if kind == 2:
-        return {
-            "namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]},
-            "podSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["data"]}]},
-        }
-    if kind == 3:
-        return {"ipBlock": {"cidr": "192.168.0.0/16", "except": [f"192.168.{rng.randrange(1, 21)}.0/24"]}}
-    return {"podSelector": {"matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}]}}
-
-
-def _ports(rng: random.Random) -> list[dict[str, Any]]:
-    choice = rng.randrange(4)
-    if choice == 0:
-        return [{"port": "http"}, {"port": "metrics"}]
-    if choice == 1:
-        return [{"port": 8000, "endPort": 8100}]
-    if choice == 2:
-        return [{"protocol": "UDP", "port": 53}]
-    return []
-
-
 def policy(rng: random.Random, i: int, namespace: str) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "podSelector": {"matchLabels": {"app": rng.choice(APPS)}} if i % 7 else {},
-        "ingress": [{"from": [_peer(rng) for _ in range(rng.randrange(1, 3))], "ports": _ports(rng)}],
-    }
-    if i % 3 == 0:
-        spec["egress"] = [{"to": [_peer(rng)], "ports": _ports(rng)}]
-        spec["policyTypes"] = ["Ingress", "Egress"]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": f"policy-{i:03d}", "namespace": namespace},
-        "spec": spec,
-    }
+    """The ``i``-th policy, of the model benchmark's mix (bench_model.py), in ``namespace``."""
+    return policy_manifest(rng, i, namespace)
 
 
 def scenario(pods_per_namespace: int = 50, policies: int = 200, seed: int = SEED) -> dict[str, Any]:
