@@ -7,6 +7,8 @@ printed as one paragraph without a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class HarnessError(Exception):
     """Base class of every error the harness raises on purpose."""
@@ -99,3 +101,21 @@ class BackendError(HarnessError):
 
 class BaselineError(HarnessError):
     """A baseline file is missing, unreadable, or was written for something else."""
+
+
+def describe_value(raw: object) -> str:
+    """What a value of the wrong type is, for an error message: ``number 3``,
+    ``string 'x'``, ``a list``, ``nothing``."""
+    if raw is None:
+        return "nothing"
+    if isinstance(raw, bool):
+        return f"boolean {raw}"
+    if isinstance(raw, int | float):
+        return f"number {raw}"
+    if isinstance(raw, str):
+        return f"string {raw!r}" if len(raw) < 40 else "a string"
+    if isinstance(raw, list):
+        return "a list"
+    if isinstance(raw, Mapping):
+        return "a mapping"
+    return type(raw).__name__

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import ScenarioError
+from harness.core.errors import ScenarioError, describe_value
 from harness.core.policy import PolicyType
 from harness.core.topology import POD_CIDR, PodSpec, PortProtocol, Topology
-from harness.scenario.loader import FieldReader, describe_value, parse_port_pattern, parse_rule
+from harness.scenario.loader import FieldReader, parse_port_pattern, parse_rule
 from harness.scenario.spec import EndpointSelector, ExpectRule, PortPattern
 from harness.scenario.yamlload import load_one, read_text
 

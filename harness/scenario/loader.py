@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from harness.core.calico.policy import STAGED_KINDS, is_staged, parse_staged_policy
 from harness.core.cluster_policy import ClusterPolicy, ClusterPolicyKind, is_cluster_policy, parse_cluster_policy
-from harness.core.errors import HarnessError, PolicyError, ScenarioError
+from harness.core.errors import HarnessError, PolicyError, ScenarioError, describe_value
 from harness.core.matrix import Cell, Outcome
 from harness.core.policy import NetworkPolicy, parse_policy
 from harness.core.selectors import LabelSelector, SelectorSyntaxError, check_label_key, check_label_value, parse_selector
@@ -82,7 +82,7 @@ class _Reader:
         self, raw: object, path: str, allowed: Sequence[str] | None = None, required: Sequence[str] = ()
     ) -> Mapping[Any, Any]:
         if not isinstance(raw, Mapping):
-            raise self.fail(path, f"got {_kind(raw)}", "a mapping")
+            raise self.fail(path, f"got {describe_value(raw)}", "a mapping")
         if allowed is not None:
             for key in raw:
                 if key not in allowed:
@@ -94,17 +94,17 @@ class _Reader:
 
     def seq(self, raw: object, path: str) -> list[Any]:
         if not isinstance(raw, list):
-            raise self.fail(path, f"got {_kind(raw)}", "a list")
+            raise self.fail(path, f"got {describe_value(raw)}", "a list")
         return raw
 
     def string(self, raw: object, path: str, expected: str = "a string") -> str:
         if not isinstance(raw, str) or not raw:
-            raise self.fail(path, f"got {_kind(raw)}", expected)
+            raise self.fail(path, f"got {describe_value(raw)}", expected)
         return raw
 
     def boolean(self, raw: object, path: str) -> bool:
         if not isinstance(raw, bool):
-            raise self.fail(path, f"got {_kind(raw)}", "true or false")
+            raise self.fail(path, f"got {describe_value(raw)}", "true or false")
         return raw
 
     def labels(self, raw: object, path: str) -> dict[str, str]:
@@ -140,24 +140,7 @@ class _Reader:
 FieldReader = _Reader
 
 
-def _kind(raw: object) -> str:
-    if raw is None:
-        return "nothing"
-    if isinstance(raw, bool):
-        return f"boolean {raw}"
-    if isinstance(raw, int | float):
-        return f"number {raw}"
-    if isinstance(raw, str):
-        return f"string {raw!r}" if len(raw) < 40 else "a string"
-    if isinstance(raw, list):
-        return "a list"
-    if isinstance(raw, Mapping):
-        return "a mapping"
-    return type(raw).__name__
-
-
 #: How a value is named in messages ("string 'x'", "a list", "nothing").
-describe_value = _kind
 
 
 def _join(path: str, key: str) -> str:
@@ -179,12 +162,12 @@ def _port_spec(r: _Reader, raw: object, path: str) -> PortSpec:
     spec = r.mapping(raw, path, ["port", "protocol", "name"], ["port"])
     number = spec["port"]
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
-        raise r.fail(f"{path}.port", f"got {_kind(number)}", "a port number 1-65535")
+        raise r.fail(f"{path}.port", f"got {describe_value(number)}", "a port number 1-65535")
     proto_raw = spec.get("protocol", "TCP")
     try:
         protocol = Protocol(proto_raw)
     except ValueError:
-        raise r.fail(f"{path}.protocol", f"got {_kind(proto_raw)}", "TCP, UDP or SCTP") from None
+        raise r.fail(f"{path}.protocol", f"got {describe_value(proto_raw)}", "TCP, UDP or SCTP") from None
     name = spec.get("name")
     if name is not None:
         problem = check_port_name(name)
@@ -233,7 +216,7 @@ def _service_port(r: _Reader, raw: object, path: str) -> ServicePort:
         if problem:
             raise r.fail(f"{path}.targetPort", problem, "a port number or " + PORT_NAME_FORM)
     elif isinstance(target, bool) or not isinstance(target, int | str) or not 1 <= int(target) <= 65535:
-        raise r.fail(f"{path}.targetPort", f"got {_kind(target)}", "a port number 1-65535 or a container port name")
+        raise r.fail(f"{path}.targetPort", f"got {describe_value(target)}", "a port number 1-65535 or a container port name")
     else:
         target = int(target)
     name = spec.get("name")
@@ -320,7 +303,9 @@ def _topology(r: _Reader, doc: Mapping[str, Any], workloads: WorkloadSet | None 
                     raise TypeError("an address is written as text")
                 ip = ipaddress.IPv4Address(ext_raw["ip"])
             except (ValueError, TypeError):
-                raise r.fail(f"{path}.ip", f"got {_kind(ext_raw['ip'])}", "an IPv4 address such as 203.0.113.10") from None
+                raise r.fail(
+                    f"{path}.ip", f"got {describe_value(ext_raw['ip'])}", "an IPv4 address such as 203.0.113.10"
+                ) from None
             if ip in POD_CIDR:
                 raise r.fail(f"{path}.ip", f"{ip} is inside the pod range {POD_CIDR}", "an address outside the cluster")
             if ip in SERVICE_CIDR:
@@ -358,7 +343,7 @@ def parse_manifest(doc: object, source: str, namespace: str | None = None) -> Ma
         raise ScenarioError(
             source,
             "kind",
-            f"expected a NetworkPolicy, got {kind if isinstance(kind, str) else _kind(kind)}",
+            f"expected a NetworkPolicy, got {kind if isinstance(kind, str) else describe_value(kind)}",
             "one of " + ", ".join(POLICY_KINDS) + " (other manifests belong in workloads or are left out)",
         )
     return parse_policy(doc, source, namespace)
@@ -420,7 +405,7 @@ def _port_pattern(r: _Reader, raw: object, path: str) -> PortPattern:
     if raw is None or raw == "*":
         return PortPattern()
     if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise r.fail(path, f"got {_kind(raw)}", "80/TCP, 80, */UDP or *")
+        raise r.fail(path, f"got {describe_value(raw)}", "80/TCP, 80, */UDP or *")
     text = str(raw)
     number, _, proto = text.partition("/")
     try:
@@ -479,7 +464,7 @@ def _result(r: _Reader, raw: object, path: str) -> bool:
     """A default outcome: allowed or blocked."""
     if raw in ("allowed", "blocked"):
         return raw == "allowed"
-    raise r.fail(path, f"got {_kind(raw)}", "allowed or blocked")
+    raise r.fail(path, f"got {describe_value(raw)}", "allowed or blocked")
 
 
 _RESULT_WORDS = "allowed or blocked (for a Service also " + ", ".join(o.value for o in RESULTS[2:]) + ")"
@@ -489,7 +474,7 @@ def _rule_result(r: _Reader, raw: object, path: str) -> Outcome:
     for outcome in RESULTS:
         if raw == outcome.value:
             return outcome
-    raise r.fail(path, f"got {_kind(raw)}", _RESULT_WORDS)
+    raise r.fail(path, f"got {describe_value(raw)}", _RESULT_WORDS)
 
 
 #: Matrix symbols an intent may use, and what they stand for.
@@ -566,7 +551,7 @@ def _probed_ports(
         except HarnessError:
             key = None
         if key is None:
-            raise r.fail(f"{path}.ports[{i}]", f"got {_kind(item)}", "a port such as 80/TCP")
+            raise r.fail(f"{path}.ports[{i}]", f"got {describe_value(item)}", "a port such as 80/TCP")
         if not topology.destination_ids(key, names):
             raise r.fail(
                 f"{path}.ports[{i}]",
@@ -598,7 +583,7 @@ def _expectation(r: _Reader, raw: object, path: str, topology: Topology, names: 
         raise r.fail(f"{path}.default", "default goes with rules only")
     if form is ExpectationForm.MODEL:
         if doc["model"] is not True:
-            raise r.fail(f"{path}.model", f"got {_kind(doc['model'])}", "true")
+            raise r.fail(f"{path}.model", f"got {describe_value(doc['model'])}", "true")
         return Expectation(form, ports, path=path)
     if form is ExpectationForm.RULES:
         default = _result(r, doc.get("default", "allowed"), f"{path}.default")
@@ -651,7 +636,7 @@ def _settings(r: _Reader, raw: object) -> ScenarioSettings:
     try:
         st = SelfTraffic(self_traffic)
     except ValueError:
-        raise r.fail("settings.self_traffic", f"got {_kind(self_traffic)}", "allowed or policy") from None
+        raise r.fail("settings.self_traffic", f"got {describe_value(self_traffic)}", "allowed or policy") from None
     return ScenarioSettings(
         ImplementationSettings(st, r.boolean(doc.get("ipblock_matches_pods", True), "settings.ipblock_matches_pods")),
         r.boolean(doc.get("probe_self", False), "settings.probe_self"),
@@ -698,7 +683,7 @@ def _xfail(
             for i, item in enumerate(r.seq(items, where)):
                 cell = parse_cell(item) if isinstance(item, str) else None
                 if cell is None:
-                    raise r.fail(f"{where}[{i}]", f"got {_kind(item)}", "a cell such as 'x/a → y/b:80/TCP'")
+                    raise r.fail(f"{where}[{i}]", f"got {describe_value(item)}", "a cell such as 'x/a → y/b:80/TCP'")
                 cells.append(cell)
             wrong[step] = frozenset(cells)
         return ExpectedFailure(reason, MappingProxyType(wrong))

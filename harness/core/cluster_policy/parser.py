@@ -42,7 +42,7 @@ from harness.core.cluster_policy.objects import (
     PodSet,
     Tier,
 )
-from harness.core.errors import PolicyError
+from harness.core.errors import PolicyError, describe_value
 from harness.core.metadata import check_metadata
 from harness.core.selectors import LabelSelector, SelectorSyntaxError, parse_selector
 from harness.core.topology import Protocol, is_dns_subdomain
@@ -156,7 +156,7 @@ class _Parser:
         """A mapping with only ``allowed`` keys, nulls dropped (the API server prunes
         them), ``required`` ones present."""
         if not isinstance(raw, Mapping):
-            raise self.fail(path, f"got {_kind(raw)}", "a mapping")
+            raise self.fail(path, f"got {describe_value(raw)}", "a mapping")
         for key in raw:
             if key not in allowed:
                 raise self.fail(_join(path, str(key)), "unknown field", "one of " + ", ".join(allowed))
@@ -177,7 +177,7 @@ class _Parser:
 
     def items(self, raw: object, path: str, minimum: int, maximum: int) -> list[Any]:
         if not isinstance(raw, list):
-            raise self.fail(path, f"got {_kind(raw)}", "a list")
+            raise self.fail(path, f"got {describe_value(raw)}", "a list")
         if len(raw) < minimum:
             raise self.fail(path, f"{len(raw)} items, at least {minimum} required")
         if len(raw) > maximum:
@@ -186,12 +186,12 @@ class _Parser:
 
     def string(self, raw: object, path: str, expected: str = "a string") -> str:
         if not isinstance(raw, str):
-            raise self.fail(path, f"got {_kind(raw)}", expected)
+            raise self.fail(path, f"got {describe_value(raw)}", expected)
         return raw
 
     def integer(self, raw: object, path: str, low: int, high: int) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise self.fail(path, f"got {_kind(raw)}", f"a whole number from {low} to {high}")
+            raise self.fail(path, f"got {describe_value(raw)}", f"a whole number from {low} to {high}")
         if not low <= raw <= high:
             raise self.fail(path, f"{raw} is outside {low}-{high}", f"a whole number from {low} to {high}")
         return raw
@@ -365,13 +365,13 @@ def parse_cluster_policy(manifest: object, source: str = "<inline>", channel: Ch
         kind_hint = _kind_of(manifest) or kind_hint
     p = _Parser(source, kind_hint, name_hint, channel)
     if not isinstance(manifest, Mapping):
-        raise p.fail("", f"got {_kind(manifest)}", "a policy manifest (a mapping)")
+        raise p.fail("", f"got {describe_value(manifest)}", "a policy manifest (a mapping)")
     top = p.fields(manifest, "", ("apiVersion", "kind", "metadata", "spec", "status"))
     if _kind_of(top) is None:
-        raise p.fail("kind", f"got {_kind(top.get('kind'))}", ", ".join(sorted(CLUSTER_POLICY_KINDS)))
+        raise p.fail("kind", f"got {describe_value(top.get('kind'))}", ", ".join(sorted(CLUSTER_POLICY_KINDS)))
     kind = kind_hint
     if top.get("apiVersion") != kind.api_version:
-        raise p.fail("apiVersion", f"got {_kind(top.get('apiVersion'))}", f"{kind.api_version} for {kind.value}")
+        raise p.fail("apiVersion", f"got {describe_value(top.get('apiVersion'))}", f"{kind.api_version} for {kind.value}")
     if "metadata" not in top:
         raise p.fail("metadata", "required field is missing", "a mapping with name")
     raw_meta = top["metadata"]
@@ -419,19 +419,3 @@ def _join(path: str, key: str) -> str:
     if not key:
         return path
     return f"{path}.{key}" if path else key
-
-
-def _kind(raw: object) -> str:
-    if raw is None:
-        return "nothing"
-    if isinstance(raw, bool):
-        return f"boolean {raw}"
-    if isinstance(raw, int | float):
-        return f"number {raw}"
-    if isinstance(raw, str):
-        return f"string {raw!r}" if len(raw) < 40 else "a string"
-    if isinstance(raw, list):
-        return "a list"
-    if isinstance(raw, Mapping):
-        return "a mapping"
-    return type(raw).__name__
