@@ -1,15 +1,15 @@
 """The process behind one emulated endpoint: serves all its ports and answers with
 its identity (``x/a``), over HTTP on TCP ports and as a datagram on UDP ports.
 
-Started inside the endpoint's network namespace::
+The backend forks these servers from one launcher process (``--launcher``, below),
+each entering its endpoint's network namespace. One can also be started on its own,
+inside the endpoint's namespace::
 
     ip netns exec NS python -m harness.backends.emulated.server --identity x/a --tcp 80 --udp 80
 
-It prints ``ready`` once every port is bound, and exits when its standard input
-closes, so it never outlives the harness process that started it, even when that
-one is killed; with ``--detached`` (a network kept after the session) it serves
-until it is killed. Standard library only, so that it starts fast, except for the
-cluster DNS pod: with ``--dns RECORDS``, port 53 also answers DNS queries (over UDP,
+It then prints ``ready`` once every port is bound, and exits when its standard
+input closes; with ``--detached`` it serves until it is killed. For the cluster DNS
+pod, with ``--dns RECORDS``, port 53 also answers DNS queries (over UDP,
 and over TCP with its two-byte length prefix) from the records file, a JSON mapping
 of names to IPv4 addresses the harness rewrites when the Services change (the
 server reads it again when its modification time changes). Its DNS messages are
@@ -27,6 +27,8 @@ import signal
 import sys
 from collections.abc import Callable
 from typing import Any, cast
+
+from harness.backends.emulated.netns import enter_netns
 
 #: How long a client may take to send its request head before it is answered anyway.
 _REQUEST_WAIT = 5.0
@@ -205,53 +207,42 @@ async def serve(
 #
 # Starting a Python process per endpoint costs a tenth of a second of CPU each (the
 # interpreter and asyncio), which is most of building a network. So the backend runs
-# one launcher per deployment's lifetime, which has imported everything once and
-# forks a server per endpoint: the child enters the endpoint's network namespace
-# (setns(2), as `ip netns exec` does) and serves there. Every server is still its own
-# process, in its own namespace, killed and reported one by one.
+# one launcher for its whole life, which has imported everything once and forks a
+# server per endpoint: the child enters the endpoint's network namespace (setns(2),
+# as `ip netns exec` does) and serves there. Every server is still its own process,
+# in its own namespace, killed and reported one by one.
 
-#: setns(2)'s flag for a network namespace (linux/sched.h), and prctl(2)'s option to
-#: be sent a signal when the parent dies (linux/prctl.h).
-_CLONE_NEWNET = 0x40000000
+#: prctl(2)'s option to be sent a signal when the parent dies (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
-_NETNS_DIR = "/run/netns"
-
-
-def _libc() -> Any:
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _enter_netns(libc: Any, name: str) -> None:
-    import ctypes
-
-    fd = os.open(os.path.join(_NETNS_DIR, name), os.O_RDONLY)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
-    finally:
-        os.close(fd)
+#: Seconds a server gets to end after SIGTERM before it is killed.
+_STOP_GRACE = 3.0
 
 
 def _say(line: str) -> None:
     """One line to the backend: a single write, so that lines of servers starting at
     once never interleave (pipe writes up to PIPE_BUF are atomic)."""
-    os.write(1, (line.replace("\n", " ") + "\n").encode())
+    try:
+        os.write(1, (line.replace("\n", " ") + "\n").encode())
+    except BrokenPipeError:
+        # The harness is gone or no longer listening (it closes the pipe when it is
+        # done): the launcher still stops and reaps its servers.
+        pass
 
 
-def _child(libc: Any, key: str, request: dict[str, Any]) -> None:
+def _child(key: str, request: dict[str, Any]) -> None:
     """The server of one endpoint, in the forked child: never returns."""
     status = 0
     try:
         if not request.get("detached"):
+            import ctypes
+
             # Ends with the launcher, which ends with the harness (its stdin closes).
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 2)
-        _enter_netns(libc, request["netns"])
+        enter_netns(request["netns"])
 
         def ready() -> None:
             _say(f"ready {key}")
@@ -276,113 +267,120 @@ def _child(libc: Any, key: str, request: dict[str, Any]) -> None:
     os._exit(status)
 
 
+class _Launcher:
+    """The launcher's state: one event loop over its standard input and a pidfd per
+    server, so that requests are read and servers reaped as soon as either happens,
+    and a server that ignores SIGTERM (a stopped one) is killed at its deadline."""
+
+    def __init__(self, stdin: Any) -> None:
+        import selectors
+
+        self.stdin = stdin
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(stdin, selectors.EVENT_READ, None)
+        self.pids: dict[str, int] = {}
+        self.pidfds: dict[str, int] = {}
+        self.released: set[str] = set()
+        #: Servers being stopped → when they are killed if still running.
+        self.stopping: dict[str, float] = {}
+        self.buffer = b""
+        self.open = True
+
+    def start(self, request: dict[str, Any]) -> None:
+        import selectors
+
+        key = str(request["key"])
+        pid = os.fork()
+        if pid == 0:
+            self.selector.close()
+            for fd in self.pidfds.values():
+                os.close(fd)
+            _child(key, request)
+        self.pids[key] = pid
+        self.pidfds[key] = os.pidfd_open(pid)
+        self.selector.register(self.pidfds[key], selectors.EVENT_READ, key)
+        _say(f"started {key} {pid}")
+
+    def stop(self, keys: list[str], grace: float) -> None:
+        import time
+
+        for key in keys:
+            if key in self.pids and key not in self.stopping:
+                self.stopping[key] = time.monotonic() + grace
+                signal.pidfd_send_signal(self.pidfds[key], signal.SIGTERM)
+
+    def reap(self, key: str) -> None:
+        _, status = os.waitpid(self.pids.pop(key), 0)
+        fd = self.pidfds.pop(key)
+        self.selector.unregister(fd)
+        os.close(fd)
+        stopped = self.stopping.pop(key, None) is not None
+        _say(f"{'stopped' if stopped else 'exited'} {key} {os.waitstatus_to_exitcode(status)}")
+
+    def handle(self, line: bytes) -> None:
+        import json
+
+        request = json.loads(line)
+        op = request.get("op")
+        if op == "start":
+            self.start(request)
+        elif op == "stop":
+            self.stop([str(k) for k in request.get("keys", [])], float(request.get("grace", _STOP_GRACE)))
+        elif op == "release":
+            self.released.update(str(k) for k in request.get("keys", []))
+
+    def run(self) -> None:
+        import time
+
+        while self.open or self.stopping:
+            # Wake for the next kill deadline; servers already killed only wait for their pidfd.
+            deadlines = [d for d in self.stopping.values() if d != float("inf")]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for selected, _ in self.selector.select(timeout):
+                key = selected.data
+                if key is not None:
+                    self.reap(key)
+                    continue
+                chunk = os.read(self.stdin.fileno(), 65536)
+                if not chunk:
+                    # The harness ended (or closed us): stop every server it did not release.
+                    self.open = False
+                    self.selector.unregister(self.stdin)
+                    self.stop([k for k in self.pids if k not in self.released], _STOP_GRACE)
+                    continue
+                self.buffer += chunk
+                while b"\n" in self.buffer:
+                    line, self.buffer = self.buffer.split(b"\n", 1)
+                    if line.strip():
+                        self.handle(line)
+            now = time.monotonic()
+            for key, deadline in list(self.stopping.items()):
+                if deadline <= now and key in self.pidfds:
+                    signal.pidfd_send_signal(self.pidfds[key], signal.SIGKILL)
+                    self.stopping[key] = float("inf")  # killed: reaped when its pidfd says so
+
+
 def launch(stdin: Any) -> int:
     """Read requests (JSON lines) and answer on standard output:
 
     * ``{"op": "start", "key": K, "netns", "identity", "tcp", "udp", "dns",
       "detached", "log"}``: fork the server; ``started K PID``, then the server's
       ``ready K`` or ``failed K MESSAGE``;
-    * ``{"op": "stop", "keys": [...]}``: SIGTERM those servers (SIGKILL after
-      ``grace`` seconds), reap them; ``stopped K STATUS`` each;
+    * ``{"op": "stop", "keys": [...], "grace": S}``: SIGTERM those servers (SIGKILL
+      after ``S`` seconds), and ``stopped K STATUS`` as each is reaped;
     * ``{"op": "release", "keys": [...]}``: leave those servers running when the
       launcher ends (a kept network);
     * a server that ends on its own: ``exited K STATUS``.
 
     STATUS is the exit status, negative for a signal. When standard input closes
-    (the harness ended), every server not released is killed and the launcher exits.
+    (the harness ended), every server not released is stopped and the launcher exits.
     """
-    import json
-    import selectors
-    import time
-
-    if importlib_util_find_spec("dnslib") is not None:
-        import dnslib  # noqa: F401 - imported once here, not in every server
-
-    libc = _libc()
-    children: dict[int, str] = {}
-    released: set[str] = set()
-    pids: dict[str, int] = {}
-
-    def reap(block_until: float | None = None) -> None:
-        while children:
-            try:
-                pid, status = os.waitpid(-1, 0 if block_until is not None else os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            key = children.pop(pid, None)
-            if key is not None:
-                pids.pop(key, None)
-                _say(f"{'stopped' if key in stopping else 'exited'} {key} {os.waitstatus_to_exitcode(status)}")
-                stopping.discard(key)
-            if block_until is not None and (not stopping or time.monotonic() > block_until):
-                return
-
-    stopping: set[str] = set()
-
-    def stop(keys: list[str], grace: float) -> None:
-        targets = [(key, pids[key]) for key in keys if key in pids]
-        stopping.update(key for key, _ in targets)
-        for _, pid in targets:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while stopping and time.monotonic() < deadline:
-            reap(block_until=deadline)
-        for key in list(stopping):
-            if key in pids:
-                try:
-                    os.kill(pids[key], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        while stopping:
-            reap(block_until=time.monotonic() + 5)
-
-    selector = selectors.DefaultSelector()
-    selector.register(stdin, selectors.EVENT_READ)
-    buffer = b""
-    while True:
-        events = selector.select(timeout=0.2)
-        reap()
-        if not events:
-            continue
-        chunk = os.read(stdin.fileno(), 65536)
-        if not chunk:
-            break
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if not line.strip():
-                continue
-            request = json.loads(line)
-            op = request.get("op")
-            if op == "start":
-                key = str(request["key"])
-                pid = os.fork()
-                if pid == 0:
-                    selector.close()
-                    _child(libc, key, request)
-                children[pid] = key
-                pids[key] = pid
-                _say(f"started {key} {pid}")
-            elif op == "stop":
-                stop([str(k) for k in request.get("keys", [])], float(request.get("grace", 3.0)))
-            elif op == "release":
-                released.update(str(k) for k in request.get("keys", []))
-    stop([key for key in pids if key not in released], 3.0)
-    return 0
-
-
-def importlib_util_find_spec(name: str) -> object:
-    import importlib.util
-
     try:
-        return importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
+        import dnslib  # noqa: F401 - imported once here, not in every server
+    except ImportError:
+        pass
+    _Launcher(stdin).run()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
