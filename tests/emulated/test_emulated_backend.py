@@ -35,9 +35,10 @@ from harness.backends.emulated.why import ChainAction, ChainVerdict
 from harness.core.addressing import plan_addresses
 from harness.core.errors import BackendError, BackendUnavailable, UnknownName
 from harness.core.matrix import Cell as MatrixCell
-from harness.core.matrix import Observation, Outcome
+from harness.core.matrix import CellSet, Observation, Outcome
 from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
 from harness.core.settings import ImplementationSettings, SelfTraffic
+from harness.core.state import DesiredState
 from harness.core.topology import (
     NAMESPACE_NAME_LABEL,
     ExternalHost,
@@ -843,6 +844,32 @@ def test_redeploy_reuses_the_same_shape_and_rebuilds_another(host_before: dict[s
     assert all_gone(servers)
     assert not run.state_file.exists() and not run.log_dir.exists()
     assert host_network_state() == host_before
+
+
+def test_a_deploy_leaves_the_load_to_the_converge_that_follows_or_to_the_first_probe() -> None:
+    from harness.backends import emulated
+
+    backend = emulated.create(Options(probe_workers=8))
+    deny = DesiredState(SMALL).with_policies([policy("x", "deny", {"podSelector": {}})])
+    cells = CellSet.from_cells([MatrixCell("x/b", "x/a", PortProtocol(80, TCP))])
+    (cell,) = cells
+    try:
+        backend.deploy(SMALL, ImplementationSettings())
+        assert backend.ruleset == ""  # nothing loaded yet: the step's converge loads
+        backend.converge(deny)
+        # The first load only creates the table (nothing to remove: no RCU wait).
+        assert "drop" in backend.ruleset and "delete table" not in backend.ruleset
+        assert backend.probe(cells, 1.0)[cell].outcome is Outcome.BLOCKED
+        # Redeployed with another label: the state in force is "no policies", but
+        # only the probe that needs it (no converge came) loads its ruleset.
+        backend.deploy(SMALL.with_pod_labels("x/a", {"app": "new"}), ImplementationSettings())
+        assert "drop" in backend.ruleset
+        assert backend.probe(cells, 1.0)[cell].outcome is Outcome.ALLOWED
+        table = backend.network.run.table
+        assert "drop" not in backend.ruleset
+        assert backend.ruleset.startswith(f"table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n")
+    finally:
+        backend.close()
 
 
 DEPLOY_AND_WAIT = textwrap.dedent("""\

@@ -31,7 +31,7 @@ REPO = Path(harness.__file__).resolve().parent.parent
 #: presses to land in them.
 PODS = [f"p{i}" for i in range(80)]
 SLOW = textwrap.dedent("""\
-    description: every cell waits out its timeout
+    description: eighty pods, every cell blocked
     namespaces:
       x:
         pods: {POD}
@@ -46,6 +46,22 @@ SLOW = textwrap.dedent("""\
 
 def run_prefix(pid: int) -> str:
     return f"nph-{pid}-"
+
+
+def probes_running(session: int) -> bool:
+    """Whether a curl of the run (of its session: the probes are not given their own)
+    is running."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        command, _, rest = stat.partition(" (")[2].rpartition(") ")
+        if command == "curl" and int(rest.split()[3]) == session:
+            return True
+    return False
 
 
 def test_repeated_ctrl_c_during_teardown_still_removes_everything(tmp_path: Path) -> None:
@@ -69,7 +85,11 @@ def test_repeated_ctrl_c_during_teardown_still_removes_everything(tmp_path: Path
         while namespaces() < len(PODS) + 1:  # the pods' and the node's
             assert process.poll() is None and time.monotonic() < deadline, "the network never came up"
             time.sleep(0.02)
-        time.sleep(1.0)  # probing now: 80 x 79 x 2 cells take several seconds
+        # Blocked cells end as soon as the kernel logs their drop, so the round is
+        # short: press as soon as its first curl runs, not after a guessed delay.
+        while not probes_running(process.pid):
+            assert process.poll() is None and time.monotonic() < deadline, "the probe round never started"
+            time.sleep(0.005)
         # The first press stops the probing; the run unwinds to its teardown (servers
         # stopped, then every namespace deleted: most of a second for eighty pods).
         # Then a press every 20 ms until the process has ended, as an impatient user

@@ -3,6 +3,7 @@ probes as real curl and nc processes."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -136,7 +137,7 @@ class EmulatedBackend(Backend):
                 reusable = self._dataplane is not None and self._dataplane.broken is None and not self.keep_network
                 if reusable and self._declared.shape() == topology.shape():
                     self._declared = topology
-                    self._converge(DesiredState(topology))
+                    self._converge(DesiredState(topology), load=False)
                     return Deployment(topology, self._network.addresses)
                 self._teardown()  # another shape, a broken network, or one to keep as it is
             run_id = RunId.new()
@@ -151,7 +152,7 @@ class EmulatedBackend(Backend):
                 network.write_resolver_files()
                 self._servers = EndpointServers(run_id.log_dir, self._launcher, detached=self.keep_network)
                 self._dataplane = Dataplane(network, self._servers, self.probe_workers)
-                self._converge(DesiredState(topology))
+                self._converge(DesiredState(topology), load=False)
                 # Every kube-system pod serving 53/UDP can answer DNS: which one is the
                 # cluster DNS follows the labels in force, which a reused deployment changes.
                 dns = {
@@ -190,6 +191,9 @@ class EmulatedBackend(Backend):
     def _teardown(self, keep: bool = True) -> None:
         """Remove the deployment, or with ``keep_network`` (and ``keep``) leave it
         running for the user, unless it was found broken."""
+        if keep and self.keep_network and self._dataplane is not None and self._dataplane.broken is None:
+            # A kept network holds the rules of the state in force, as the user was told.
+            self._rules_in_force()
         servers, self._servers = self._servers, None
         network, self._network = self._network, None
         dataplane, self._dataplane = self._dataplane, None
@@ -227,9 +231,13 @@ class EmulatedBackend(Backend):
         with self._lock:
             self._converge(state)
 
-    def _converge(self, state: DesiredState) -> None:
+    def _converge(self, state: DesiredState, load: bool = True) -> None:
         """Render the whole ruleset from ``state`` and load it in one transaction
-        (unless exactly this state is already loaded)."""
+        (unless exactly this state is already loaded). Without ``load`` (a deploy),
+        ``state`` becomes the state in force but its ruleset is loaded only when
+        something needs the rules (:meth:`_rules_in_force`): a step's converge
+        almost always follows and replaces it, and every load that removes a table
+        waits for the kernel's RCU grace period."""
         network = self.network
         if self._declared is None or self._dataplane is None or state.topology.shape() != self._declared.shape():
             raise BackendError("the emulated backend has another topology deployed: call deploy() with this one first")
@@ -242,6 +250,12 @@ class EmulatedBackend(Backend):
         if self._rendered == (state, self.settings):
             return
         services = plan_services(state.topology, network.addresses)
+        self.services = services
+        records = dns_records(state.topology, services, network.addresses)
+        network.run.log_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self._records_file(network), json.dumps(records, indent=1, sort_keys=True))
+        if not load:
+            return
         data = RulesetInput(
             table=network.run.table,
             topology=state.topology,
@@ -252,15 +266,16 @@ class EmulatedBackend(Backend):
             ipblock_matches_pods=self.settings.ipblock_matches_pods,
             services=ServiceRules(tuple(prerouting_rules(services, network.addresses)), tuple(forward_rules(services))),
         )
-        network.run.log_dir.mkdir(parents=True, exist_ok=True)
-        records = dns_records(state.topology, services, network.addresses)
-        write_atomic(self._records_file(network), json.dumps(records, indent=1, sort_keys=True))
         self.ruleset = self._dataplane.load(data, self_policy=self.settings.self_traffic is SelfTraffic.POLICY)
         # No NAT binding (nor flow) of an earlier ruleset outlives this one.
         flush_conntrack(network.run.node)
-        self.services = services
         (network.run.log_dir / "ruleset.nft").write_text(self.ruleset)
         self._rendered = (state, self.settings)
+
+    def _rules_in_force(self) -> None:
+        """Load the ruleset of the state in force if a deploy deferred it."""
+        if self._state is not None and self._rendered != (self._state, self.settings):
+            self._converge(self._state)
 
     @staticmethod
     def _records_file(network: EmulatedNetwork) -> Path:
@@ -378,6 +393,7 @@ class EmulatedBackend(Backend):
                     requests += [(cell, request) for request in made]
             if self._dataplane is None:
                 raise BackendError("the emulated backend has nothing deployed: call deploy(topology) first")
+            self._rules_in_force()
             self.traces = {}
             done = self._dataplane.probe([request for _, request in requests])
             grouped: dict[Cell, list[tuple[ProbeRequest, ProbeResult]]] = {}
@@ -398,6 +414,7 @@ class EmulatedBackend(Backend):
             network = self.network
             if self._dataplane is None or source not in network.netns:
                 raise BackendError(f"source {source} is not a deployed pod")
+            self._rules_in_force()
             request = ProbeRequest(
                 source,
                 network.netns[source],
@@ -420,13 +437,15 @@ class EmulatedBackend(Backend):
         return command
 
     def info(self) -> BackendInfo:
-        version = run(["nft", "--version"], "asking nft for its version").split()
-        return BackendInfo(
-            self.name,
-            "nftables",
-            version[1] if len(version) > 1 else " ".join(version),
-            details={"kernel": platform.release()},
-        )
+        return BackendInfo(self.name, "nftables", nft_version(), details={"kernel": platform.release()})
+
+
+@functools.cache
+def nft_version() -> str:
+    """The installed nft's version (``v1.0.6``), asked once per process: every
+    scenario's report names it."""
+    version = run(["nft", "--version"], "asking nft for its version").split()
+    return version[1] if len(version) > 1 else " ".join(version)
 
 
 def _observation(pairs: list[tuple[ProbeRequest, ProbeResult]]) -> Observation:

@@ -63,8 +63,11 @@ class Dataplane:
         """Compile and load the ruleset of ``data`` (with self-traffic tables in the
         pod namespaces when ``self_policy``), then check that what the kernel holds
         is what was loaded. Returns the node's script."""
+        first_load = self.generation == 0
         self.generation += 1
-        compiled = compile_ruleset(dataclasses.replace(data, generation=self.generation), self_tables=self_policy)
+        compiled = compile_ruleset(
+            dataclasses.replace(data, generation=self.generation, first_load=first_load), self_tables=self_policy
+        )
         network = self.network
         network.load_ruleset(compiled.text)
         tables: dict[str, str] = {}
@@ -122,7 +125,13 @@ class Dataplane:
         exited = self.servers.exited()
         problems += exited
         if not exited and not problems:
-            problems += server_problems(network.run.node, self.servers.checks(network.addresses))
+            silent = server_problems(network.run.node, self.servers.checks(network.addresses))
+            if silent:
+                # A server killed just before the check may not have ended when it was
+                # asked (it still holds its sockets, answering nothing); by now it has,
+                # and how it ended says more than its silence.
+                exited = self.servers.exited()
+            problems += exited or silent
         if problems:
             self._break(problems)
 

@@ -48,7 +48,7 @@ _MARKS = re.compile(r'(?:comment|prefix) "(?P<text>[^"]*)"')
 def list_table(netns: str, table: str) -> str | None:
     """``nft list table inet TABLE`` inside ``netns``; None when it does not exist."""
     try:
-        return run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", table], "listing the nftables table")
+        return run(["nft", "list", "table", "inet", table], "listing the nftables table", netns=netns)
     except BackendError as err:
         if "No such file or directory" in str(err):
             return None

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.backends.emulated.names import NETNS_ETC, PREFIX, STATE_DIR, RunId
-from harness.backends.emulated.system import existing_netns, ip_batch, netns_pids
+from harness.backends.emulated.system import existing_netns, ip_batch, processes_in_netns
 from harness.core.errors import BackendError
 from harness.core.files import write_atomic
 
@@ -89,8 +89,8 @@ def remove_namespaces(names: Iterable[str]) -> list[str]:
     names = list(names)
     present = set(existing_netns())
     targets = [name for name in names if name in present]
-    for name in targets:
-        for pid in netns_pids(name):
+    for pids in processes_in_netns(targets).values():
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -130,7 +130,7 @@ class EmulatedNetwork:
                 f"route add {self.addresses[endpoint_id]}/32 dev {veth}",
             ]
         ip_batch(node_lines, "wiring the node namespace", netns=self.run.node)
-        run(["ip", "netns", "exec", self.run.node, "sysctl", "-q", "-w", *_NODE_SYSCTLS], "configuring the node namespace")
+        run(["sysctl", "-q", "-w", *_NODE_SYSCTLS], "configuring the node namespace", netns=self.run.node)
         # One `ip -batch` per endpoint namespace, several at once.
         run_all(
             {
@@ -168,7 +168,7 @@ class EmulatedNetwork:
     def load_ruleset(self, ruleset: str) -> None:
         """Replace the node's filter table in one nftables transaction."""
         try:
-            run(["ip", "netns", "exec", self.run.node, "nft", "-f", "-"], "loading the nftables ruleset", stdin=ruleset)
+            run(["nft", "-f", "-"], "loading the nftables ruleset", stdin=ruleset, netns=self.run.node)
         except BackendError as err:
             if "Operation not supported" in str(err) or "Protocol not supported" in str(err):
                 raise BackendUnavailable(f"{err}. The kernel lacks nf_tables support (modprobe nf_tables nft_ct)") from None
@@ -177,11 +177,9 @@ class EmulatedNetwork:
     def load_endpoint_rulesets(self, rulesets: Mapping[str, str]) -> None:
         """Load a ruleset into each of these endpoints' own namespaces, several at once."""
         run_all(
-            {
-                endpoint_id: (["ip", "netns", "exec", self.netns[endpoint_id], "nft", "-f", "-"], ruleset)
-                for endpoint_id, ruleset in rulesets.items()
-            },
+            {endpoint_id: (["nft", "-f", "-"], ruleset) for endpoint_id, ruleset in rulesets.items()},
             "loading nftables rulesets into pod namespaces",
+            netns={endpoint_id: self.netns[endpoint_id] for endpoint_id in rulesets},
         )
 
     def destroy(self) -> list[str]:

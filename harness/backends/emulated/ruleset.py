@@ -94,6 +94,10 @@ class RulesetInput:
     #: Counts the rulesets of a deployment: part of every log prefix.
     generation: int = 0
     services: ServiceRules = ServiceRules()
+    #: The node namespace holds no table of this name yet (a new network's first
+    #: load), so the script only creates it: removing a table, even an empty one,
+    #: makes the kernel wait for an RCU grace period (about 15 ms) in the commit.
+    first_load: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,11 +216,12 @@ def _chain(name: str, lines: Iterable[str]) -> str:
     return f"\tchain {name} {{\n" + "".join(f"\t\t{line}\n" for line in lines) + "\t}\n"
 
 
-def _table(name: str, chains: Sequence[str] | None) -> str:
+def _table(name: str, chains: Sequence[str] | None, exists: bool = True) -> str:
     """Replace table ``name`` with ``chains`` (remove it when None). Creating then
     deleting the table makes the load work whether or not it exists; the
-    statements of one file are one atomic transaction."""
-    text = f"table inet {name}\ndelete table inet {name}\n"
+    statements of one file are one atomic transaction. Unless it may ``exist``,
+    the table is only created."""
+    text = f"table inet {name}\ndelete table inet {name}\n" if exists or chains is None else ""
     if chains is not None:
         text += f"table inet {name} {{\n" + "".join(chains) + "}\n"
     return text
@@ -416,7 +421,11 @@ class _Compiler:
             # Before any policy, as kube-proxy's DNAT (priority dstnat, then filter).
             head = "type nat hook prerouting priority dstnat; policy accept;"
             nat.append(_chain("prerouting", [head, *self.data.services.prerouting]))
-        return _table(self.data.table, [*nat, _chain("forward", forward), *chains, *self.admit_chains.values()])
+        return _table(
+            self.data.table,
+            [*nat, _chain("forward", forward), *chains, *self.admit_chains.values()],
+            exists=not self.data.first_load,
+        )
 
     def render_self(self, pod_id: str) -> str:
         """The table for a pod's own namespace that subjects its traffic to itself

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import math
 import os
 import queue
 import resource
 import selectors
+import shutil
 import signal
 import threading
 import time
@@ -179,6 +181,9 @@ class ProcessPool:
     def __init__(self, workers: int, watch: Sequence[int] = ()) -> None:
         self.workers = max(1, workers)
         self.env = child_environment()
+        #: Command name → its path on the children's PATH, looked up once: spawning by
+        #: name would try every PATH entry again for each of thousands of probes.
+        self._programs: dict[str, str] = {}
         self._jobs: dict[int, Job] = {}
         self._waiting: collections.deque[int] = collections.deque()
         self._starting = 0
@@ -418,7 +423,7 @@ class ProcessPool:
                 os.write(in_write, job.stdin)
                 actions.append((os.POSIX_SPAWN_DUP2, in_read, 0))
             started = time.monotonic()
-            pid = os.posix_spawnp(job.argv[0], list(job.argv), self.env, file_actions=actions)
+            pid = os.posix_spawn(self._program(job.argv[0]), list(job.argv), self.env, file_actions=actions)
             pidfd = os.pidfd_open(pid)
         except BaseException as err:
             if pid:
@@ -433,6 +438,15 @@ class ProcessPool:
             for fd in theirs:
                 os.close(fd)
         self._post(_Running(job_id, job, pid, pidfd, ours[0], ours[1], started, started + job.limit))
+
+    def _program(self, name: str) -> str:
+        path = self._programs.get(name)
+        if path is None:
+            found = shutil.which(name, path=self.env["PATH"])
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+            path = self._programs[name] = found
+        return path
 
     def _post(self, event: _Running | tuple[int, Finished]) -> None:
         self._events.put(event)

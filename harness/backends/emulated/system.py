@@ -1,4 +1,5 @@
-"""Running the system tools the emulated backend drives (ip, nft, sysctl)."""
+"""Running the system tools the emulated backend drives (ip, nft, sysctl), in the
+host's network namespace or in one of a run's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from harness.backends.emulated.names import NETNS_DIR
+from harness.backends.emulated.netns import call_in_netns
 from harness.core.errors import BackendError
 
 #: Most commands :func:`run_all` runs at once: enough to overlap their start-up
@@ -23,10 +25,18 @@ def child_environment() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", _DEFAULT_PATH), "LC_ALL": "C"}
 
 
-def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float = 60.0) -> str:
+def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float = 60.0, netns: str | None = None) -> str:
     """Run a command to completion; its stdout, or a :class:`BackendError` naming
     ``what`` was being done, the command and its stderr. A command that overruns
-    ``timeout`` is killed and reaped before the error is raised."""
+    ``timeout`` is killed and reaped before the error is raised. With ``netns``, the
+    command runs inside that network namespace, as ``ip netns exec NETNS`` would run
+    it but without the ``ip`` process and its mount namespace (which only matter to
+    commands that read /etc or /sys: not nft, not sysctl's /proc/sys/net)."""
+    if netns is not None:
+        try:
+            return call_in_netns(netns, lambda: run(argv, what, stdin, timeout))
+        except OSError as err:
+            raise BackendError(f"{what}: cannot enter network namespace {netns}: {err.strerror or err}") from None
     try:
         # Its own session: the terminal's Ctrl-C goes to the harness, which decides
         # (harness.backends.shield), not to an `ip netns del` halfway through a teardown.
@@ -52,18 +62,25 @@ def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float
     return done.stdout
 
 
-def run_all(commands: Mapping[str, tuple[Sequence[str], str]], what: str, timeout: float = 60.0) -> None:
+def run_all(
+    commands: Mapping[str, tuple[Sequence[str], str]],
+    what: str,
+    timeout: float = 60.0,
+    netns: Mapping[str, str] | None = None,
+) -> None:
     """Run ``label → (argv, stdin)``, at most :data:`RUN_ALL_CONCURRENCY` at once,
-    and raise one :class:`BackendError` naming every failure. Each command is
-    reaped (killed first if it overruns ``timeout``) before this returns; on an
-    interruption, the commands not yet started are not started."""
+    each inside ``netns[label]`` when given (see :func:`run`), and raise one
+    :class:`BackendError` naming every failure. Each command is reaped (killed
+    first if it overruns ``timeout``) before this returns; on an interruption, the
+    commands not yet started are not started."""
     if not commands:
         return
     failures: list[str] = []
+    where = netns or {}
 
     def one(label: str, argv: Sequence[str], stdin: str) -> None:
         try:
-            run(argv, what, stdin=stdin, timeout=timeout)
+            run(argv, what, stdin=stdin, timeout=timeout, netns=where.get(label))
         except BackendError as err:
             failures.append(f"{label}: {str(err).removeprefix(what + ': ')}")
 
@@ -97,10 +114,28 @@ def existing_netns() -> list[str]:
         return []
 
 
-def netns_pids(name: str) -> list[int]:
-    """Processes whose network namespace is ``name``."""
-    try:
-        out = run(["ip", "netns", "pids", name], f"listing the processes in network namespace {name}")
-    except BackendError:
-        return []
-    return [int(token) for token in out.split() if token.isdigit()]
+def processes_in_netns(names: Iterable[str]) -> dict[str, list[int]]:
+    """The processes inside each of these network namespaces, found in one pass
+    over /proc (what ``ip netns pids`` does for one namespace: a process belongs to
+    a namespace when its ``/proc/PID/ns/net`` is the same file as the handle)."""
+    handles: dict[tuple[int, int], str] = {}
+    for name in names:
+        try:
+            info = os.stat(NETNS_DIR / name)
+        except OSError:
+            continue
+        handles[(info.st_dev, info.st_ino)] = name
+    found: dict[str, list[int]] = {name: [] for name in handles.values()}
+    if not handles:
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            info = os.stat(f"/proc/{entry.name}/ns/net")
+        except OSError:
+            continue  # ended meanwhile, or a kernel thread
+        owner = handles.get((info.st_dev, info.st_ino))
+        if owner is not None:
+            found[owner].append(int(entry.name))
+    return found
