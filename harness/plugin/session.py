@@ -4,6 +4,7 @@ record to the reports (across pytest-xdist workers too)."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import sys
@@ -62,11 +63,7 @@ def progress_of(config: pytest.Config, always: bool = False) -> Progress:
             return
         # Said now, on the terminal, whatever pytest captures at this moment (a
         # teardown that holds Ctrl-C says so while the user waits).
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(f"netpol: {message}")
-                reporter.flush()
-        else:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             reporter.write_line(f"netpol: {message}")
             reporter.flush()
 

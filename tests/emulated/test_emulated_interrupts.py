@@ -17,7 +17,7 @@ import pytest
 
 import harness
 from harness.backends.emulated import missing_requirements
-from harness.backends.emulated.system import existing_netns
+from harness.backends.emulated.system import existing_netns, process_status
 
 NEEDS = missing_requirements()
 pytestmark = [
@@ -54,12 +54,12 @@ def probes_running(session: int) -> bool:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
+        fields = process_status(int(entry.name))
         try:
-            stat = (entry / "stat").read_text()
+            command = (entry / "comm").read_text().strip()
         except OSError:
             continue  # ended meanwhile
-        command, _, rest = stat.partition(" (")[2].rpartition(") ")
-        if command == "curl" and int(rest.split()[3]) == session:
+        if command == "curl" and fields is not None and int(fields[3]) == session:
             return True
     return False
 

@@ -22,6 +22,7 @@ from harness.backends.emulated import missing_requirements
 from harness.backends.emulated.names import RunId
 from harness.backends.emulated.netns import call_in_netns
 from harness.backends.emulated.servers import ServerLauncher
+from harness.backends.emulated.system import process_status
 
 NEEDS = missing_requirements()
 pytestmark = [
@@ -76,7 +77,8 @@ def hang(pid: int) -> None:
     os.kill(pid, signal.SIGSTOP)
 
     def state() -> str:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        fields = process_status(pid)
+        return fields[0] if fields else "gone"
 
     Retrying(stop=stop_after_delay(5), wait=wait_fixed(0.01), retry=retry_if_result(lambda s: s != "T"), reraise=True)(state)
     assert state() == "T"

@@ -19,10 +19,9 @@ import os
 import shutil
 import signal
 from collections.abc import Iterable
-from pathlib import Path
 
 from harness.backends.emulated.names import NETNS_ETC, PREFIX, STATE_DIR, RunId
-from harness.backends.emulated.system import existing_netns, ip_batch, processes_in_netns
+from harness.backends.emulated.system import existing_netns, ip_batch, process_status, processes_in_netns
 from harness.core.errors import BackendError
 from harness.core.files import write_atomic
 
@@ -32,14 +31,9 @@ log = logging.getLogger(__name__)
 def process_start_time(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot, or None if there is no such
     process."""
+    fields = process_status(pid)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after it.
-    fields = stat.rpartition(")")[2].split()
-    try:
-        return int(fields[19])  # field 22 of proc(5), counted from field 3
+        return int(fields[19]) if fields is not None else None  # field 22 of proc(5)
     except (IndexError, ValueError):
         return None
 

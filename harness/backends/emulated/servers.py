@@ -19,7 +19,7 @@ from typing import IO
 
 import harness
 from harness.backends.emulated.integrity import ServerCheck
-from harness.backends.emulated.system import child_environment
+from harness.backends.emulated.system import child_environment, process_status
 from harness.core.errors import BackendError
 from harness.core.topology import Endpoint, Protocol
 
@@ -79,11 +79,8 @@ def _import_path() -> str:
 
 def _gone(pid: int) -> bool:
     """The process has ended (or is a zombie not reaped yet)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-    return state in ("Z", "X")
+    fields = process_status(pid)
+    return not fields or fields[0] in ("Z", "X")
 
 
 class ServerLauncher:

@@ -105,6 +105,18 @@ def ip_batch(lines: Iterable[str], what: str, netns: str | None = None) -> None:
     run(argv, what, stdin=script)
 
 
+def process_status(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name, from field 3 of
+    proc(5) (the state) on; None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as source:
+            stat = source.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after it.
+    return stat.rpartition(")")[2].split()
+
+
 def existing_netns() -> list[str]:
     """Names of the network namespaces ``ip netns`` knows (read from its directory:
     cheaper than ``ip netns list`` and without its id look-ups)."""
