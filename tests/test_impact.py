@@ -18,7 +18,7 @@ from harness.core.addressing import plan_addresses
 from harness.core.calico.conversion import model_policies
 from harness.core.calico.enforcement import EnforcedPolicies, enforce
 from harness.core.calico.policy import parse_staged_policy
-from harness.core.cluster_policy import ClusterPolicy, parse_cluster_policy
+from harness.core.cluster_policy import ClusterPolicy
 from harness.core.matrix import Cell
 from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
 from harness.core.settings import ImplementationSettings, SelfTraffic
@@ -39,6 +39,7 @@ from harness.engine.impact import (
     source_file,
 )
 from harness.model import ReferenceModel
+from tests.manifests import cnp
 
 TCP_3306 = PortProtocol(3306, Protocol.TCP)
 TCP_80 = PortProtocol(80, Protocol.TCP)
@@ -135,16 +136,6 @@ def test_each_kind_of_cause() -> None:
     assert one(widened).causes == (Cause("production/db-web", CauseKind.ADMITS, Edit.ADDED),)
 
 
-def cnp(name: str, tier: str, priority: int, subject: Mapping[str, Any], **rules: Any) -> ClusterPolicy:
-    manifest = {
-        "apiVersion": "policy.networking.k8s.io/v1alpha2",
-        "kind": "ClusterNetworkPolicy",
-        "metadata": {"name": name},
-        "spec": {"tier": tier, "priority": priority, "subject": dict(subject), **rules},
-    }
-    return parse_cluster_policy(manifest, f"guardrails/{name}.yaml")
-
-
 def tiered(topology: Topology, policies: Sequence[NetworkPolicy], cluster: Sequence[ClusterPolicy], **kwargs: Any) -> ImpactSide:
     model = ReferenceModel(topology, policies, plan_addresses(topology), None, cluster)
     return ImpactSide(model, **kwargs)
@@ -158,8 +149,22 @@ def test_cluster_policy_edits_are_causes() -> None:
     """An Admin Deny added closes cells even where a NetworkPolicy admits them;
     turning it into a Pass hands them back to the NetworkPolicies; a Baseline Deny
     counts only for pods no NetworkPolicy isolates."""
-    deny = cnp("no-staging", "Admin", 10, PROD_SUBJECT, ingress=[{"action": "Deny", "from": FROM_STAGING}])
-    passing = cnp("no-staging", "Admin", 10, PROD_SUBJECT, ingress=[{"action": "Pass", "from": FROM_STAGING}])
+    deny = cnp(
+        "no-staging",
+        "Admin",
+        10,
+        PROD_SUBJECT,
+        source="guardrails/no-staging.yaml",
+        ingress=[{"action": "Deny", "from": FROM_STAGING}],
+    )
+    passing = cnp(
+        "no-staging",
+        "Admin",
+        10,
+        PROD_SUBJECT,
+        source="guardrails/no-staging.yaml",
+        ingress=[{"action": "Pass", "from": FROM_STAGING}],
+    )
     ports = {"ports": (TCP_3306,)}
     added = compute_impact(tiered(SHOP, [], [], **ports), tiered(SHOP, [], [deny], **ports))
     assert one(added).summary() == (
@@ -177,7 +182,14 @@ def test_cluster_policy_edits_are_causes() -> None:
     # The same Pass in front of a NetworkPolicy that admits nothing: nothing changes.
     assert not compute_impact(tiered(SHOP, [DB_NOTHING], [deny], **ports), tiered(SHOP, [DB_NOTHING], [passing], **ports)).changed
     # A Baseline Deny: the NetworkPolicy isolating the database overrides it.
-    baseline = cnp("default-deny", "Baseline", 1, {"namespaces": {}}, ingress=[{"action": "Deny", "from": [{"namespaces": {}}]}])
+    baseline = cnp(
+        "default-deny",
+        "Baseline",
+        1,
+        {"namespaces": {}},
+        source="guardrails/default-deny.yaml",
+        ingress=[{"action": "Deny", "from": [{"namespaces": {}}]}],
+    )
     base_added = compute_impact(tiered(SHOP, [db_all], [], **ports), tiered(SHOP, [db_all], [baseline], **ports))
     assert not base_added.changed
     web = {"ports": (TCP_80,)}

@@ -9,7 +9,7 @@ each labelled ``pod: <name>``.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from harness.core.addressing import plan_addresses
 from harness.core.matrix import Cell, CellSet, Observation, Outcome
-from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
+from harness.core.policy import NetworkPolicy, PolicyType
 from harness.core.selectors import LabelSelector, Operator, Requirement
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import (
@@ -32,6 +32,7 @@ from harness.core.topology import (
     Topology,
 )
 from harness.model import ReferenceModel
+from tests.manifests import netpol
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
@@ -42,17 +43,6 @@ SERVED = (
     PortSpec(53, Protocol.UDP),
 )
 ALL_PODS = tuple(f"{ns}/{p}" for ns in NAMESPACES for p in PODS)
-
-
-def netpol(namespace: str, name: str, spec: Mapping[str, Any]) -> NetworkPolicy:
-    return parse_policy(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": dict(spec),
-        }
-    )
 
 
 def match(**labels: str) -> dict[str, Any]:

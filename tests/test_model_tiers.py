@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
 
 from harness.core.addressing import plan_addresses
 from harness.core.cluster_policy import Action, ClusterPolicy, PeerForm, Tier, in_tier_order, parse_cluster_policy
-from harness.core.policy import NetworkPolicy, PolicyType, parse_policy
+from harness.core.policy import NetworkPolicy, PolicyType
 from harness.core.settings import ImplementationSettings, SelfTraffic
 from harness.core.topology import ExternalHost, NamespaceSpec, PodSpec, PortProtocol, PortSpec, Protocol, Topology
 from harness.model import ReferenceModel
+from tests.manifests import cnp, netpol
 
 TCP80 = PortProtocol(80, Protocol.TCP)
 UDP53 = PortProtocol(53, Protocol.UDP)
@@ -42,28 +43,6 @@ PODS = [p.id for p in TOPOLOGY.pods]
 
 def ns(name: str) -> dict[str, Any]:
     return {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
-
-
-def cnp(name: str, tier: str, priority: int, subject: dict[str, Any], **rules: Any) -> ClusterPolicy:
-    return parse_cluster_policy(
-        {
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": name},
-            "spec": {"tier": tier, "priority": priority, "subject": subject, **rules},
-        }
-    )
-
-
-def netpol(namespace: str, name: str, spec: Mapping[str, Any]) -> NetworkPolicy:
-    return parse_policy(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": dict(spec),
-        }
-    )
 
 
 def model(

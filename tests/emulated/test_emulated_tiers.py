@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from harness.backends.emulated.ruleset import RulesetInput, render_ruleset, render_self_rulesets
-from harness.core.cluster_policy import ClusterPolicy, parse_cluster_policy
+from harness.core.cluster_policy import ClusterPolicy
 from harness.core.errors import UnsupportedPolicy
-from harness.core.policy import NetworkPolicy, parse_policy
+from harness.core.policy import NetworkPolicy
 from harness.core.settings import ImplementationSettings
 from harness.core.state import DesiredState
 from harness.core.topology import ExternalHost, NamespaceSpec, PodSpec, PortSpec, Protocol, Topology
+from tests.manifests import cnp, netpol
 
 pytestmark = pytest.mark.emulated
 
@@ -34,28 +35,6 @@ ADDRESSES = {"x/a": IP("192.168.1.1"), "x/b": IP("192.168.1.2"), "y/a": IP("192.
 INTERFACES = {"x/a": "veth0", "x/b": "veth1", "y/a": "veth2", "api": "veth3"}
 PROD: dict[str, Any] = {"namespaces": {"matchLabels": {"env": "prod"}}}
 EVERYWHERE: dict[str, Any] = {"namespaces": {}}
-
-
-def cnp(name: str, tier: str, priority: int, subject: dict[str, Any], **rules: Any) -> ClusterPolicy:
-    return parse_cluster_policy(
-        {
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": name},
-            "spec": {"tier": tier, "priority": priority, "subject": subject, **rules},
-        }
-    )
-
-
-def netpol(namespace: str, name: str, spec: dict[str, Any]) -> NetworkPolicy:
-    return parse_policy(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        }
-    )
 
 
 def data(policies: tuple[NetworkPolicy, ...], cluster: tuple[ClusterPolicy, ...]) -> RulesetInput:
