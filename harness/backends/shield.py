@@ -6,9 +6,9 @@ first one's cleanup runs, or SIGTERM from a CI runner cancelling the job), it wo
 leave part of it behind for the next run to trip over. While a teardown runs, SIGINT
 and SIGTERM are therefore held: the teardown finishes, the user is told once why
 the key press waits, and the process then ends as it was already doing. The
-commands a teardown runs are started in their own session (``start_new_session``),
-so the terminal's SIGINT, sent to the whole foreground process group, does not reach
-them either.
+commands a teardown runs are started in their own session, with the group's
+signals blocked while they start (:mod:`harness.core.spawn`), so the terminal's
+SIGINT, sent to the whole foreground process group, does not reach them either.
 """
 
 from __future__ import annotations

@@ -76,6 +76,11 @@ class Protocol(enum.Enum):
             return NotImplemented
         return self.value < other.value
 
+    # Members are singletons compared by identity, so identity is a valid hash; it
+    # is computed in C, where Enum's own hashes the name in Python, and every cell
+    # of every matrix is hashed through its port's protocol.
+    __hash__ = object.__hash__
+
 
 def frozen_labels(labels: Mapping[str, str] | None = None) -> Mapping[str, str]:
     """An immutable, key-sorted copy of ``labels``."""

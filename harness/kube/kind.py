@@ -3,7 +3,7 @@
 pytest-kind-ng's ``KindCluster`` runs kind without any (its ``create`` even loops
 until the cluster exists), so the harness runs kind itself and reads only
 pytest-kind-ng's options. A command that overruns its limit is killed and reported
-with the command's last words; Ctrl-C kills it too (``subprocess.run``) and the
+with the command's last words; Ctrl-C kills it too (harness.core.spawn) and the
 caller's cleanup deletes what was half made, with Ctrl-C held until it is done
 (harness.backends.shield).
 """

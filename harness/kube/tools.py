@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import BackendUnavailable
+from harness.core.spawn import run_own_session
 
 #: Seconds for `docker info` and `docker image inspect`; a daemon that needs longer
 #: is as good as absent for a test run.
@@ -41,18 +42,10 @@ def run(args: Sequence[str], timeout: float, env: dict[str, str] | None = None) 
     not finish in time counts as failed (exit code -1)."""
     try:
         # Its own session: the terminal's Ctrl-C reaches the harness, which stops the
-        # command itself (subprocess.run kills it on KeyboardInterrupt) except during
-        # a teardown, which must finish (harness.backends.shield).
-        return subprocess.run(
-            list(args),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            start_new_session=True,
-        )
+        # command itself (killed on KeyboardInterrupt) except during a teardown, which
+        # must finish (harness.backends.shield).
+        returncode, out, err = run_own_session(args, timeout, env=env)
+        return subprocess.CompletedProcess(list(args), returncode, out, err)
     except subprocess.TimeoutExpired as err:
         out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
         return subprocess.CompletedProcess(list(args), -1, out, f"no answer within {timeout:.0f}s")

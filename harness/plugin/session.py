@@ -87,6 +87,9 @@ class NetpolPlugin:
         self.constraints = self._constraints()
         #: The constraint results of every scenario reported (in the process that reports).
         self.constraint_checks: list[ScenarioConstraints] = []
+        #: Records made in this process and not yet reported, by node id: a report
+        #: made here is read from these; one from a pytest-xdist worker, from its JSON.
+        self.unreported: dict[str, ScenarioRecord] = {}
         self.fail_on_opened = bool(config.getoption("netpol_fail_on_opened"))
         if self.fail_on_opened and self.base is None:
             raise pytest.UsageError("--fail-on-opened: give the revision to compare with, --netpol-base REF")
@@ -255,7 +258,11 @@ class NetpolPlugin:
             text = str(call.excinfo.getrepr(style="short"))
             record = _error_record(item, Verdict(Status.ERROR, call.excinfo.exconly().splitlines()[0], text))
         if record is not None:
+            # The JSON travels with the report (to the pytest-xdist controller, or any
+            # plugin that serializes reports); in this process the record itself is kept.
             setattr(report, REPORT_ATTRIBUTE, record.to_json())
+            if not is_worker(self.config):
+                self.unreported[report.nodeid] = record
         return report
 
     @pytest.hookimpl
@@ -263,7 +270,7 @@ class NetpolPlugin:
         data = getattr(report, REPORT_ATTRIBUTE, None)
         if data is None or is_worker(self.config):
             return
-        record = ScenarioRecord.from_json(data)
+        record = self.unreported.pop(report.nodeid, None) or ScenarioRecord.from_json(data)
         if record.constraints is not None:
             self.constraint_checks.append(record.constraints)
         self.config.hook.pytest_netpol_record(config=self.config, record=record)

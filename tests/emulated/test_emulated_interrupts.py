@@ -109,7 +109,7 @@ def test_repeated_ctrl_c_during_teardown_still_removes_everything(tmp_path: Path
     # pytest reports the interruption (exit status 2), or, when a later press lands
     # in its own reporting, Python ends by SIGINT (-2): either way, nothing is left.
     assert process.returncode in (pytest.ExitCode.INTERRUPTED, -signal.SIGINT), out
-    assert [n for n in existing_netns() if n.startswith(prefix)] == []
+    assert [n for n in existing_netns() if n.startswith(prefix)] == [], out
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
     assert prefix.rstrip("-") not in tables
     # Presses that came during the teardown were held, and the user was told so.

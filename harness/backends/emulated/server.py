@@ -375,6 +375,11 @@ def launch(stdin: Any) -> int:
     STATUS is the exit status, negative for a signal. When standard input closes
     (the harness ended), every server not released is stopped and the launcher exits.
     """
+    # Started with SIGINT and SIGTERM blocked (harness.core.spawn), in a session of
+    # its own: a Ctrl-C that came while it was started is dropped, and its servers
+    # can be stopped with SIGTERM again.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         import dnslib  # noqa: F401 - imported once here, not in every server
     except ImportError:

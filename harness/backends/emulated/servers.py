@@ -21,6 +21,7 @@ import harness
 from harness.backends.emulated.integrity import ServerCheck
 from harness.backends.emulated.system import child_environment, process_status
 from harness.core.errors import BackendError
+from harness.core.spawn import popen_own_session
 from harness.core.topology import Endpoint, Protocol
 
 #: Seconds the servers of a deployment get to bind their ports.
@@ -110,15 +111,14 @@ class ServerLauncher:
             env["PYTHONPATH"] = _import_path()
             self._errors = tempfile.TemporaryFile()
             try:
-                self.process = subprocess.Popen(
+                # Its own session: a Ctrl-C meant for the harness must not kill the
+                # servers halfway through a probe round; the harness stops them.
+                self.process = popen_own_session(
                     [sys.executable, "-S", "-m", "harness.backends.emulated.server", "--launcher"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=self._errors,
                     env=env,
-                    # Its own session: a Ctrl-C meant for the harness must not kill the
-                    # servers halfway through a probe round; the harness stops them.
-                    start_new_session=True,
                 )
             except OSError as err:
                 raise BackendError(f"cannot start the server launcher: {err.strerror or err}") from None

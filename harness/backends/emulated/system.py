@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from harness.backends.emulated.names import NETNS_DIR
 from harness.backends.emulated.netns import call_in_netns
 from harness.core.errors import BackendError
+from harness.core.spawn import run_own_session
 
 #: Most commands :func:`run_all` runs at once: enough to overlap their start-up
 #: on a few cores, few enough to stay far from process and file limits.
@@ -40,15 +41,7 @@ def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float
     try:
         # Its own session: the terminal's Ctrl-C goes to the harness, which decides
         # (harness.backends.shield), not to an `ip netns del` halfway through a teardown.
-        done = subprocess.run(
-            list(argv),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=child_environment(),
-            start_new_session=True,
-        )
+        returncode, stdout, stderr = run_own_session(argv, timeout, input=stdin, env=child_environment())
     except FileNotFoundError:
         raise BackendError(f"{what}: {argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
@@ -56,10 +49,10 @@ def run(argv: Sequence[str], what: str, stdin: str | None = None, timeout: float
     except OSError as err:
         # Out of processes or file descriptors, for instance.
         raise BackendError(f"{what}: cannot run `{shlex.join(argv)}`: {err.strerror or err}") from None
-    if done.returncode != 0:
-        detail = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
+    if returncode != 0:
+        detail = stderr.strip() or stdout.strip() or f"exit status {returncode}"
         raise BackendError(f"{what}: `{shlex.join(argv)}` failed: {detail}")
-    return done.stdout
+    return stdout
 
 
 def run_all(
