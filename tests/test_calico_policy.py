@@ -893,3 +893,11 @@ def test_translation_has_calico_verdicts_on_every_cell(staged_policies: tuple[St
                     continue
                 want = calico_allows(calico_policies_in_force, source, destination, key)
                 assert model.allowed(source.id, destination.id, key) is want, (source.id, destination.id, str(key))
+
+
+def test_a_kind_that_is_not_a_string_is_no_staged_kind_and_is_rejected_by_name() -> None:
+    # Found by the loader's fuzz test: a list as kind used to end in a TypeError.
+    manifest = staged(["StagedNetworkPolicy"])  # type: ignore[arg-type]
+    assert not is_staged(manifest)
+    err = rejection(manifest)
+    assert err.field == "kind" and "['StagedNetworkPolicy']" in str(err)

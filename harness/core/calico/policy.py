@@ -581,10 +581,17 @@ def _staged_calico(
     )
 
 
+def _staged_kind(manifest: object) -> str | None:
+    """The manifest's ``kind`` when it is one of the staged kinds (a kind that is
+    not a string, a list say, is none of them)."""
+    kind = manifest.get("kind") if isinstance(manifest, Mapping) else None
+    return kind if isinstance(kind, str) and kind in STAGED_KINDS else None
+
+
 def is_staged(manifest: object) -> bool:
     """Whether a manifest claims to be one of the staged kinds (to route it to
     :func:`parse_staged_policy`)."""
-    return isinstance(manifest, Mapping) and manifest.get("kind") in STAGED_KINDS
+    return _staged_kind(manifest) is not None
 
 
 def parse_staged_policy(manifest: object, source: str = "<inline>", default_namespace: str | None = None) -> StagedPolicy:
@@ -596,11 +603,10 @@ def parse_staged_policy(manifest: object, source: str = "<inline>", default_name
         meta = manifest.get("metadata")
         if isinstance(meta, Mapping) and isinstance(meta.get("name"), str):
             name_hint = meta["name"]
-        if manifest.get("kind") in STAGED_KINDS:
-            kind_hint = str(manifest["kind"])
+        kind_hint = _staged_kind(manifest) or kind_hint
     f = _Fields(source, kind_hint, name_hint)
     doc = f.mapping(manifest, "", ["apiVersion", "kind", "metadata", "spec"])
-    if doc.get("kind") not in STAGED_KINDS:
+    if _staged_kind(doc) is None:
         raise f.fail("kind", f"got {doc.get('kind')!r}", " or ".join(k.value for k in StagedKind))
     kind = StagedKind(doc["kind"])
     if doc.get("apiVersion") != CALICO_API_VERSION:
