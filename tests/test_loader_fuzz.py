@@ -3,9 +3,7 @@ raises ScenarioError (a message for the user), never another exception."""
 
 from __future__ import annotations
 
-import copy
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from hypothesis import strategies as st
 from harness.core.errors import ScenarioError
 from harness.scenario import Scenario, load_scenario, parse_scenario
 from harness.scenario.yamlload import load_all, load_one
+from tests.mutations import mutate
 
 #: Raise with NETPOL_FUZZ_EXAMPLES=20000 to hunt for bugs; the default keeps CI fast and stable.
 FUZZ = settings(
@@ -242,48 +241,9 @@ junk = st.recursive(
 )
 
 
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """Every place in a document tree (the root excluded)."""
-    if isinstance(node, dict):
-        items: Any = node.items()
-    elif isinstance(node, list):
-        items = enumerate(node)
-    else:
-        return
-    for key, child in items:
-        yield (*prefix, key)
-        yield from _paths(child, (*prefix, key))
-
-
-def _parent(doc: Any, path: tuple[Any, ...]) -> Any:
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    return node
-
-
 @st.composite
 def mutated_seed(draw: st.DrawFn, seed: dict[str, Any]) -> dict[str, Any]:
-    doc = copy.deepcopy(seed)
-    for _ in range(draw(st.integers(1, 4))):
-        paths = list(_paths(doc))
-        if not paths:
-            break
-        path = draw(st.sampled_from(paths))
-        parent, last = _parent(doc, path), path[-1]
-        action = draw(st.sampled_from(["replace", "replace", "delete", "rename", "wrap", "duplicate"]))
-        if action == "replace":
-            parent[last] = draw(junk)
-        elif action == "delete":
-            del parent[last]
-        elif action == "rename" and isinstance(parent, dict):
-            parent[draw(keys)] = parent.pop(last)
-        elif action == "wrap":
-            parent[last] = [parent[last]] if draw(st.booleans()) else {draw(keys): parent[last]}
-        elif action == "duplicate" and isinstance(parent, list):
-            parent.append(copy.deepcopy(parent[last]))
-        elif action == "duplicate":
-            parent[draw(keys)] = copy.deepcopy(parent[last])
+    doc: dict[str, Any] = mutate(draw, seed, draw(st.integers(1, 4)), junk, keys)
     return doc
 
 
