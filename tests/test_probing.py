@@ -2,8 +2,8 @@
 whole matrix once more; and cells that a change flips count only once seen flipped.
 
 A cluster CNI programs policies a moment after they are applied; no backend that
-runs here has that delay (the emulated backend's rules are live when `nft -f`
-returns), so these tests give the reference model one: for the first rounds after a
+runs here has that delay (the emulated backend's rules are live once their
+nftables transaction is committed), so these tests give the reference model one: for the first rounds after a
 change it answers with the state of before the change, as a CNI still programming it
 does.
 """

@@ -100,6 +100,18 @@ def test_an_edited_ruleset_is_noticed(backend: StepDriver) -> None:
         backend.probe([A_TO_B], 1.0)
 
 
+def test_another_table_added_to_the_node_namespace_is_noticed(backend: StepDriver) -> None:
+    # Its own chains at the same hooks would decide packets too, though our table is intact.
+    run = backend.network.run
+    assert backend.probe([A_TO_B], 1.0)[A_TO_B].outcome is Outcome.BLOCKED
+    node_nft(backend, "add", "table", "inet", "someone-else")
+    with pytest.raises(NetworkBroken) as info:
+        backend.probe([A_TO_B], 1.0)
+    assert f"the nftables ruleset of the node namespace was changed from outside since table {run.table} was loaded" in str(
+        info.value
+    )
+
+
 def test_a_killed_server_makes_the_step_an_error(backend: StepDriver) -> None:
     victim = backend.server_pids[1]  # x/b's
     os.kill(victim, signal.SIGKILL)

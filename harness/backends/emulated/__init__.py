@@ -99,6 +99,11 @@ def missing_requirements() -> list[str]:
     if nc is not None and "netcat-openbsd" not in missing and not _is_openbsd_netcat(nc):
         # busybox and traditional netcat lack -W and report dropped UDP as open.
         missing.append("netcat-openbsd")
+    if os.geteuid() == 0 and "nftables" not in missing:
+        from harness.backends.emulated.nftlib import available
+
+        if available() is not None:
+            missing.append("libnftables1")  # the library behind nft, which loads the rulesets
     if missing:
         needs.append("apt-get install " + " ".join(sorted(missing)))
     return needs

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from harness.backends.base import Backend, BackendInfo, Capabilities, Deployment
 from harness.backends.emulated import lifecycle
-from harness.backends.emulated.conntrack import flush_conntrack
 from harness.backends.emulated.dataplane import Dataplane
 from harness.backends.emulated.leftovers import remove_state, write_state
 from harness.backends.emulated.names import RunId
@@ -60,7 +59,7 @@ def default_probe_workers() -> int:
 
 class EmulatedBackend(Backend):
     name = "emulated"
-    # Rules are live when `nft -f` returns, servers are ready before deploy()
+    # Rules are live once their transaction is committed, servers are ready before deploy()
     # returns, and every packet that opens or continues a flow is checked against
     # the rules in force (only reply traffic is accepted by connection state), so
     # there is no programming delay to wait out: a cell that differs from the
@@ -267,8 +266,7 @@ class EmulatedBackend(Backend):
             services=ServiceRules(tuple(prerouting_rules(services, network.addresses)), tuple(forward_rules(services))),
         )
         self.ruleset = self._dataplane.load(data, self_policy=self.settings.self_traffic is SelfTraffic.POLICY)
-        # No NAT binding (nor flow) of an earlier ruleset outlives this one.
-        flush_conntrack(network.run.node)
+        self._dataplane.flush_conntrack()
         (network.run.log_dir / "ruleset.nft").write_text(self.ruleset)
         self._rendered = (state, self.settings)
 

@@ -15,13 +15,15 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from harness.backends.emulated.integrity import link_problems, list_table, listing_problems, server_problems
+from harness.backends.emulated.integrity import echo_problems, link_problems, list_table, listing_problems, server_problems
+from harness.backends.emulated.netlink import NamespaceNetlink
 from harness.backends.emulated.network import EmulatedNetwork
 from harness.backends.emulated.nflog import LogSubscription
+from harness.backends.emulated.nftlib import NftContext
 from harness.backends.emulated.rounds import ProbeRequest, ProbeResult, RoundSetup, run_round
 from harness.backends.emulated.ruleset import LOG_GROUP, LogIndex, RulesetInput, compile_ruleset, remove_table
 from harness.backends.emulated.servers import EndpointServers
-from harness.core.errors import BackendError
+from harness.core.errors import BackendError, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +40,29 @@ class Dataplane:
         self.generation = 0
         self.index = LogIndex()
         self.ruleset = ""  # the node's script last loaded
-        #: What each namespace holding a table of this run listed right after the
-        #: last load (netns → listing): what must still be in force.
-        self._listed: dict[str, str] = {}
+        #: The nftables generation of each namespace holding a table of this run,
+        #: right after the last load was checked, and the script loaded there:
+        #: what must still be in force.
+        self._generations: dict[str, tuple[int, str]] = {}
         self._self_tables: set[str] = set()  # pod ids whose namespace holds a table
         self._self_policy = False
         #: Why the network cannot be trusted any more (None while it can).
         self.broken: str | None = None
         self._logs: dict[str, LogSubscription] = {}
-        self._subscribe(network.run.node)
+        #: Netlink sockets of the namespaces whose tables are checked.
+        self._kernel: dict[str, NamespaceNetlink] = {}
+        #: The node's rulesets are loaded in this process (harness.backends.emulated.nftlib).
+        self._nft: NftContext | None = None
+        try:
+            self._subscribe(network.run.node)
+            self._nft = NftContext(network.run.node)
+        except BaseException:
+            self.close()
+            raise
 
     def _subscribe(self, netns: str) -> None:
+        if netns not in self._kernel:
+            self._kernel[netns] = NamespaceNetlink(netns)
         if netns not in self._logs:
             self._logs[netns] = LogSubscription(netns, LOG_GROUP)
 
@@ -56,6 +70,12 @@ class Dataplane:
         subscription = self._logs.pop(netns, None)
         if subscription is not None:
             subscription.close()
+        kernel = self._kernel.pop(netns, None)
+        if kernel is not None:
+            kernel.close()
+
+    def _generation(self, netns: str) -> int:
+        return self._kernel[netns].nftables_generation()
 
     # -- rules -------------------------------------------------------------------------
 
@@ -69,7 +89,18 @@ class Dataplane:
             dataclasses.replace(data, generation=self.generation, first_load=first_load), self_tables=self_policy
         )
         network = self.network
-        network.load_ruleset(compiled.text)
+        node = network.run.node
+        before = self._generation(node)
+        echo = self._load_node(compiled.text)
+        after = self._generation(node)
+        problems = echo_problems(network.run.table, "the node namespace", compiled.text, echo)
+        if after != (before + 1) & 0xFFFFFFFF and not problems:
+            # Another transaction came between: what is in force is what a listing says.
+            problems = listing_problems(
+                network.run.table, "the node namespace", compiled.text, list_table(node, network.run.table)
+            )
+        if problems:
+            self._break(problems)
         tables: dict[str, str] = {}
         if self_policy:
             tables = dict(compiled.self_tables)
@@ -88,20 +119,32 @@ class Dataplane:
             self._unsubscribe(netns)
         for netns in listening:
             self._subscribe(netns)
-        self._record_listings(compiled.text, {pod: tables[pod] for pod in self._self_tables})
+        self._generations = {node: (after, compiled.text)}
+        self._check_pod_tables({pod: tables[pod] for pod in self._self_tables})
         return compiled.text
 
-    def _record_listings(self, node_script: str, pod_scripts: dict[str, str]) -> None:
+    def _load_node(self, script: str) -> str:
+        """Replace the node's table in one transaction; what the kernel created."""
+        if self._nft is None:
+            raise BackendError("the emulated network's nftables context is closed")
+        try:
+            return self._nft.run(script, "loading the nftables ruleset")
+        except BackendError as err:
+            if "Operation not supported" in str(err) or "Protocol not supported" in str(err):
+                raise BackendUnavailable(f"{err}. The kernel lacks nf_tables support (modprobe nf_tables nft_ct)") from None
+            raise
+
+    def _check_pod_tables(self, pod_scripts: dict[str, str]) -> None:
+        """Check the tables just loaded into pod namespaces against their scripts
+        (by listing them: they were loaded several at once) and record each
+        namespace's generation."""
         network = self.network
-        self._listed = {}
         problems: list[str] = []
-        wanted = {network.run.node: (node_script, "the node namespace")}
-        wanted.update({network.netns[pod]: (script, f"the namespace of {pod}") for pod, script in pod_scripts.items()})
-        for netns, (script, where) in wanted.items():
+        for pod, script in pod_scripts.items():
+            netns = network.netns[pod]
             listing = list_table(netns, network.run.table)
-            problems += listing_problems(network.run.table, where, script, listing)
-            if listing is not None:
-                self._listed[netns] = listing
+            problems += listing_problems(network.run.table, f"the namespace of {pod}", script, listing)
+            self._generations[netns] = (self._generation(netns), script)
         if problems:
             self._break(problems)
 
@@ -114,14 +157,21 @@ class Dataplane:
             raise NetworkBroken(self.broken)
         network = self.network
         problems: list[str] = []
-        for netns, listing in self._listed.items():
-            now = list_table(netns, network.run.table)
+        table = network.run.table
+        for netns, (generation, script) in self._generations.items():
+            if self._generation(netns) == generation:
+                continue  # no nftables transaction at all since the load was checked
             where = "the node namespace" if netns == network.run.node else f"namespace {netns}"
-            if now is None:
-                problems.append(f"the nftables table {network.run.table} was deleted from {where}")
-            elif now != listing:
-                problems.append(f"the nftables table {network.run.table} in {where} was changed since it was loaded")
-        problems += link_problems(network.run.node, network.interfaces)
+            listing = list_table(netns, table)
+            if listing is None:
+                problems.append(f"the nftables table {table} was deleted from {where}")
+            elif listing_problems(table, where, script, listing):
+                problems.append(f"the nftables table {table} in {where} was changed since it was loaded")
+            else:
+                # Another table, or another change undone since: rules of others
+                # at the same hooks decide packets too.
+                problems.append(f"the nftables ruleset of {where} was changed from outside since table {table} was loaded")
+        problems += link_problems(self._kernel[network.run.node].link_states(), network.interfaces)
         exited = self.servers.exited()
         problems += exited
         if not exited and not problems:
@@ -153,6 +203,14 @@ class Dataplane:
         setup = RoundSetup(self.workers, scratch, tuple(self._logs.values()), self.index, self._self_policy)
         return run_round(requests, setup)
 
+    def flush_conntrack(self) -> None:
+        """Delete every connection tracking entry of the node namespace: no NAT
+        binding (nor flow) of an earlier ruleset outlives the one just loaded."""
+        self._kernel[self.network.run.node].flush_conntrack()
+
     def close(self) -> None:
-        for netns in list(self._logs):
+        for netns in {*self._logs, *self._kernel}:
             self._unsubscribe(netns)
+        if self._nft is not None:
+            self._nft.close()
+            self._nft = None

@@ -5,10 +5,12 @@ otherwise read as "refused", "blocked" or "allowed" under the policies in force.
 Before each probe round the backend checks, and a finding makes the step an error
 (:class:`harness.core.errors.BackendError`) and the deployment unfit for reuse:
 
-* the ruleset in force is the one loaded: right after each load the table is
-  listed (``nft list table``) and checked against the rendered script, chain by
-  chain and rule by rule (their comments and log prefixes); before a round it is
-  listed again and must be exactly that listing;
+* the ruleset in force is the one loaded: each load echoes what the kernel
+  created (``nft --echo``), which is checked against the rendered script, chain
+  by chain and rule by rule (their comments and log prefixes), and the
+  namespace's nftables generation is recorded; before a round the generation must
+  be the same, which it is only while no transaction at all has been committed
+  there since (:mod:`harness.backends.emulated.netlink`);
 * every endpoint's link is up: each node-side veth is operationally up, which a
   veth is only while both its ends are;
 * every server answers: from the node namespace (whose own traffic no policy
@@ -19,7 +21,6 @@ Before each probe round the backend checks, and a finding makes the step an erro
 from __future__ import annotations
 
 import errno
-import json
 import re
 import selectors
 import socket
@@ -42,6 +43,8 @@ CHECK_ATTEMPTS = 3
 CHECK_CONCURRENCY = 256
 
 _CHAIN = re.compile(r"^\s*chain (?P<name>\S+) \{$")
+#: What ``nft --echo`` prints for a chain or a rule it created.
+_ECHOED = re.compile(r"^add (?P<what>chain|rule) inet (?P<table>\S+) (?P<chain>\S+)(?P<rest>.*)$")
 _MARKS = re.compile(r'(?:comment|prefix) "(?P<text>[^"]*)"')
 
 
@@ -74,11 +77,39 @@ def rule_marks(script: str) -> dict[str, list[tuple[str, ...]]]:
     return chains
 
 
+def echoed_marks(echo: str, table: str) -> dict[str, list[tuple[str, ...]]]:
+    """Chain name → its rules' marks, from what ``nft --echo`` printed while
+    loading a script into ``table``: the chains and rules the kernel created, in
+    the order it created them."""
+    chains: dict[str, list[tuple[str, ...]]] = {}
+    for line in echo.splitlines():
+        found = _ECHOED.match(line.strip())
+        if found is None or found["table"] != table:
+            continue
+        rules = chains.setdefault(found["chain"], [])
+        if found["what"] == "rule":
+            rules.append(tuple(m["text"] for m in _MARKS.finditer(found["rest"])))
+    return chains
+
+
 def listing_problems(table: str, where: str, rendered: str, listing: str | None) -> list[str]:
     """How the listing of a table just loaded differs from the script rendered for it."""
     if listing is None:
         return [f"the nftables table {table} is missing from {where}"]
-    want, have = rule_marks(rendered), rule_marks(listing)
+    return marks_problems(table, where, rule_marks(rendered), rule_marks(listing))
+
+
+def echo_problems(table: str, where: str, rendered: str, echo: str) -> list[str]:
+    """How what the kernel created while loading a script differs from the script."""
+    have = echoed_marks(echo, table)
+    if not have:
+        return [f"the nftables table {table} is missing from {where}"]
+    return marks_problems(table, where, rule_marks(rendered), have)
+
+
+def marks_problems(
+    table: str, where: str, want: dict[str, list[tuple[str, ...]]], have: dict[str, list[tuple[str, ...]]]
+) -> list[str]:
     problems = []
     for chain, rules in want.items():
         if chain not in have:
@@ -91,20 +122,16 @@ def listing_problems(table: str, where: str, rendered: str, listing: str | None)
     return problems
 
 
-def link_problems(node_netns: str, interfaces: Mapping[str, str]) -> list[str]:
-    """Endpoints whose veth (``interfaces``: endpoint id → node-side veth) is not up."""
-    out = run(["ip", "-n", node_netns, "-j", "link", "show"], "listing the links of the node namespace")
-    try:
-        links = {link["ifname"]: link for link in json.loads(out)}
-    except (ValueError, KeyError, TypeError) as err:
-        raise BackendError(f"cannot read `ip -j link show` in {node_netns}: {err}") from None
+def link_problems(states: Mapping[str, str], interfaces: Mapping[str, str]) -> list[str]:
+    """Endpoints whose veth (``interfaces``: endpoint id → node-side veth) is not
+    up, from the node namespace's links (``states``: name → operational state)."""
     problems = []
     for endpoint, veth in interfaces.items():
-        link = links.get(veth)
-        if link is None:
+        state = states.get(veth)
+        if state is None:
             problems.append(f"the link of {endpoint} ({veth} in the node namespace) is gone")
-        elif link.get("operstate") != "UP":
-            problems.append(f"the link of {endpoint} is {str(link.get('operstate', 'unknown')).lower()}, not up")
+        elif state != "UP":
+            problems.append(f"the link of {endpoint} is {state.lower()}, not up")
     return problems
 
 

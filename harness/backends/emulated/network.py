@@ -165,15 +165,6 @@ class EmulatedNetwork:
             except OSError as err:
                 raise BackendError(f"cannot write the resolver files of {pod.id} in {directory}: {err.strerror or err}") from None
 
-    def load_ruleset(self, ruleset: str) -> None:
-        """Replace the node's filter table in one nftables transaction."""
-        try:
-            run(["nft", "-f", "-"], "loading the nftables ruleset", stdin=ruleset, netns=self.run.node)
-        except BackendError as err:
-            if "Operation not supported" in str(err) or "Protocol not supported" in str(err):
-                raise BackendUnavailable(f"{err}. The kernel lacks nf_tables support (modprobe nf_tables nft_ct)") from None
-            raise
-
     def load_endpoint_rulesets(self, rulesets: Mapping[str, str]) -> None:
         """Load a ruleset into each of these endpoints' own namespaces, several at once."""
         run_all(

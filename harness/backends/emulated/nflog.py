@@ -14,7 +14,8 @@ bytes of the IP packet. Message layouts and numbers are the kernel's UAPI:
 ``netfilter/nfnetlink_log.h`` (torvalds/linux, v6.x); the bind sequence is what
 libnetfilter_log's ``nflog_bind_group`` sends. No Python library implements
 NFLOG (pyroute2 covers rtnetlink, nftables and conntrack, not nfnetlink_log), so
-the few bytes are built here, with the standard library's netlink sockets.
+the few bytes are built here, with the standard library's netlink sockets and the
+basics of :mod:`harness.backends.emulated.netlink`.
 """
 
 from __future__ import annotations
@@ -26,27 +27,31 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from harness.backends.emulated.netlink import (
+    NETLINK_NETFILTER,
+    NFGEN,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    attribute,
+    attributes,
+    message,
+    messages,
+    open_socket,
+)
 from harness.backends.emulated.netns import call_in_netns
 from harness.core.errors import BackendError
 
-NETLINK_NETFILTER = 12
 _SO_RCVBUFFORCE = 33
 #: Room for a burst of logged packets between two reads (a message is ~150 bytes).
 RECEIVE_BUFFER = 8 << 20
 
-_NLMSG_ERROR = 2
-_NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
 _NFNL_SUBSYS_ULOG = 4
 _NFULNL_MSG_PACKET, _NFULNL_MSG_CONFIG = 0, 1
 _NFULA_PAYLOAD, _NFULA_PREFIX = 9, 10
 _NFULA_CFG_CMD, _NFULA_CFG_MODE, _NFULA_CFG_TIMEOUT, _NFULA_CFG_QTHRESH = 1, 2, 4, 5
 _NFULNL_CFG_CMD_BIND = 1
 _NFULNL_COPY_PACKET = 2
-_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
-
-_HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
-_NFGEN = struct.Struct("=BBH")  # struct nfgenmsg (res_id in network order)
-_ATTR = struct.Struct("=HH")  # struct nlattr
 
 #: Bytes of each packet copied: an IPv4 header without options and the ports.
 COPY_RANGE = 64
@@ -65,26 +70,10 @@ class LoggedPacket:
     destination_port: int
 
 
-def _attribute(kind: int, payload: bytes) -> bytes:
-    length = _ATTR.size + len(payload)
-    return _ATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
-
-
 def _config_message(group: int, attributes: bytes, sequence: int) -> bytes:
-    body = _NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(group)) + attributes
+    body = NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(group)) + attributes
     kind = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_CONFIG
-    return _HEADER.pack(_HEADER.size + len(body), kind, _NLM_F_REQUEST | _NLM_F_ACK, sequence, 0) + body
-
-
-def _attributes(data: bytes, start: int, end: int) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    while start + _ATTR.size <= end:
-        length, kind = _ATTR.unpack_from(data, start)
-        if length < _ATTR.size:
-            break
-        found[kind & _NLA_TYPE_MASK] = data[start + _ATTR.size : start + length]
-        start += (length + 3) & ~3
-    return found
+    return message(kind, NLM_F_REQUEST | NLM_F_ACK, sequence, body)
 
 
 def parse_messages(data: bytes) -> tuple[list[LoggedPacket], list[int]]:
@@ -92,20 +81,15 @@ def parse_messages(data: bytes) -> tuple[list[LoggedPacket], list[int]]:
     datagram (several messages may share one)."""
     packets: list[LoggedPacket] = []
     errors: list[int] = []
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
-        if length < _HEADER.size:
-            break
-        end = min(offset + length, len(data))
-        if kind == _NLMSG_ERROR:
-            (code,) = struct.unpack_from("=i", data, offset + _HEADER.size)
-            errors.append(-code)
+    for kind, _, _, start, end in messages(data):
+        if kind == NLMSG_ERROR:
+            if start + 4 <= end:
+                (code,) = struct.unpack_from("=i", data, start)
+                errors.append(-code)
         elif kind == (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_PACKET:
-            packet = _packet(_attributes(data, offset + _HEADER.size + _NFGEN.size, end))
+            packet = _packet(attributes(data, start + NFGEN.size, end))
             if packet is not None:
                 packets.append(packet)
-        offset += (length + 3) & ~3
     return packets, errors
 
 
@@ -150,9 +134,8 @@ class LogSubscription:
 
     @staticmethod
     def _open() -> socket.socket:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+        sock = open_socket(NETLINK_NETFILTER)
         try:
-            sock.bind((0, 0))
             try:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER)
             except OSError:
@@ -166,15 +149,15 @@ class LogSubscription:
         # Bind the group; copy the first bytes of each packet; deliver each message
         # at once (a queue threshold of one packet, no batching timeout).
         steps = (
-            ("binding", _attribute(_NFULA_CFG_CMD, bytes([_NFULNL_CFG_CMD_BIND]))),
-            ("setting the copy mode", _attribute(_NFULA_CFG_MODE, struct.pack(">IBB", COPY_RANGE, _NFULNL_COPY_PACKET, 0))),
-            ("setting the queue threshold", _attribute(_NFULA_CFG_QTHRESH, struct.pack(">I", 1))),
-            ("setting the flush timeout", _attribute(_NFULA_CFG_TIMEOUT, struct.pack(">I", 0))),
+            ("binding", attribute(_NFULA_CFG_CMD, bytes([_NFULNL_CFG_CMD_BIND]))),
+            ("setting the copy mode", attribute(_NFULA_CFG_MODE, struct.pack(">IBB", COPY_RANGE, _NFULNL_COPY_PACKET, 0))),
+            ("setting the queue threshold", attribute(_NFULA_CFG_QTHRESH, struct.pack(">I", 1))),
+            ("setting the flush timeout", attribute(_NFULA_CFG_TIMEOUT, struct.pack(">I", 0))),
         )
         self.socket.settimeout(5.0)
         try:
-            for sequence, (what, attribute) in enumerate(steps, start=1):
-                self.socket.send(_config_message(self.group, attribute, sequence))
+            for sequence, (what, setting) in enumerate(steps, start=1):
+                self.socket.send(_config_message(self.group, setting, sequence))
                 code = self._acknowledgement()
                 if code:
                     raise BackendError(
