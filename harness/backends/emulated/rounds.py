@@ -48,8 +48,8 @@ from harness.core.probe_clients import (
     classify,
     connect_failures,
     curl_batch_argv,
-    parse_transfer_line,
     tcp_outcome,
+    transfer_reports,
 )
 from harness.core.topology import Protocol
 
@@ -382,14 +382,16 @@ class ProbeRound:
 
     def _batch_output(self, job: int, batch: _Batch, data: bytes) -> None:
         text = batch.buffer + data
-        lines = text.split(b"\n")
-        batch.buffer = lines.pop()
-        for raw in lines:
-            line = raw.decode(errors="replace")
-            report = parse_transfer_line(line)
-            if report is None:
-                batch.failures.update(connect_failures(line))
-                continue
+        cut = text.rfind(b"\n") + 1
+        batch.buffer = text[cut:]
+        if not cut:
+            return
+        chunk = text[:cut].decode(errors="replace")
+        # A connect failure is reported before its transfer's line, in this chunk or an
+        # earlier one; each (address, port) is one transfer of the batch.
+        if "connect" in chunk:
+            batch.failures.update(connect_failures(chunk))
+        for report in transfer_reports(chunk):
             index = batch.transfers.get(report.body_file)
             if index is None:
                 continue
