@@ -132,3 +132,18 @@ def test_closing_the_launcher_stops_every_server_it_started(launcher: ServerLaun
     launcher.close()
     # The launcher reaps every server before it exits, so none is left, not even a zombie.
     assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+
+
+def test_a_server_that_cannot_bind_its_port_is_reported_failed_by_port(
+    launcher: ServerLauncher, netns: str, tmp_path: Path
+) -> None:
+    first = start(launcher, netns, tmp_path / "a.log", 8080)
+    key = launcher.new_key()
+    request = {"op": "start", "key": key, "netns": netns, "identity": "x/b", "tcp": [8080], "udp": [], "dns": None}
+    launcher.send({**request, "detached": False, "log": str(tmp_path / "b.log")})
+    assert launcher.wait(lambda: key in launcher.status, 10.0)
+    assert (launcher.failed[key], launcher.status[key]) == (
+        "cannot serve x/b: [Errno 98] cannot bind 8080/TCP: Address already in use",
+        1,
+    )
+    assert key not in launcher.ready and f"x/{first}".encode() in answer(netns, 8080)

@@ -22,15 +22,21 @@ _libc: ctypes.CDLL | None = None
 T = TypeVar("T")
 
 
-def enter_netns(name: str) -> None:
-    """Move the calling thread into network namespace ``name`` (an ``ip netns``
-    name). Raises OSError when it does not exist or cannot be entered."""
+def libc() -> ctypes.CDLL:
+    """The C library (loaded once: a process that forks loads it before, so that
+    its children need not)."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
+    return _libc
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread into network namespace ``name`` (an ``ip netns``
+    name). Raises OSError when it does not exist or cannot be entered."""
+    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        if libc().setns(fd, _CLONE_NEWNET) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
     finally:

@@ -8,27 +8,44 @@ inside the endpoint's namespace::
     ip netns exec NS python -m harness.backends.emulated.server --identity x/a --tcp 80 --udp 80
 
 It then prints ``ready`` once every port is bound, and exits when its standard
-input closes; with ``--detached`` it serves until it is killed. For the cluster DNS
+input closes (at once when that is /dev/null or a file, read to its end); with
+``--detached`` it serves until it is killed. For the cluster DNS
 pod, with ``--dns RECORDS``, port 53 also answers DNS queries (over UDP,
 and over TCP with its two-byte length prefix) from the records file, a JSON mapping
 of names to IPv4 addresses the harness rewrites when the Services change (the
 server reads it again when its modification time changes). Its DNS messages are
 read and written with dnslib. Anything on 53 that is not a DNS query (a probe's
 datagram, an HTTP request) is answered with the identity, like any other port.
+
+A server is one loop over a selector (epoll) and non-blocking sockets, without
+asyncio: a run of the scenario library forks hundreds of servers and answers
+thousands of connections while its probes keep both cores busy, so the servers'
+CPU is wall time. An asyncio loop cost about 3 ms of CPU to start a server (the
+loop, a server per port) and 0.17 ms per connection (stream reader and writer,
+a task per timeout); this loop about 1.4 ms to start, most of it the fork itself,
+and 0.03 to 0.05 ms per connection. A connection is answered once its request
+head has come (its blank line), its client has closed its side, 64 KiB of head
+have come, or it has waited 5 seconds; deadlines all being the same wait, they
+are kept in the order accepted.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import enum
+import errno
 import json
 import os
+import selectors
 import signal
+import socket
 import sys
+import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from harness.backends.emulated.netns import enter_netns
+from harness.backends.emulated.netns import enter_netns, libc
 
 #: How long a client may take to send its request head before it is answered anyway.
 _REQUEST_WAIT = 5.0
@@ -98,115 +115,369 @@ def dns_answer(query: bytes, records: DnsRecords) -> bytes | None:
     return packed
 
 
-class _DatagramResponder(asyncio.DatagramProtocol):
-    def __init__(self, reply: bytes, records: DnsRecords | None = None) -> None:
-        self.reply = reply
+class _Phase(enum.Enum):
+    """Where an accepted connection is."""
+
+    #: Reading an HTTP request head, up to its blank line.
+    HEAD = "head"
+    #: On the DNS port: reading the first two bytes (a DNS length, or an HTTP method's).
+    DNS_LENGTH = "dns-length"
+    #: Reading a DNS message of the length read.
+    DNS_MESSAGE = "dns-message"
+    #: Writing the answer (what the first send did not take).
+    WRITE = "write"
+
+
+class _Connection:
+    """One accepted TCP connection. Of an HTTP head it keeps only how much was read
+    and its last three bytes (to find a blank line split between reads); a DNS
+    message (at most 65,535 bytes) is kept whole."""
+
+    __slots__ = ("sock", "phase", "deadline", "seen", "tail", "buffer", "length", "out", "registered", "closed")
+
+    out: bytes | memoryview
+
+    def __init__(self, sock: socket.socket, phase: _Phase, deadline: float) -> None:
+        self.sock = sock
+        self.phase = phase
+        self.deadline = deadline
+        self.seen = 0
+        self.tail = b""
+        self.buffer = b""
+        self.length = 0
+        self.out = b""
+        #: In the selector (not when answered straight after it was accepted).
+        self.registered = False
+        self.closed = False
+
+
+#: Where an HTTP request head ends.
+_HEAD_END = b"\r\n\r\n"
+#: Bytes of request head read at most before answering anyway (memory stays bounded).
+_HEAD_LIMIT = 64 * 1024
+#: Bytes asked of one recv.
+_CHUNK = 16 * 1024
+#: Datagrams answered per readiness of a UDP socket, so that a flood on one port
+#: cannot starve the others (the socket stays readable: the rest come next turn).
+_DATAGRAMS_PER_TURN = 256
+#: Seconds before accepting again after running out of descriptors or memory.
+_ACCEPT_RETRY = 0.5
+#: accept(2) errors that say this process or the system is out of a resource.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _EndpointServer:
+    """The state of :func:`serve`: one selector over the listening TCP sockets, the
+    accepted connections, the UDP sockets and (unless detached) standard input."""
+
+    def __init__(self, identity: str, records: DnsRecords | None, request_wait: float) -> None:
+        self.identity = identity.encode()
+        self.response = http_response(identity)
         self.records = records
-        self.transport: asyncio.DatagramTransport | None = None
+        self.request_wait = request_wait
+        self.selector = selectors.DefaultSelector()
+        self.listeners: list[socket.socket] = []
+        #: Each listening socket, and whether it is the DNS port of a DNS server.
+        self.accepting: list[tuple[socket.socket, bool]] = []
+        self.datagram_sockets: list[socket.socket] = []
+        #: (deadline, connection), in the order accepted: every connection waits the
+        #: same time, so the front is always the nearest deadline. An entry whose
+        #: connection has closed or moved its deadline is skipped.
+        self.deadlines: deque[tuple[float, _Connection]] = deque()
+        self.connections: set[_Connection] = set()
+        #: When accepting paused for lack of resources: when it is tried again.
+        self.accept_paused_until: float | None = None
+        self.stopped = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector transport implements DatagramTransport without subclassing it.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    # -- setting up ----------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        if self.transport is None:
+    def bind(self, tcp_ports: list[int], udp_ports: list[int]) -> None:
+        for port in tcp_ports:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            _bind(listener, port, "TCP")
+            listener.listen(_BACKLOG)
+            listener.setblocking(False)
+            self.accepting.append((listener, self.records is not None and port == DNS_PORT))
+        self._resume_accepting()
+        for port in udp_ports:
+            datagrams = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.datagram_sockets.append(datagrams)
+            _bind(datagrams, port, "UDP")
+            datagrams.setblocking(False)
+            records = self.records if port == DNS_PORT else None
+            self.selector.register(datagrams, selectors.EVENT_READ, (self._datagrams, (datagrams, records)))
+
+    def watch_stdin(self) -> bool:
+        """Watch standard input for its end; False when it has already ended. A file
+        epoll cannot watch (a regular file, /dev/null: EPERM) is read to its end
+        here, which comes at once."""
+        try:
+            self.selector.register(0, selectors.EVENT_READ, (self._stdin, None))
+            return True
+        except PermissionError:
+            try:
+                while os.read(0, 65536):
+                    pass
+            except OSError:
+                pass
+            return False
+        except (OSError, ValueError):
+            return False  # no standard input at all (fd 0 closed)
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        select = self.selector.select
+        while not self.stopped:
+            for key, _ in select(self._timeout()):
+                handler, target = key.data
+                handler(target)
+            if self.deadlines and self.deadlines[0][0] <= time.monotonic():
+                self._expire()
+            if self.accept_paused_until is not None and self.accept_paused_until <= time.monotonic():
+                self._resume_accepting()
+
+    def _timeout(self) -> float | None:
+        deadlines = self.deadlines
+        while deadlines and (deadlines[0][1].closed or deadlines[0][1].deadline != deadlines[0][0]):
+            deadlines.popleft()
+        nearest = deadlines[0][0] if deadlines else None
+        if self.accept_paused_until is not None:
+            nearest = self.accept_paused_until if nearest is None else min(nearest, self.accept_paused_until)
+        return None if nearest is None else max(0.0, nearest - time.monotonic())
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, conn = deadlines.popleft()
+            if conn.closed or conn.deadline != deadline:
+                continue
+            if conn.phase is _Phase.HEAD or conn.phase is _Phase.DNS_LENGTH:
+                self._answer(conn, self.response)  # nothing (whole) came: answered anyway
+            else:
+                self._close(conn)  # a DNS message cut short, or a client that does not read
+
+    # -- TCP -----------------------------------------------------------------------
+
+    def _accept(self, target: tuple[socket.socket, bool]) -> None:
+        if self.accept_paused_until is not None:
+            return  # paused earlier in the same turn
+        listener, dns = target
+        while True:
+            try:
+                sock, _address = listener.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue  # reset before it was accepted
+            except OSError as err:
+                if err.errno in _OUT_OF_RESOURCES:
+                    self._pause_accepting(err)
+                return  # another pending network error: the next readiness tries again
+            sock.setblocking(False)
+            deadline = time.monotonic() + self.request_wait
+            conn = _Connection(sock, _Phase.DNS_LENGTH if dns else _Phase.HEAD, deadline)
+            self.connections.add(conn)
+            # The request is often in already: answered without waiting for readiness.
+            self._on_connection(conn)
+            if not conn.closed and not conn.registered:
+                self.selector.register(sock, selectors.EVENT_READ, (self._on_connection, conn))
+                conn.registered = True
+                self.deadlines.append((deadline, conn))
+
+    def _on_connection(self, conn: _Connection) -> None:
+        if conn.closed:
+            return  # closed earlier in the same turn
+        if conn.phase is _Phase.WRITE:
+            self._write(conn)
             return
-        answer = dns_answer(data, self.records) if self.records is not None else None
-        self.transport.sendto(answer if answer is not None else self.reply, addr)
+        try:
+            chunk = conn.sock.recv(_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn)  # reset, or another error of this connection
+            return
+        if conn.phase is _Phase.HEAD:
+            self._take_head(conn, chunk)
+        elif conn.phase is _Phase.DNS_LENGTH:
+            self._take_dns_length(conn, chunk)
+        else:
+            self._take_dns_message(conn, chunk)
+
+    def _take_head(self, conn: _Connection, chunk: bytes) -> None:
+        # The head is read first and only then answered: closing with unread data
+        # would make the kernel reset the connection before the client reads the answer.
+        window = conn.tail + chunk
+        conn.seen += len(chunk)
+        if not chunk or _HEAD_END in window or conn.seen > _HEAD_LIMIT:
+            self._answer(conn, self.response)
+        else:
+            conn.tail = window[-3:]
+
+    def _take_dns_length(self, conn: _Connection, chunk: bytes) -> None:
+        # DNS over TCP: each message after its two-byte length (RFC 1035, 4.2.2);
+        # two letters are the start of an HTTP method (a probe or the health check).
+        if not chunk:
+            self._answer(conn, self.response)  # ended before two bytes: not DNS
+            return
+        buffer = conn.buffer + chunk
+        if len(buffer) < 2:
+            conn.buffer = buffer
+        elif buffer[:2].isalpha():
+            conn.buffer = b""
+            conn.phase = _Phase.HEAD
+            self._take_head(conn, buffer)
+        else:
+            conn.phase = _Phase.DNS_MESSAGE
+            conn.length = int.from_bytes(buffer[:2], "big")
+            conn.buffer = buffer[2:]
+            self._answer_dns(conn)
+
+    def _take_dns_message(self, conn: _Connection, chunk: bytes) -> None:
+        if not chunk:
+            self._close(conn)  # ended before the whole message came
+            return
+        conn.buffer += chunk
+        self._answer_dns(conn)
+
+    def _answer_dns(self, conn: _Connection) -> None:
+        """Answer the DNS message once all of it has come (a query dnslib cannot
+        read, or that is no query, is not answered)."""
+        assert self.records is not None
+        if len(conn.buffer) < conn.length:
+            return
+        reply = dns_answer(conn.buffer[: conn.length], self.records)
+        conn.buffer = b""
+        if reply is None:
+            self._close(conn)
+        else:
+            self._answer(conn, len(reply).to_bytes(2, "big") + reply)
+
+    def _answer(self, conn: _Connection, answer: bytes) -> None:
+        conn.phase = _Phase.WRITE
+        conn.out = answer
+        self._write(conn)
+
+    def _write(self, conn: _Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return
+        if sent == len(conn.out):
+            self._close(conn)
+            return
+        # Normally the whole answer goes in one send; the rest waits for room, for
+        # at most another request wait (appended last, it is still the latest deadline).
+        conn.out = memoryview(conn.out)[sent:]  # no copy of a long rest
+        conn.deadline = time.monotonic() + self.request_wait
+        self.deadlines.append((conn.deadline, conn))
+        if conn.registered:
+            self.selector.modify(conn.sock, selectors.EVENT_WRITE, (self._on_connection, conn))
+        else:
+            self.selector.register(conn.sock, selectors.EVENT_WRITE, (self._on_connection, conn))
+            conn.registered = True
+
+    def _close(self, conn: _Connection) -> None:
+        conn.closed = True
+        self.connections.discard(conn)
+        if conn.registered:
+            self.selector.unregister(conn.sock)
+        conn.sock.close()
+        conn.buffer = conn.out = b""
+        if self.accept_paused_until is not None:
+            self._resume_accepting()  # a descriptor is free again
+
+    def _pause_accepting(self, err: OSError) -> None:
+        print(f"cannot accept: {err.strerror or err}; trying again in {_ACCEPT_RETRY} s", file=sys.stderr, flush=True)
+        for listener in self.listeners:
+            self.selector.unregister(listener)
+        self.accept_paused_until = time.monotonic() + _ACCEPT_RETRY
+
+    def _resume_accepting(self) -> None:
+        self.accept_paused_until = None
+        for target in self.accepting:
+            self.selector.register(target[0], selectors.EVENT_READ, (self._accept, target))
+
+    # -- UDP and standard input ----------------------------------------------------
+
+    def _datagrams(self, target: tuple[socket.socket, DnsRecords | None]) -> None:
+        datagrams, records = target
+        for _turn in range(_DATAGRAMS_PER_TURN):
+            try:
+                data, address = datagrams.recvfrom(65535)
+            except OSError:
+                return  # BlockingIOError: none left
+            answer = dns_answer(data, records) if records is not None else None
+            try:
+                datagrams.sendto(answer if answer is not None else self.identity, address)
+            except OSError:
+                pass  # no room in the send buffer, or the sender is unreachable: a lost datagram
+
+    def _stdin(self, _: None) -> None:
+        try:
+            if os.read(0, 65536):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self.stopped = True
+
+    def close(self) -> None:
+        self.accept_paused_until = None
+        for conn in list(self.connections):
+            self._close(conn)
+        for sock in self.listeners + self.datagram_sockets:
+            sock.close()
+        self.selector.close()
 
 
-def _responder(reply: bytes, records: DnsRecords | None) -> Callable[[], _DatagramResponder]:
-    return lambda: _DatagramResponder(reply, records)
+def _bind(sock: socket.socket, port: int, protocol: str) -> None:
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError as err:
+        raise OSError(err.errno, f"cannot bind {port}/{protocol}: {err.strerror}") from None
 
 
-async def _stdin_closed() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while await reader.read(4096):
-        pass
+def _say_ready() -> None:
+    print("ready", flush=True)
 
 
-async def serve(
+def serve(
     identity: str,
     tcp_ports: list[int],
     udp_ports: list[int],
     detached: bool = False,
     dns: str | None = None,
     ready: Callable[[], None] | None = None,
+    *,
+    request_wait: float = _REQUEST_WAIT,
 ) -> None:
     """Serve until standard input closes, or with ``detached`` until killed;
-    ``ready`` is called once every port is bound (by default: print ``ready``)."""
-    response = http_response(identity)
-    records = DnsRecords(dns) if dns else None
-
-    async def answer_dns(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
-        # DNS over TCP: each message after its two-byte length (RFC 1035, 4.2.2).
-        assert records is not None
-        try:
-            length = int.from_bytes(head, "big")
-            query = await asyncio.wait_for(reader.readexactly(length), _REQUEST_WAIT)
-            reply = dns_answer(query, records)
-            if reply is not None:
-                writer.write(len(reply).to_bytes(2, "big") + reply)
-                await writer.drain()
-            writer.close()
-            await writer.wait_closed()
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            writer.close()
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if records is not None and writer.get_extra_info("sockname")[1] == DNS_PORT:
-            try:
-                head = await asyncio.wait_for(reader.readexactly(2), _REQUEST_WAIT)
-            except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                head = b""
-            if len(head) == 2 and not head.isalpha():
-                await answer_dns(reader, writer, head)
-                return
-            # An HTTP request (a probe or the health check): answered with the identity.
-        try:
-            # Read the request head first: closing with unread data would reset the
-            # connection before the client sees the answer.
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_WAIT)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
-            pass
-        try:
-            writer.write(response)
-            await writer.drain()
-            writer.close()
-            await writer.wait_closed()
-        except ConnectionError:
-            pass
-
-    loop = asyncio.get_running_loop()
-    servers = [await asyncio.start_server(answer, "0.0.0.0", port, backlog=_BACKLOG, reuse_address=True) for port in tcp_ports]
-    transports = []
-    for port in udp_ports:
-        transport, _ = await loop.create_datagram_endpoint(
-            _responder(identity.encode(), records if port == DNS_PORT else None),
-            local_addr=("0.0.0.0", port),
-        )
-        transports.append(transport)
-    if ready is None:
-        print("ready", flush=True)
-    else:
-        ready()
+    ``ready`` is called once every port is bound (by default: print ``ready``).
+    A client gets ``request_wait`` seconds to send its request before it is
+    answered anyway. A port that cannot be bound raises OSError."""
+    server = _EndpointServer(identity, DnsRecords(dns) if dns else None, request_wait)
     try:
-        if detached:
-            await asyncio.Event().wait()  # until killed
-        await _stdin_closed()
+        server.bind(tcp_ports, udp_ports)
+        (ready or _say_ready)()
+        if detached or server.watch_stdin():
+            server.run()
     finally:
-        for server in servers:
-            server.close()
-        for transport in transports:
-            transport.close()
+        server.close()
 
 
 # -- the launcher ---------------------------------------------------------------------
 #
 # Starting a Python process per endpoint costs a tenth of a second of CPU each (the
-# interpreter and asyncio), which is most of building a network. So the backend runs
+# interpreter and its imports), which is most of building a network. So the backend runs
 # one launcher for its whole life, which has imported everything once and forks a
 # server per endpoint: the child enters the endpoint's network namespace (setns(2),
 # as `ip netns exec` does) and serves there. Every server is still its own process,
@@ -234,10 +505,8 @@ def _child(key: str, request: dict[str, Any]) -> None:
     status = 0
     try:
         if not request.get("detached"):
-            import ctypes
-
             # Ends with the launcher, which ends with the harness (its stdin closes).
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -245,18 +514,17 @@ def _child(key: str, request: dict[str, Any]) -> None:
         enter_netns(request["netns"])
 
         def ready() -> None:
-            _say(f"ready {key}")
+            # With its pid: this can come before the launcher's "started" line.
+            _say(f"ready {key} {os.getpid()}")
             os.dup2(null, 1)  # nothing more to say: a kept server outlives the pipe
 
-        asyncio.run(
-            serve(
-                request["identity"],
-                list(request.get("tcp", [])),
-                list(request.get("udp", [])),
-                detached=True,
-                dns=request.get("dns"),
-                ready=ready,
-            )
+        serve(
+            request["identity"],
+            list(request.get("tcp", [])),
+            list(request.get("udp", [])),
+            detached=True,
+            dns=request.get("dns"),
+            ready=ready,
         )
     except BaseException as err:  # noqa: BLE001 - whatever it is, the backend must hear of it
         status = 1
@@ -364,8 +632,8 @@ def launch(stdin: Any) -> int:
     """Read requests (JSON lines) and answer on standard output:
 
     * ``{"op": "start", "key": K, "netns", "identity", "tcp", "udp", "dns",
-      "detached", "log"}``: fork the server; ``started K PID``, then the server's
-      ``ready K`` or ``failed K MESSAGE``;
+      "detached", "log"}``: fork the server; ``started K PID``, and the server's
+      ``ready K PID`` (which may come first) or ``failed K MESSAGE``;
     * ``{"op": "stop", "keys": [...], "grace": S}``: SIGTERM those servers (SIGKILL
       after ``S`` seconds), and ``stopped K STATUS`` as each is reaped;
     * ``{"op": "release", "keys": [...]}``: leave those servers running when the
@@ -384,6 +652,10 @@ def launch(stdin: Any) -> int:
         import dnslib  # noqa: F401 - imported once here, not in every server
     except ImportError:
         pass
+    # The C library and the two functions each server calls, looked up once here
+    # (ctypes keeps a function on the library once looked up), not in every server.
+    for function in ("setns", "prctl"):
+        getattr(libc(), function)
     _Launcher(stdin).run()
     return 0
 
@@ -401,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dns", metavar="RECORDS", help="also answer DNS on port 53 from this JSON file of names")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.identity, args.tcp, args.udp, args.detached, args.dns))
+        serve(args.identity, args.tcp, args.udp, args.detached, args.dns)
     except OSError as err:
         print(f"cannot serve {args.identity}: {err}", file=sys.stderr, flush=True)
         return 1

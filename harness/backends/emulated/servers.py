@@ -78,6 +78,15 @@ def _import_path() -> str:
     return os.pathsep.join(dict.fromkeys(roots))
 
 
+def server_environment() -> dict[str, str]:
+    """The environment of a server process (or the launcher): the module is this
+    package's, importable wherever the harness is imported from (a checkout or
+    site-packages)."""
+    env = child_environment()
+    env["PYTHONPATH"] = _import_path()
+    return env
+
+
 def _gone(pid: int) -> bool:
     """The process has ended (or is a zombie not reaped yet)."""
     fields = process_status(pid)
@@ -105,10 +114,7 @@ class ServerLauncher:
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self.process is None:
-            env = child_environment()
-            # The server is this package's module: make it importable wherever the
-            # harness is imported from (a checkout or site-packages).
-            env["PYTHONPATH"] = _import_path()
+            env = server_environment()
             self._errors = tempfile.TemporaryFile()
             try:
                 # Its own session: a Ctrl-C meant for the harness must not kill the
@@ -172,6 +178,8 @@ class ServerLauncher:
         if word == "started":
             self.pids[key] = int(detail)
         elif word == "ready":
+            # The server's own line, which can come before the launcher's "started".
+            self.pids.setdefault(key, int(detail))
             self.ready.add(key)
         elif word == "failed":
             self.failed[key] = detail
