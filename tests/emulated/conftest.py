@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from harness.backends.emulated.names import RunId
 
 
 def _children_running(command: str) -> list[int]:
@@ -30,3 +33,16 @@ def children_running() -> Callable[[str], list[int]]:
     """Children of this process (started from any of its threads) whose command
     name is the argument: what a test expects to have been reaped."""
     return _children_running
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of the test's own (named like a run's, so that the
+    harness's cleanup would recognise it), its loopback up; deleted afterwards."""
+    name = f"{RunId.new()}-test"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)

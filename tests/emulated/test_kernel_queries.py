@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -39,16 +37,6 @@ SCRIPT = """table inet probe-test {
 \t}
 }
 """
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"nph-kq-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 def nft(netns: str, *args: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from harness.backends.emulated import missing_requirements
-from harness.backends.emulated.names import RunId
 from harness.backends.emulated.netns import call_in_netns
 from harness.backends.emulated.servers import ServerLauncher
 from harness.backends.emulated.system import process_status
@@ -29,17 +27,6 @@ pytestmark = [
     pytest.mark.emulated,
     pytest.mark.skipif(bool(NEEDS), reason="the emulated backend needs: " + "; ".join(NEEDS)),
 ]
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"{RunId.new()}-launcher"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from harness.backends.emulated import missing_requirements
-from harness.backends.emulated.names import RunId
 from harness.backends.emulated.netns import call_in_netns
 from harness.backends.emulated.servers import server_environment
 
@@ -53,17 +52,6 @@ SERVE = (
     "a = json.load(open(sys.argv[1]))\n"
     "serve(a['identity'], a['tcp'], a['udp'], dns=a['dns'], request_wait=a['request_wait'])\n"
 )
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"{RunId.new()}-server"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 class Servers:
