@@ -149,22 +149,18 @@ def test_cluster_policy_edits_are_causes() -> None:
     """An Admin Deny added closes cells even where a NetworkPolicy admits them;
     turning it into a Pass hands them back to the NetworkPolicies; a Baseline Deny
     counts only for pods no NetworkPolicy isolates."""
-    deny = cnp(
-        "no-staging",
-        "Admin",
-        10,
-        PROD_SUBJECT,
-        source="guardrails/no-staging.yaml",
-        ingress=[{"action": "Deny", "from": FROM_STAGING}],
-    )
-    passing = cnp(
-        "no-staging",
-        "Admin",
-        10,
-        PROD_SUBJECT,
-        source="guardrails/no-staging.yaml",
-        ingress=[{"action": "Pass", "from": FROM_STAGING}],
-    )
+
+    def no_staging(action: str) -> ClusterPolicy:
+        return cnp(
+            "no-staging",
+            "Admin",
+            10,
+            PROD_SUBJECT,
+            source="guardrails/no-staging.yaml",
+            ingress=[{"action": action, "from": FROM_STAGING}],
+        )
+
+    deny, passing = no_staging("Deny"), no_staging("Pass")
     ports = {"ports": (TCP_3306,)}
     added = compute_impact(tiered(SHOP, [], [], **ports), tiered(SHOP, [], [deny], **ports))
     assert one(added).summary() == (

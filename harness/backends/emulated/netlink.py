@@ -46,7 +46,7 @@ NETLINK_ROUTE = 0
 NETLINK_NETFILTER = 12
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
 _NLM_F_DUMP_INTR = 0x10
 #: The attribute type without NLA_F_NESTED and NLA_F_NET_BYTEORDER.
 NLA_TYPE_MASK = 0x3FFF
@@ -117,6 +117,17 @@ def open_socket(protocol: int) -> socket.socket:
     return sock
 
 
+def _open_pair() -> tuple[socket.socket, socket.socket]:
+    """A netfilter and a route socket in the calling thread's namespace (neither
+    left open when the other cannot be opened)."""
+    netfilter = open_socket(NETLINK_NETFILTER)
+    try:
+        return netfilter, open_socket(NETLINK_ROUTE)
+    except BaseException:
+        netfilter.close()
+        raise
+
+
 class NamespaceNetlink:
     """The netlink sockets of one network namespace, opened once."""
 
@@ -124,9 +135,7 @@ class NamespaceNetlink:
         self.netns = netns
         self._sequence = 0
         try:
-            self._netfilter, self._route = call_in_netns(
-                netns, lambda: (open_socket(NETLINK_NETFILTER), open_socket(NETLINK_ROUTE))
-            )
+            self._netfilter, self._route = call_in_netns(netns, _open_pair)
         except OSError as err:
             raise BackendError(f"cannot open netlink sockets in network namespace {netns}: {err.strerror or err}") from None
 
@@ -158,7 +167,7 @@ class NamespaceNetlink:
                             raise _Interrupted
                         return
                     yield data, kind, start, end
-                    if not flags & 0x2:  # NLM_F_MULTI: a single answer ends here
+                    if not flags & NLM_F_MULTI:  # a single answer ends here
                         return
         except TimeoutError:
             raise BackendError(

@@ -389,8 +389,7 @@ class ProbeRound:
         chunk = text[:cut].decode(errors="replace")
         # A connect failure is reported before its transfer's line, in this chunk or an
         # earlier one; each (address, port) is one transfer of the batch.
-        if "connect" in chunk:
-            batch.failures.update(connect_failures(chunk))
+        batch.failures.update(connect_failures(chunk))
         for report in transfer_reports(chunk):
             index = batch.transfers.get(report.body_file)
             if index is None:
